@@ -1,0 +1,408 @@
+//! Configuration: the TOML file, the command-line flags that override it, and the checks.
+//!
+//! Parsed and checked once at start into plain structs; nothing reads the file or the
+//! environment later. Every error names where it comes from (file and key, or flag) and the
+//! offending value; `main` prints it and exits with status 2.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Transport of a listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+
+    /// As written in a Via (upper case).
+    pub fn via(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+        }
+    }
+}
+
+/// One `udp:HOST:PORT` / `tcp:HOST:PORT` listen address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub proto: Proto,
+    pub addr: SocketAddr,
+}
+
+impl Listen {
+    /// `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
+    pub fn parse(s: &str) -> Result<Listen, String> {
+        let (proto, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("'{s}': expected udp:HOST:PORT or tcp:HOST:PORT"))?;
+        let proto = match proto.to_ascii_lowercase().as_str() {
+            "udp" => Proto::Udp,
+            "tcp" => Proto::Tcp,
+            other => return Err(format!("'{s}': unknown transport '{other}' (udp or tcp)")),
+        };
+        let addr: SocketAddr = rest
+            .parse()
+            .map_err(|_| format!("'{s}': '{rest}' is not an IP:PORT (IPv6 as [::1]:5060)"))?;
+        Ok(Listen { proto, addr })
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.proto.as_str(), self.addr)
+    }
+}
+
+/// A memcached node: `host:port`, optionally weighted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NodeSpec {
+    Addr(String),
+    Weighted { addr: String, weight: u32 },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    listen: Option<Vec<String>>,
+    domains: Option<Vec<String>>,
+    max_message_size: Option<usize>,
+    tcp_idle_timeout: Option<u64>,
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRegistrar {
+    min_expires: Option<u32>,
+    max_expires: Option<u32>,
+    default_expires: Option<u32>,
+    max_contacts: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMemcached {
+    nodes: Option<Vec<NodeSpec>>,
+    replicas: Option<usize>,
+    timeout_ms: Option<u64>,
+    key_prefix: Option<String>,
+    item_limit: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    server: Option<FileServer>,
+    registrar: Option<FileRegistrar>,
+    memcached: Option<FileMemcached>,
+}
+
+/// What the command line may override (None: not given).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<std::path::PathBuf>,
+    pub listen: Vec<String>,
+    pub domain: Vec<String>,
+    pub memcached: Option<String>,
+    pub replicas: Option<usize>,
+    pub min_expires: Option<u32>,
+    pub max_expires: Option<u32>,
+    pub default_expires: Option<u32>,
+    pub max_contacts: Option<usize>,
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistrarConfig {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub max_contacts: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemcachedConfig {
+    pub nodes: Vec<(String, u32)>,
+    pub replicas: usize,
+    pub timeout: Duration,
+    pub key_prefix: String,
+    pub item_limit: usize,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<Listen>,
+    /// Lowercased domains this instance is registrar for.
+    pub domains: Vec<String>,
+    pub max_message_size: usize,
+    pub tcp_idle_timeout: Duration,
+    pub log_level: String,
+    pub registrar: RegistrarConfig,
+    /// None: the embedded in-memory store.
+    pub memcached: Option<MemcachedConfig>,
+}
+
+fn check_domain(d: &str, origin: &str) -> Result<String, String> {
+    let d = d.trim().to_ascii_lowercase();
+    let d = d.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let ok = !d.is_empty()
+        && d
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+    if ok {
+        Ok(d)
+    } else {
+        Err(format!("{origin}: '{d}' is not a domain name or IP address"))
+    }
+}
+
+fn check_node(addr: &str, origin: &str) -> Result<String, String> {
+    let addr = addr.trim();
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{origin}: '{addr}' is not HOST:PORT"));
+    };
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("{origin}: '{addr}' is not HOST:PORT"));
+    }
+    Ok(addr.to_owned())
+}
+
+impl Config {
+    /// Load the file (if any), apply the flags, check everything.
+    pub fn load(o: &Overrides) -> Result<Config, String> {
+        let (file, fname) = match &o.config {
+            Some(path) => (read_file(path)?, path.display().to_string()),
+            None => (File::default(), String::new()),
+        };
+        let at = |key: &str| format!("{fname}: key '{key}'");
+        let server = file.server.unwrap_or_default();
+        let reg = file.registrar.unwrap_or_default();
+        let mc = file.memcached.unwrap_or_default();
+
+        let listen: Vec<Listen> = if !o.listen.is_empty() {
+            o.listen
+                .iter()
+                .map(|s| Listen::parse(s).map_err(|e| format!("--listen {e}")))
+                .collect::<Result<_, _>>()?
+        } else if let Some(l) = &server.listen {
+            l.iter()
+                .map(|s| Listen::parse(s).map_err(|e| format!("{}: {e}", at("server.listen"))))
+                .collect::<Result<_, _>>()?
+        } else {
+            let a: SocketAddr = ([127, 0, 0, 1], 5060).into();
+            vec![
+                Listen { proto: Proto::Udp, addr: a },
+                Listen { proto: Proto::Tcp, addr: a },
+            ]
+        };
+        if listen.is_empty() {
+            return Err(format!("{}: at least one listen address is needed", at("server.listen")));
+        }
+
+        let mut domains: Vec<String> = if !o.domain.is_empty() {
+            o.domain
+                .iter()
+                .flat_map(|d| d.split(','))
+                .map(|d| check_domain(d, "--domain"))
+                .collect::<Result<_, _>>()?
+        } else if let Some(d) = &server.domains {
+            d.iter()
+                .map(|d| check_domain(d, &at("server.domains")))
+                .collect::<Result<_, _>>()?
+        } else {
+            // Like a stock Kamailio: the addresses it listens on, and localhost.
+            let mut d = vec!["localhost".to_owned()];
+            for l in &listen {
+                let ip = l.addr.ip().to_string();
+                if !d.contains(&ip) {
+                    d.push(ip);
+                }
+            }
+            d
+        };
+        domains.dedup();
+
+        let max_message_size = server.max_message_size.unwrap_or(65536);
+        if !(1024..=1 << 20).contains(&max_message_size) {
+            return Err(format!(
+                "{}: {max_message_size} is out of range (1024 to 1048576)",
+                at("server.max_message_size")
+            ));
+        }
+        let tcp_idle_timeout = Duration::from_secs(server.tcp_idle_timeout.unwrap_or(600).max(1));
+
+        let log_level = o
+            .log_level
+            .clone()
+            .or(server.log_level)
+            .unwrap_or_else(|| "info".to_owned());
+        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+            let origin = if o.log_level.is_some() { "--log-level".to_owned() } else { at("server.log_level") };
+            return Err(format!(
+                "{origin}: '{log_level}' is not one of error, warn, info, debug, trace"
+            ));
+        }
+
+        let registrar = RegistrarConfig {
+            min_expires: o.min_expires.or(reg.min_expires).unwrap_or(60),
+            max_expires: o.max_expires.or(reg.max_expires).unwrap_or(86400),
+            default_expires: o.default_expires.or(reg.default_expires).unwrap_or(3600),
+            max_contacts: o.max_contacts.or(reg.max_contacts).unwrap_or(10),
+        };
+        if registrar.max_expires < registrar.min_expires.max(1) {
+            return Err(format!(
+                "registrar: max_expires ({}) is below min_expires ({})",
+                registrar.max_expires, registrar.min_expires
+            ));
+        }
+        if registrar.max_contacts == 0 {
+            return Err(format!("{}: must be at least 1", at("registrar.max_contacts")));
+        }
+
+        let nodes: Vec<(String, u32)> = if let Some(list) = &o.memcached {
+            list.split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| check_node(s, "--memcached").map(|a| (a, 1)))
+                .collect::<Result<_, _>>()?
+        } else {
+            mc.nodes
+                .unwrap_or_default()
+                .iter()
+                .map(|n| match n {
+                    NodeSpec::Addr(a) => check_node(a, &at("memcached.nodes")).map(|a| (a, 1)),
+                    NodeSpec::Weighted { addr, weight } => {
+                        if *weight == 0 {
+                            return Err(format!("{}: weight of {addr} must be at least 1", at("memcached.nodes")));
+                        }
+                        check_node(addr, &at("memcached.nodes")).map(|a| (a, *weight))
+                    }
+                })
+                .collect::<Result<_, _>>()?
+        };
+        for (i, (a, _)) in nodes.iter().enumerate() {
+            if nodes[..i].iter().any(|(b, _)| a == b) {
+                return Err(format!("memcached node {a} is listed twice"));
+            }
+        }
+        let memcached = if nodes.is_empty() {
+            if let Some(r) = o.replicas {
+                return Err(format!("--replicas {r}: needs --memcached nodes"));
+            }
+            None
+        } else {
+            let replicas = o.replicas.or(mc.replicas).unwrap_or(2.min(nodes.len()));
+            if replicas == 0 || replicas > nodes.len() {
+                let origin = if o.replicas.is_some() { "--replicas".to_owned() } else { at("memcached.replicas") };
+                return Err(format!(
+                    "{origin}: {replicas} must be between 1 and the number of nodes ({})",
+                    nodes.len()
+                ));
+            }
+            let timeout_ms = mc.timeout_ms.unwrap_or(100);
+            if !(1..=10_000).contains(&timeout_ms) {
+                return Err(format!("{}: {timeout_ms} is out of range (1 to 10000)", at("memcached.timeout_ms")));
+            }
+            let key_prefix = mc.key_prefix.unwrap_or_else(|| "sipfarm:".to_owned());
+            if key_prefix.len() > 64 || !key_prefix.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "{}: '{key_prefix}' must be at most 64 printable characters without spaces",
+                    at("memcached.key_prefix")
+                ));
+            }
+            let item_limit = mc.item_limit.unwrap_or(1_000_000);
+            if !(1024..=128 << 20).contains(&item_limit) {
+                return Err(format!("{}: {item_limit} is out of range", at("memcached.item_limit")));
+            }
+            Some(MemcachedConfig {
+                nodes,
+                replicas,
+                timeout: Duration::from_millis(timeout_ms),
+                key_prefix,
+                item_limit,
+            })
+        };
+
+        Ok(Config {
+            listen,
+            domains,
+            max_message_size,
+            tcp_idle_timeout,
+            log_level,
+            registrar,
+            memcached,
+        })
+    }
+
+    /// Is `host` (lowercase, no brackets) one of our domains? Any port matches.
+    pub fn is_our_domain(&self, host: &str) -> bool {
+        self.domains.iter().any(|d| d == host)
+    }
+}
+
+fn read_file(path: &Path) -> Result<File, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(Listen::parse("udp:127.0.0.1:5080").unwrap().addr.port(), 5080);
+        assert!(Listen::parse("tcp:[::1]:5060").unwrap().addr.is_ipv6());
+        assert!(Listen::parse("sctp:127.0.0.1:1").is_err());
+        assert!(Listen::parse("udp:nohost").is_err());
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = Config::load(&Overrides::default()).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert!(c.memcached.is_none());
+        assert!(c.is_our_domain("127.0.0.1"));
+        let o = Overrides {
+            memcached: Some("127.0.0.1:11211,127.0.0.1:11212".into()),
+            domain: vec!["Example.TEST".into()],
+            ..Default::default()
+        };
+        let c = Config::load(&o).unwrap();
+        assert_eq!(c.memcached.as_ref().unwrap().replicas, 2);
+        assert!(c.is_our_domain("example.test"));
+        let bad = Overrides { replicas: Some(3), ..o };
+        assert!(Config::load(&bad).unwrap_err().contains("--replicas"));
+    }
+
+    #[test]
+    fn file_errors_name_file_and_key() {
+        let dir = std::env::temp_dir().join(format!("sipfarm-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, "[server]\nlisten = [\"udp:127.0.0.1:5060\"]\nbogus = 1\n").unwrap();
+        let e = Config::load(&Overrides { config: Some(p.clone()), ..Default::default() }).unwrap_err();
+        assert!(e.contains("bad.toml") && e.contains("bogus"), "{e}");
+        std::fs::write(&p, "[memcached]\nnodes = [\"nonsense\"]\n").unwrap();
+        let e = Config::load(&Overrides { config: Some(p.clone()), ..Default::default() }).unwrap_err();
+        assert!(e.contains("memcached.nodes") && e.contains("nonsense"), "{e}");
+        std::fs::write(&p, "[server]\nlisten = [\"udp:127.0.0.1:5070\"]\n").unwrap();
+        let o = Overrides { config: Some(p.clone()), listen: vec!["tcp:127.0.0.1:5090".into()], ..Default::default() };
+        let c = Config::load(&o).unwrap();
+        assert_eq!(c.listen[0].to_string(), "tcp:127.0.0.1:5090");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,33 @@
+//! # sipfarm
+//!
+//! A SIP registrar and stateless proxy whose location service lives in a sharded memcached
+//! farm, so that any instance behind a DNS SRV name can serve any user.
+//!
+//! ## The path of one message
+//! ```text
+//! socket (transport::udp, transport::tcp)       RFC 3261 18, RFC 5626 3.5.1
+//!   -> one framed message (Content-Length on TCP)
+//!   -> sip::Message: an index of the header lines over the received bytes
+//!      (folding undone, compact names mapped; URIs typed on demand by `sip-uri`)
+//!   -> server: checks every request must pass (400/416/420/505), then
+//!        REGISTER for our domain -> registrar   RFC 3261 10.3, RFC 3327
+//!        anything else           -> proxy       RFC 3261 16, 16.11
+//!   -> location::LocationStore
+//!        memory  the embedded default (one process)
+//!        farm    the memcached farm: ring (ketama), node (one memcached, timeout, breaker),
+//!                record (versioned value), replicas merged binding by binding
+//!   -> the answer or the forwarded request, sent back through transport
+//! ```
+//!
+//! ## Seams
+//! The registrar and proxy decide, the location store stores, the transport moves bytes. The
+//! registrar never speaks memcached; the farm never parses SIP. Configuration is read and
+//! checked once ([`config`]).
+
+pub mod config;
+pub mod location;
+pub mod proxy;
+pub mod registrar;
+pub mod server;
+pub mod sip;
+pub mod transport;

@@ -1,0 +1,68 @@
+//! The embedded store: one process, no dependencies. The default, so that `sipfarm serve`
+//! starts with nothing else installed; bindings are lost when the process stops.
+
+use super::{LocationStore, Record, StoreError, now_secs};
+use crate::sip::uri::Aor;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Bindings in a hash map behind a mutex. The lock is held only while the (synchronous)
+/// registrar rule runs, never across an await, so one update per AOR at a time is given.
+#[derive(Default)]
+pub struct MemoryStore {
+    records: Mutex<HashMap<String, Record>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// Drop expired bindings and empty records; run periodically so that users who never
+    /// come back do not hold memory forever.
+    pub fn sweep(&self) -> usize {
+        let now = now_secs();
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        records.retain(|_, r| {
+            r.prune(now);
+            !r.bindings.is_empty()
+        });
+        records.len()
+    }
+}
+
+impl LocationStore for MemoryStore {
+    async fn update<T, E, F>(&self, aor: &Aor, mut change: F) -> Result<Result<T, E>, StoreError>
+    where
+        T: Send,
+        E: Send,
+        F: FnMut(&mut Record, u64) -> Result<T, E> + Send,
+    {
+        let now = now_secs();
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let mut record = records
+            .get(aor.as_str())
+            .cloned()
+            .unwrap_or_else(|| Record::new(aor));
+        record.prune(now);
+        let outcome = change(&mut record, now);
+        if outcome.is_ok() {
+            if record.bindings.is_empty() {
+                records.remove(aor.as_str());
+            } else {
+                records.insert(aor.as_str().to_owned(), record);
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn lookup(&self, aor: &Aor) -> Result<Option<Record>, StoreError> {
+        let now = now_secs();
+        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(records.get(aor.as_str()).map(|r| {
+            let mut r = r.clone();
+            r.prune(now);
+            r
+        }))
+    }
+}

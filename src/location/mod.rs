@@ -1,0 +1,169 @@
+//! The location service: bindings of an address-of-record, and where they are kept.
+//!
+//! RFC 3261 10.3 (what a binding holds), RFC 3327 (Path kept with the binding), RFC 5626
+//! (instance-id / reg-id identify a binding). The registrar decides *what* changes; a
+//! [`LocationStore`] only applies that decision atomically. Two stores implement it:
+//! [`memory::MemoryStore`] (one process, the default) and [`farm::Farm`] (a sharded memcached
+//! farm shared by every instance: ketama placement in [`ring`], one node in [`node`], the
+//! value format in [`record`]).
+
+pub mod farm;
+pub mod memory;
+pub mod node;
+pub mod record;
+pub mod ring;
+
+use crate::sip::uri::{Aor, same_contact};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One contact bound to an AOR. Plain data: what the registrar decided, what the proxy needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// The contact URI as the UA wrote it (no angle brackets; URI parameters and escaped
+    /// headers kept, RFC 4475 cparam02 / regescrt).
+    pub contact: String,
+    /// Contact header parameters other than `expires` and `q` (e.g. `;+sip.instance=...`),
+    /// with their leading `;`, echoed in the 200 OK.
+    pub params: String,
+    /// Absolute expiry, Unix seconds.
+    pub expires_at: u64,
+    /// q-value in thousandths (RFC 3261 20.10), None when not given.
+    pub q: Option<u16>,
+    pub call_id: String,
+    pub cseq: u32,
+    /// Path header values (RFC 3327), in order: the route set toward the UA.
+    pub path: Vec<String>,
+    /// Where the REGISTER came from: `udp:ip:port` / `tcp:ip:port`.
+    pub source: String,
+    /// RFC 5626 `+sip.instance` and `reg-id`.
+    pub instance_id: Option<String>,
+    pub reg_id: Option<u32>,
+    /// When it was last written (milliseconds, from a clock safe across instances): the tie
+    /// breaker when replicas disagree.
+    pub updated: u64,
+    /// A tombstone: the binding was removed. Kept until `expires_at` so that an old replica
+    /// cannot bring it back.
+    pub removed: bool,
+}
+
+impl Binding {
+    /// Is this the same binding as a new contact (RFC 5626 4.2 instance/reg-id first, else
+    /// RFC 3261 19.1.4 URI equality)?
+    pub fn same_as(&self, contact: &str, instance: Option<&str>, reg_id: Option<u32>) -> bool {
+        match (&self.instance_id, instance, self.reg_id, reg_id) {
+            (Some(a), Some(b), Some(x), Some(y)) => a == b && x == y,
+            _ => same_contact(&self.contact, contact),
+        }
+    }
+
+    pub fn is_live(&self, now: u64) -> bool {
+        !self.removed && self.expires_at > now
+    }
+}
+
+/// Every binding of one AOR (live ones and tombstones).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Record {
+    /// The canonical AOR, stored in the value and checked on read (the key is a hash).
+    pub aor: String,
+    pub bindings: Vec<Binding>,
+}
+
+impl Record {
+    pub fn new(aor: &Aor) -> Record {
+        Record {
+            aor: aor.as_str().to_owned(),
+            bindings: Vec::new(),
+        }
+    }
+
+    /// Drop what has expired: live bindings past their expiry, tombstones past theirs.
+    pub fn prune(&mut self, now: u64) {
+        self.bindings.retain(|b| b.expires_at > now);
+    }
+
+    pub fn live(&self, now: u64) -> impl Iterator<Item = &Binding> {
+        self.bindings.iter().filter(move |b| b.is_live(now))
+    }
+
+    /// The latest expiry of anything in the record (bindings and tombstones): the item TTL.
+    pub fn max_expiry(&self) -> Option<u64> {
+        self.bindings.iter().map(|b| b.expires_at).max()
+    }
+}
+
+/// Why the store could not answer. Each is a 500 with Retry-After to the client, never a hang.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// No node holding this key answered in time.
+    Unavailable(String),
+    /// Too many concurrent writers on this AOR; the retry budget ran out.
+    Contended,
+    /// The record would not fit one memcached item.
+    TooLarge,
+    /// A stored value could not be read (another format, another AOR under the same hash).
+    Corrupt(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Unavailable(why) => write!(f, "location store unavailable: {why}"),
+            StoreError::Contended => f.write_str("too many concurrent updates"),
+            StoreError::TooLarge => f.write_str("record too large"),
+            StoreError::Corrupt(why) => write!(f, "unreadable record: {why}"),
+        }
+    }
+}
+
+/// Where bindings are kept. `update` runs `change` on the current record (expired entries
+/// already pruned) and stores the result atomically, retrying `change` on a concurrent write:
+/// `change` must therefore be a pure function of the record it is given. When `change`
+/// returns `Err`, or leaves the record as it was, nothing is written.
+pub trait LocationStore: Send + Sync + 'static {
+    fn update<T, E, F>(
+        &self,
+        aor: &Aor,
+        change: F,
+    ) -> impl Future<Output = Result<Result<T, E>, StoreError>> + Send
+    where
+        T: Send,
+        E: Send,
+        F: FnMut(&mut Record, u64) -> Result<T, E> + Send;
+
+    /// The record of an AOR (expired entries pruned), None when there is none.
+    fn lookup(&self, aor: &Aor) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
+}
+
+/// Unix time in seconds.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Unix time in milliseconds.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+static HLC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A hybrid logical clock (milliseconds): never behind the wall clock, never behind anything
+/// this instance has seen (`seen`), strictly increasing here. Instances whose clocks are
+/// roughly in sync order their writes by it; causally later writes always sort later.
+pub fn hlc_stamp(seen: u64) -> u64 {
+    use std::sync::atomic::Ordering;
+    let mut last = HLC.load(Ordering::Relaxed);
+    loop {
+        let next = now_millis().max(last + 1).max(seen + 1);
+        match HLC.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(actual) => last = actual,
+        }
+    }
+}

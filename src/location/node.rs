@@ -1,0 +1,174 @@
+//! One memcached node: its client, a deadline on every call, and a circuit breaker.
+//!
+//! memcached has no fail-over of its own. A node that fails `FAILURES_TO_OPEN` calls in a row
+//! is marked dead and skipped without paying its timeout on every request; after a backoff
+//! one call is let through as a probe, and a success closes the breaker again. A node that
+//! hangs (accepts, never answers) fails by the same deadline as one that is gone.
+//!
+//! I/O goes through the memcache crate's async meta-protocol client (`memcache::exp`), one
+//! client per node: placement is ours (see [`super::ring`]), never the crate's.
+
+use memcache::exp::{AsyncMetaClient, Get, GetStatus, Meta, MetaClientBuilder, MutationStatus};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Consecutive failures that mark a node dead.
+pub const FAILURES_TO_OPEN: u32 = 3;
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What a conditional write answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    Stored,
+    /// Someone else wrote first (CAS mismatch, or `add` of an existing key).
+    Conflict,
+    /// The item vanished between read and write.
+    NotFound,
+}
+
+#[derive(Debug)]
+struct Health {
+    failures: u32,
+    dead_until: Option<Instant>,
+    backoff: Duration,
+}
+
+pub struct Node {
+    pub addr: String,
+    client: AsyncMetaClient,
+    timeout: Duration,
+    health: Mutex<Health>,
+}
+
+/// A failed call (timeout, refused connection, protocol error).
+#[derive(Debug, Clone)]
+pub struct NodeError(pub String);
+
+impl Node {
+    /// Prepare a client; no connection is made until the first call.
+    pub async fn new(addr: &str, timeout: Duration) -> Result<Node, NodeError> {
+        let client = MetaClientBuilder::new()
+            .connect_timeout(Some(timeout))
+            .io_timeout(Some(timeout))
+            .max_idle(64)
+            .connect_async(addr)
+            .await
+            .map_err(|e| NodeError(format!("{addr}: {e}")))?;
+        Ok(Node {
+            addr: addr.to_owned(),
+            client,
+            timeout,
+            health: Mutex::new(Health {
+                failures: 0,
+                dead_until: None,
+                backoff: BACKOFF_MIN,
+            }),
+        })
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// May a call be made now (breaker closed, or its backoff elapsed so a probe may go)?
+    pub fn available(&self) -> bool {
+        match self.health().dead_until {
+            None => true,
+            Some(t) => Instant::now() >= t,
+        }
+    }
+
+    /// Is the node considered dead right now?
+    pub fn is_dead(&self) -> bool {
+        self.health().dead_until.is_some()
+    }
+
+    /// Mark the node dead now (e.g. it did not answer at start).
+    pub fn mark_dead(&self) {
+        let mut h = self.health();
+        h.failures = h.failures.max(FAILURES_TO_OPEN);
+        h.dead_until = Some(Instant::now() + h.backoff);
+    }
+
+    fn record<T>(&self, result: Result<T, NodeError>) -> Result<T, NodeError> {
+        let mut h = self.health();
+        match &result {
+            Ok(_) => {
+                if h.dead_until.is_some() {
+                    tracing::warn!(node = %self.addr, "memcached node is back");
+                }
+                h.failures = 0;
+                h.dead_until = None;
+                h.backoff = BACKOFF_MIN;
+            }
+            Err(e) => {
+                h.failures += 1;
+                if h.dead_until.is_some() {
+                    h.backoff = (h.backoff * 2).min(BACKOFF_MAX);
+                    h.dead_until = Some(Instant::now() + h.backoff);
+                } else if h.failures >= FAILURES_TO_OPEN {
+                    tracing::warn!(node = %self.addr, error = %e.0, "memcached node marked dead");
+                    h.dead_until = Some(Instant::now() + h.backoff);
+                }
+            }
+        }
+        result
+    }
+
+    async fn call<T, Fut>(&self, fut: Fut) -> Result<T, NodeError>
+    where
+        Fut: std::future::Future<Output = memcache::exp::Result<T>>,
+    {
+        let r = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(NodeError(format!("{}: {e}", self.addr))),
+            Err(_) => Err(NodeError(format!("{}: timed out", self.addr))),
+        };
+        self.record(r)
+    }
+
+    /// Read a value with its CAS token.
+    pub async fn gets(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, NodeError> {
+        let r = self
+            .call(self.client.run(Get::new(key).meta(Meta::NONE.cas())))
+            .await?;
+        match r.status {
+            GetStatus::Hit => match (r.value, r.item.cas) {
+                (Some(v), Some(cas)) => Ok(Some((v, cas))),
+                _ => Err(NodeError(format!("{}: hit without value or CAS", self.addr))),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// `add` (when `cas` is None) or `cas` a value with a TTL in seconds (at most 30 days).
+    pub async fn store(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: u32,
+        cas: Option<u64>,
+    ) -> Result<Write, NodeError> {
+        let set = self.client.set(key, value).ttl_raw(ttl.max(1));
+        let set = match cas {
+            Some(c) => set.compare_cas(c),
+            None => set.add(),
+        };
+        let r = self.call(set.send()).await?;
+        Ok(match r.status {
+            MutationStatus::Applied => Write::Stored,
+            MutationStatus::NotFound => Write::NotFound,
+            _ => Write::Conflict,
+        })
+    }
+
+    /// A round trip that changes nothing (health probe, start-up check).
+    pub async fn ping(&self) -> Result<(), NodeError> {
+        self.call(self.client.noop()).await
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}

@@ -1,0 +1,106 @@
+//! How one AOR's record is laid out in memcached.
+//!
+//! Key: `<prefix><32 hex digits of SHA-256(canonical AOR)>`: nothing a SIP message holds can
+//! inject memcached protocol or exceed its 250-byte key limit. The AOR itself is in the value
+//! and checked on read.
+//!
+//! Value: `SF` (magic), one format-version byte, then the [`Record`] in postcard's compact
+//! encoding. A reader refuses versions it does not know instead of guessing, and a new
+//! release keeps reading every older version, so instances can be upgraded one at a time.
+
+use super::{Record, StoreError};
+use sha2::{Digest, Sha256};
+
+const MAGIC: &[u8; 2] = b"SF";
+/// The format written by this release.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// The memcached key of an AOR.
+pub fn key(prefix: &str, aor: &str) -> String {
+    let digest = Sha256::digest(aor.as_bytes());
+    let mut k = String::with_capacity(prefix.len() + 32);
+    k.push_str(prefix);
+    for b in &digest[..16] {
+        k.push_str(&format!("{b:02x}"));
+    }
+    k
+}
+
+/// Encode; refuse (never cut) a record larger than `limit` bytes.
+pub fn encode(record: &Record, limit: usize) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(64 + record.bindings.len() * 160);
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    let body = postcard::to_allocvec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    out.extend_from_slice(&body);
+    if out.len() > limit {
+        return Err(StoreError::TooLarge);
+    }
+    Ok(out)
+}
+
+/// Decode a value read from memcached and check that it belongs to `aor`.
+pub fn decode(value: &[u8], aor: &str) -> Result<Record, StoreError> {
+    let Some(rest) = value.strip_prefix(MAGIC.as_slice()) else {
+        return Err(StoreError::Corrupt("not a sipfarm record".into()));
+    };
+    let (&version, body) = rest
+        .split_first()
+        .ok_or_else(|| StoreError::Corrupt("truncated record".into()))?;
+    let record: Record = match version {
+        1 => postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        v => return Err(StoreError::Corrupt(format!("unknown record format {v}"))),
+    };
+    if record.aor != aor {
+        return Err(StoreError::Corrupt("record belongs to another AOR".into()));
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::Binding;
+
+    fn binding(contact: &str) -> Binding {
+        Binding {
+            contact: contact.into(),
+            params: ";+sip.instance=\"<urn:uuid:1>\"".into(),
+            expires_at: 1_900_000_000,
+            q: Some(500),
+            call_id: "c".into(),
+            cseq: 7,
+            path: vec!["<sip:edge;lr>".into()],
+            source: "udp:127.0.0.1:5070".into(),
+            instance_id: Some("<urn:uuid:1>".into()),
+            reg_id: Some(1),
+            updated: 5,
+            removed: false,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_checks() {
+        let r = Record {
+            aor: "bob@example.test".into(),
+            bindings: vec![binding("sip:bob@127.0.0.1:5070"), binding("sip:b@[::1]")],
+        };
+        let v = encode(&r, 1 << 20).unwrap();
+        assert_eq!(decode(&v, "bob@example.test").unwrap(), r);
+        assert!(decode(&v, "eve@example.test").is_err());
+        assert!(decode(b"junk", "bob@example.test").is_err());
+        assert!(decode(&v[..v.len() / 2], "bob@example.test").is_err());
+        let mut future = v.clone();
+        future[2] = 9;
+        assert!(decode(&future, "bob@example.test").is_err());
+        assert_eq!(encode(&r, 10).unwrap_err(), StoreError::TooLarge);
+    }
+
+    #[test]
+    fn keys_are_safe() {
+        let k = key("sipfarm:", "\r\nflush_all\r\n delete x@y");
+        assert_eq!(k.len(), 8 + 32);
+        assert!(k.bytes().all(|b| b.is_ascii_graphic()));
+        assert_ne!(key("p:", "a@b"), key("p:", "b@b"));
+    }
+}

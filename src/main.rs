@@ -1,0 +1,114 @@
+//! The command line. Everything else lives in the library (see `lib.rs`).
+
+use clap::{Args, Parser, Subcommand};
+use sipfarm::config::{Config, Overrides};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// SIP registrar and stateless proxy whose location service lives in a sharded memcached farm.
+#[derive(Parser)]
+#[command(name = "sipfarm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one instance (embedded in-memory location store unless --memcached is given).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file; flags override its keys (see config/sipfarm.toml).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Listen address, repeatable: udp:HOST:PORT or tcp:HOST:PORT (IPv6 as tcp:[::1]:5060).
+    /// Default: udp:127.0.0.1:5060 and tcp:127.0.0.1:5060.
+    #[arg(long, value_name = "PROTO:HOST:PORT")]
+    listen: Vec<String>,
+    /// Domain this instance is registrar for, repeatable or comma-separated (any port
+    /// matches). Default: localhost and the listen addresses.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Vec<String>,
+    /// memcached nodes, comma-separated HOST:PORT. Every instance of a farm must list the
+    /// same nodes in the same spelling. Without it: the embedded in-memory store.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    memcached: Option<String>,
+    /// Copies of each record, on distinct nodes (1 to the node count; default 2, or 1 with
+    /// a single node).
+    #[arg(long, value_name = "N")]
+    replicas: Option<usize>,
+    /// Shortest registration accepted, in seconds (shorter: 423 with Min-Expires). Default 60.
+    #[arg(long, value_name = "SECONDS")]
+    min_expires: Option<u32>,
+    /// Longest registration granted, in seconds (longer ones are shortened). Default 86400.
+    #[arg(long, value_name = "SECONDS")]
+    max_expires: Option<u32>,
+    /// Registration time when the REGISTER names none, in seconds. Default 3600.
+    #[arg(long, value_name = "SECONDS")]
+    default_expires: Option<u32>,
+    /// Most contacts one address-of-record may hold. Default 10.
+    #[arg(long, value_name = "N")]
+    max_contacts: Option<usize>,
+    /// error, warn, info (default), debug or trace.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.config.clone(),
+            listen: self.listen.clone(),
+            domain: self.domain.clone(),
+            memcached: self.memcached.clone(),
+            replicas: self.replicas,
+            min_expires: self.min_expires,
+            max_expires: self.max_expires,
+            default_expires: self.default_expires,
+            max_contacts: self.max_contacts,
+            log_level: self.log_level.clone(),
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIPFARM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("sipfarm={level},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = match Config::load(&args.overrides()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("sipfarm: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&cfg.log_level);
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("sipfarm: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(sipfarm::server::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sipfarm: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}

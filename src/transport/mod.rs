@@ -1,0 +1,69 @@
+//! Transports: RFC 3261 section 18 (UDP: a datagram is a message; TCP: framing by
+//! Content-Length, 18.3), RFC 5626 3.5.1 (CRLF keep-alive ping and pong).
+//!
+//! The transport layer moves bytes and knows nothing of SIP beyond framing: each framed
+//! message is handed to a [`Handler`] with its [`Peer`], the way to answer it.
+
+pub mod tcp;
+pub mod udp;
+
+use crate::config::Proto;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// A TCP connection as seen by the rest of the element: send bytes on it, and ask it to
+/// stay open at least until a given time (bindings registered over it).
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub id: u64,
+    pub tx: mpsc::Sender<Bytes>,
+    /// Unix seconds before which an idle connection is not closed.
+    pub hold_until: Arc<AtomicU64>,
+}
+
+impl Conn {
+    pub fn hold(&self, until: u64) {
+        self.hold_until.fetch_max(until, Ordering::Relaxed);
+    }
+}
+
+/// Where a message came from and how to answer on the same path.
+#[derive(Clone, Debug)]
+pub enum Path {
+    Udp(Arc<UdpSocket>),
+    Tcp(Conn),
+}
+
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub proto: Proto,
+    pub src: SocketAddr,
+    pub local: SocketAddr,
+    pub path: Path,
+}
+
+/// What handles each framed message. Implemented by the server.
+pub trait Handler: Send + Sync + 'static {
+    /// `data` is one datagram (UDP) or one framed message (TCP).
+    fn on_message(self: Arc<Self>, data: Bytes, peer: Peer) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Send bytes back along a path: over UDP to `dest`, over TCP on the connection.
+pub async fn send(path: &Path, dest: SocketAddr, bytes: Bytes) {
+    match path {
+        Path::Udp(sock) => {
+            if let Err(e) = sock.send_to(&bytes, dest).await {
+                tracing::debug!(%dest, error = %e, "udp send failed");
+            }
+        }
+        Path::Tcp(conn) => {
+            if conn.tx.send(bytes).await.is_err() {
+                tracing::debug!(%dest, "tcp connection gone before the answer");
+            }
+        }
+    }
+}

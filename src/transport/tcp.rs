@@ -1,0 +1,135 @@
+//! TCP: messages framed by Content-Length (RFC 3261 18.3) — one message split over many
+//! reads, or several in one read, both work. CRLF CRLF keep-alives are answered with CRLF
+//! (RFC 5626 3.5.1). A message over the size limit is answered 513 and the connection closed;
+//! broken framing (RFC 4475 ncl, mcl01) is answered 400 and the connection closed, since the
+//! stream cannot be resynchronised. Idle connections time out, but never before the bindings
+//! registered over them expire (the registrar raises [`Conn::hold`]).
+
+use super::{Conn, Handler, Path, Peer};
+use crate::config::Proto;
+use crate::location::now_secs;
+use crate::sip::response::Response;
+use crate::sip::{self, Message, ParseError};
+use bytes::{Buf, Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub max_message: usize,
+    pub idle: Duration,
+}
+
+/// Accept forever.
+pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, settings: Settings) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, src)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(connection(stream, src, handler.clone(), settings));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Read, frame and dispatch one connection until it closes, fails or idles out.
+pub async fn connection<H: Handler>(stream: TcpStream, src: SocketAddr, handler: Arc<H>, settings: Settings) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(256);
+    let conn = Conn {
+        id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+        tx,
+        hold_until: Arc::new(AtomicU64::new(0)),
+    };
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let peer = Peer {
+        proto: Proto::Tcp,
+        src,
+        local,
+        path: Path::Tcp(conn.clone()),
+    };
+    let mut buf = BytesMut::with_capacity(8192);
+    'conn: loop {
+        // Take every complete message out of the buffer.
+        loop {
+            if buf.starts_with(b"\r\n\r\n") {
+                buf.advance(4);
+                let _ = conn.tx.send(Bytes::from_static(b"\r\n")).await;
+                continue;
+            }
+            if buf.starts_with(b"\r\n") && buf.len() >= 3 && buf[2] != b'\r' {
+                buf.advance(2);
+                continue;
+            }
+            if buf.iter().all(|b| *b == b'\r' || *b == b'\n') {
+                if buf.len() > 4 {
+                    buf.clear();
+                }
+                break;
+            }
+            match sip::frame_len(&buf, settings.max_message) {
+                Ok(n) => {
+                    let msg = buf.split_to(n).freeze();
+                    tokio::spawn(handler.clone().on_message(msg, peer.clone()));
+                }
+                Err(ParseError::Incomplete) => break,
+                Err(e) => {
+                    let (code, reason) = match e {
+                        ParseError::TooLarge => (513, "Message Too Large"),
+                        ParseError::Bad(why) => (400, why),
+                        _ => (400, "Bad Request"),
+                    };
+                    tracing::info!(%src, code, reason, "closing tcp connection after a framing error");
+                    let head = Message::parse_head(buf.split().freeze());
+                    if let Some(m) = head.filter(|m| m.is_request() && m.method() != Some("ACK")) {
+                        let resp = Response::new(&m, src, code, reason).build();
+                        let _ = conn.tx.send(Bytes::from(resp)).await;
+                    }
+                    break 'conn;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(8192);
+        }
+        let idle_deadline = tokio::time::sleep(settings.idle);
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => break 'conn,
+                Ok(_) => {}
+            },
+            () = idle_deadline => {
+                if conn.hold_until.load(Ordering::Relaxed) <= now_secs() {
+                    tracing::debug!(%src, "closing idle tcp connection");
+                    break 'conn;
+                }
+            }
+        }
+    }
+    drop(conn);
+    drop(peer);
+    // The writer ends once every sender (including in-flight handlers) is gone.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}

@@ -1,0 +1,45 @@
+//! UDP: one datagram is one message (RFC 3261 18.1.1 / 18.2.1). Each datagram is handled in a
+//! task of its own, so that a slow location lookup never holds up the socket.
+
+use super::{Handler, Path, Peer};
+use crate::config::Proto;
+use bytes::Bytes;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+
+/// Largest datagram read (the UDP maximum).
+const MAX_DATAGRAM: usize = 65_535;
+
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
+    Ok(Arc::new(UdpSocket::bind(addr).await?))
+}
+
+/// Receive forever, handing each datagram to `handler`.
+pub async fn serve<H: Handler>(sock: Arc<UdpSocket>, handler: Arc<H>) {
+    let local = match sock.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "udp socket has no local address");
+            return;
+        }
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, src)) => {
+                let data = Bytes::copy_from_slice(&buf[..n]);
+                let peer = Peer {
+                    proto: Proto::Udp,
+                    src,
+                    local,
+                    path: Path::Udp(sock.clone()),
+                };
+                tokio::spawn(handler.clone().on_message(data, peer));
+            }
+            Err(e) => {
+                // ICMP port unreachable from an earlier send shows up here on some systems.
+                tracing::debug!(error = %e, "udp receive error");
+            }
+        }
+    }
+}
