@@ -73,7 +73,7 @@ impl<S: LocationStore> Server<S> {
         };
         let head = Message::parse_head(data);
         match head {
-            Some(m) if m.is_request() && m.method() != Some("ACK") && m.top_via().is_ok() => {
+            Some(m) if m.is_request() && m.method() != Some("ACK") && m.count(&HeaderName::Via) > 0 => {
                 tracing::debug!(src = %peer.src, code, reason, "refusing a malformed request");
                 self.reply(&m, peer, code, reason).await;
             }

@@ -243,7 +243,19 @@ impl Message {
         let Some(&(s0, e0, _)) = lines.first() else {
             return Err(ParseError::Bad("Empty message"));
         };
-        let start = parse_start_line(&raw[s0..e0])?;
+        let start = match parse_start_line(&raw[s0..e0]) {
+            Ok(s) => s,
+            // Addressing an error answer: a request line we refuse still names a method.
+            Err(_) if ignore_length && !raw[s0..e0].starts_with(b"SIP/") => {
+                let line = String::from_utf8_lossy(&raw[s0..e0]);
+                let mut words = line.split_ascii_whitespace();
+                StartLine::Request {
+                    method: words.next().unwrap_or_default().to_owned(),
+                    uri: words.next().unwrap_or_default().to_owned(),
+                }
+            }
+            Err(e) => return Err(e),
+        };
 
         let mut headers: Vec<Header> = Vec::new();
         for &(ls, le, next) in &lines[1..] {
