@@ -159,13 +159,14 @@ fn check_domain(d: &str, origin: &str) -> Result<String, String> {
     let d = d.trim().to_ascii_lowercase();
     let d = d.trim_start_matches('[').trim_end_matches(']').to_owned();
     let ok = !d.is_empty()
-        && d
-            .bytes()
+        && d.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
     if ok {
         Ok(d)
     } else {
-        Err(format!("{origin}: '{d}' is not a domain name or IP address"))
+        Err(format!(
+            "{origin}: '{d}' is not a domain name or IP address"
+        ))
     }
 }
 
@@ -204,12 +205,21 @@ impl Config {
         } else {
             let a: SocketAddr = ([127, 0, 0, 1], 5060).into();
             vec![
-                Listen { proto: Proto::Udp, addr: a },
-                Listen { proto: Proto::Tcp, addr: a },
+                Listen {
+                    proto: Proto::Udp,
+                    addr: a,
+                },
+                Listen {
+                    proto: Proto::Tcp,
+                    addr: a,
+                },
             ]
         };
         if listen.is_empty() {
-            return Err(format!("{}: at least one listen address is needed", at("server.listen")));
+            return Err(format!(
+                "{}: at least one listen address is needed",
+                at("server.listen")
+            ));
         }
 
         let mut domains: Vec<String> = if !o.domain.is_empty() {
@@ -250,7 +260,11 @@ impl Config {
             .or(server.log_level)
             .unwrap_or_else(|| "info".to_owned());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
-            let origin = if o.log_level.is_some() { "--log-level".to_owned() } else { at("server.log_level") };
+            let origin = if o.log_level.is_some() {
+                "--log-level".to_owned()
+            } else {
+                at("server.log_level")
+            };
             return Err(format!(
                 "{origin}: '{log_level}' is not one of error, warn, info, debug, trace"
             ));
@@ -269,7 +283,10 @@ impl Config {
             ));
         }
         if registrar.max_contacts == 0 {
-            return Err(format!("{}: must be at least 1", at("registrar.max_contacts")));
+            return Err(format!(
+                "{}: must be at least 1",
+                at("registrar.max_contacts")
+            ));
         }
 
         let nodes: Vec<(String, u32)> = if let Some(list) = &o.memcached {
@@ -285,7 +302,10 @@ impl Config {
                     NodeSpec::Addr(a) => check_node(a, &at("memcached.nodes")).map(|a| (a, 1)),
                     NodeSpec::Weighted { addr, weight } => {
                         if *weight == 0 {
-                            return Err(format!("{}: weight of {addr} must be at least 1", at("memcached.nodes")));
+                            return Err(format!(
+                                "{}: weight of {addr} must be at least 1",
+                                at("memcached.nodes")
+                            ));
                         }
                         check_node(addr, &at("memcached.nodes")).map(|a| (a, *weight))
                     }
@@ -305,7 +325,11 @@ impl Config {
         } else {
             let replicas = o.replicas.or(mc.replicas).unwrap_or(2.min(nodes.len()));
             if replicas == 0 || replicas > nodes.len() {
-                let origin = if o.replicas.is_some() { "--replicas".to_owned() } else { at("memcached.replicas") };
+                let origin = if o.replicas.is_some() {
+                    "--replicas".to_owned()
+                } else {
+                    at("memcached.replicas")
+                };
                 return Err(format!(
                     "{origin}: {replicas} must be between 1 and the number of nodes ({})",
                     nodes.len()
@@ -313,7 +337,10 @@ impl Config {
             }
             let timeout_ms = mc.timeout_ms.unwrap_or(100);
             if !(1..=10_000).contains(&timeout_ms) {
-                return Err(format!("{}: {timeout_ms} is out of range (1 to 10000)", at("memcached.timeout_ms")));
+                return Err(format!(
+                    "{}: {timeout_ms} is out of range (1 to 10000)",
+                    at("memcached.timeout_ms")
+                ));
             }
             let key_prefix = mc.key_prefix.unwrap_or_else(|| "sipfarm:".to_owned());
             if key_prefix.len() > 64 || !key_prefix.bytes().all(|b| b.is_ascii_graphic()) {
@@ -324,7 +351,10 @@ impl Config {
             }
             let item_limit = mc.item_limit.unwrap_or(1_000_000);
             if !(1024..=128 << 20).contains(&item_limit) {
-                return Err(format!("{}: {item_limit} is out of range", at("memcached.item_limit")));
+                return Err(format!(
+                    "{}: {item_limit} is out of range",
+                    at("memcached.item_limit")
+                ));
             }
             Some(MemcachedConfig {
                 nodes,
@@ -364,7 +394,10 @@ mod tests {
 
     #[test]
     fn listen_forms() {
-        assert_eq!(Listen::parse("udp:127.0.0.1:5080").unwrap().addr.port(), 5080);
+        assert_eq!(
+            Listen::parse("udp:127.0.0.1:5080").unwrap().addr.port(),
+            5080
+        );
         assert!(Listen::parse("tcp:[::1]:5060").unwrap().addr.is_ipv6());
         assert!(Listen::parse("sctp:127.0.0.1:1").is_err());
         assert!(Listen::parse("udp:nohost").is_err());
@@ -384,7 +417,10 @@ mod tests {
         let c = Config::load(&o).unwrap();
         assert_eq!(c.memcached.as_ref().unwrap().replicas, 2);
         assert!(c.is_our_domain("example.test"));
-        let bad = Overrides { replicas: Some(3), ..o };
+        let bad = Overrides {
+            replicas: Some(3),
+            ..o
+        };
         assert!(Config::load(&bad).unwrap_err().contains("--replicas"));
     }
 
@@ -393,14 +429,33 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sipfarm-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("bad.toml");
-        std::fs::write(&p, "[server]\nlisten = [\"udp:127.0.0.1:5060\"]\nbogus = 1\n").unwrap();
-        let e = Config::load(&Overrides { config: Some(p.clone()), ..Default::default() }).unwrap_err();
+        std::fs::write(
+            &p,
+            "[server]\nlisten = [\"udp:127.0.0.1:5060\"]\nbogus = 1\n",
+        )
+        .unwrap();
+        let e = Config::load(&Overrides {
+            config: Some(p.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(e.contains("bad.toml") && e.contains("bogus"), "{e}");
         std::fs::write(&p, "[memcached]\nnodes = [\"nonsense\"]\n").unwrap();
-        let e = Config::load(&Overrides { config: Some(p.clone()), ..Default::default() }).unwrap_err();
-        assert!(e.contains("memcached.nodes") && e.contains("nonsense"), "{e}");
+        let e = Config::load(&Overrides {
+            config: Some(p.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("memcached.nodes") && e.contains("nonsense"),
+            "{e}"
+        );
         std::fs::write(&p, "[server]\nlisten = [\"udp:127.0.0.1:5070\"]\n").unwrap();
-        let o = Overrides { config: Some(p.clone()), listen: vec!["tcp:127.0.0.1:5090".into()], ..Default::default() };
+        let o = Overrides {
+            config: Some(p.clone()),
+            listen: vec!["tcp:127.0.0.1:5090".into()],
+            ..Default::default()
+        };
         let c = Config::load(&o).unwrap();
         assert_eq!(c.listen[0].to_string(), "tcp:127.0.0.1:5090");
         std::fs::remove_dir_all(&dir).ok();

@@ -23,13 +23,19 @@ impl Proxy {
     }
 
     pub fn is_self(&self, host: &str, port: Option<u16>) -> bool {
-        self.locals.iter().any(|a| {
-            a.ip().to_string() == host && port.unwrap_or(5060) == a.port()
-        })
+        self.locals
+            .iter()
+            .any(|a| a.ip().to_string() == host && port.unwrap_or(5060) == a.port())
     }
 }
 
-pub async fn route<S: LocationStore>(server: &Server<S>, msg: Message, peer: Peer, _uri: SipUri, _host: String) {
+pub async fn route<S: LocationStore>(
+    server: &Server<S>,
+    msg: Message,
+    peer: Peer,
+    _uri: SipUri,
+    _host: String,
+) {
     if msg.method() == Some("ACK") {
         return;
     }

@@ -123,7 +123,10 @@ pub fn read(
         Change::Fetch
     } else if contacts.iter().any(|c| c.trim() == "*") {
         if contacts.len() != 1 || header_expires != Some(0) {
-            return Err(refuse(400, "Contact * needs Expires: 0 and no other Contact"));
+            return Err(refuse(
+                400,
+                "Contact * needs Expires: 0 and no other Contact",
+            ));
         }
         Change::RemoveAll
     } else {
@@ -140,7 +143,9 @@ pub fn read(
                 None => return Err(refuse(400, "Bad Contact URI")),
             }
             let expires = match a.param("expires") {
-                Some(Some(v)) => parse_delta(v).ok_or_else(|| refuse(400, "Bad Contact expires"))?,
+                Some(Some(v)) => {
+                    parse_delta(v).ok_or_else(|| refuse(400, "Bad Contact expires"))?
+                }
                 Some(None) => return Err(refuse(400, "Bad Contact expires")),
                 None => header_expires.unwrap_or(cfg.default_expires),
             };
@@ -203,7 +208,12 @@ pub fn read(
 /// Step 7 as a pure function of the record: apply the request, or refuse it and change
 /// nothing. A request whose Call-ID matches a binding with the same CSeq is a retransmission
 /// (no transaction layer absorbs it here): it changes nothing and gets the current bindings.
-pub fn apply(r: &Register, record: &mut Record, now: u64, max_contacts: usize) -> Result<(), Refusal> {
+pub fn apply(
+    r: &Register,
+    record: &mut Record,
+    now: u64,
+    max_contacts: usize,
+) -> Result<(), Refusal> {
     // Ordering first, over every binding the request touches, so that a refused request
     // changes nothing at all.
     let touched = |b: &Binding| match &r.change {
@@ -256,7 +266,10 @@ pub fn apply(r: &Register, record: &mut Record, now: u64, max_contacts: usize) -
             }
             let live = record.live(now).count();
             if live > max_contacts {
-                return Err(refuse(403, &format!("Too Many Contacts (at most {max_contacts} per AOR)")));
+                return Err(refuse(
+                    403,
+                    &format!("Too Many Contacts (at most {max_contacts} per AOR)"),
+                ));
             }
         }
     }
@@ -335,7 +348,10 @@ pub async fn handle<S: LocationStore>(
                     resp = resp.header("Path", p);
                 }
             }
-            resp = resp.header("Date", httpdate::fmt_http_date(std::time::SystemTime::now()));
+            resp = resp.header(
+                "Date",
+                httpdate::fmt_http_date(std::time::SystemTime::now()),
+            );
             if !r.path.is_empty() || supports_path {
                 resp = resp.header("Supported", "path");
             }
@@ -418,21 +434,46 @@ mod tests {
     #[tokio::test]
     async fn register_query_refresh_remove() {
         let s = MemoryStore::new();
-        let r = send(&s, &msg("Contact: <sip:bob@127.0.0.1:5070>;q=0.5\r\n", "Expires: 120\r\n", "a", 1)).await;
+        let r = send(
+            &s,
+            &msg(
+                "Contact: <sip:bob@127.0.0.1:5070>;q=0.5\r\n",
+                "Expires: 120\r\n",
+                "a",
+                1,
+            ),
+        )
+        .await;
         assert!(r.starts_with("SIP/2.0 200 OK"), "{r}");
-        assert_eq!(contacts(&r), vec!["Contact: <sip:bob@127.0.0.1:5070>;expires=120;q=0.5"]);
+        assert_eq!(
+            contacts(&r),
+            vec!["Contact: <sip:bob@127.0.0.1:5070>;expires=120;q=0.5"]
+        );
         assert!(r.contains("\r\nDate: "));
         // Query through another Call-ID.
         let r = send(&s, &msg("", "", "q", 1)).await;
         assert_eq!(contacts(&r).len(), 1);
         // Second contact, both comma-joined and as a separate header.
-        let r = send(&s, &msg("m: <sip:b2@127.0.0.1:5071>, <sip:b3@127.0.0.1:5072>;expires=61\r\n", "", "b", 1)).await;
+        let r = send(
+            &s,
+            &msg(
+                "m: <sip:b2@127.0.0.1:5071>, <sip:b3@127.0.0.1:5072>;expires=61\r\n",
+                "",
+                "b",
+                1,
+            ),
+        )
+        .await;
         assert_eq!(contacts(&r).len(), 3, "{r}");
         // Too many.
         let r = send(&s, &msg("Contact: <sip:b4@127.0.0.1:5073>\r\n", "", "c", 1)).await;
         assert!(r.starts_with("SIP/2.0 403 Too Many Contacts"), "{r}");
         // Remove one with expires=0.
-        let r = send(&s, &msg("Contact: <sip:b2@127.0.0.1:5071>;expires=0\r\n", "", "b", 2)).await;
+        let r = send(
+            &s,
+            &msg("Contact: <sip:b2@127.0.0.1:5071>;expires=0\r\n", "", "b", 2),
+        )
+        .await;
         assert_eq!(contacts(&r).len(), 2, "{r}");
         // Contact * needs Expires: 0.
         let r = send(&s, &msg("Contact: *\r\n", "", "d", 1)).await;
@@ -448,7 +489,16 @@ mod tests {
         let r = send(&s, &msg("Contact: <sip:bob@h>;expires=10\r\n", "", "a", 1)).await;
         assert!(r.starts_with("SIP/2.0 423"), "{r}");
         assert!(r.contains("Min-Expires: 60\r\n"));
-        let r = send(&s, &msg("Contact: <sip:bob@h>\r\n", "Expires: 99999999999\r\n", "a", 2)).await;
+        let r = send(
+            &s,
+            &msg(
+                "Contact: <sip:bob@h>\r\n",
+                "Expires: 99999999999\r\n",
+                "a",
+                2,
+            ),
+        )
+        .await;
         assert_eq!(contacts(&r), vec!["Contact: <sip:bob@h>;expires=3600"]);
         let r = send(&s, &msg("Contact: <sip:bob@h>\r\n", "", "a", 3)).await;
         assert_eq!(contacts(&r), vec!["Contact: <sip:bob@h>;expires=600"]);
@@ -459,13 +509,25 @@ mod tests {
         let s = MemoryStore::new();
         let first = msg("Contact: <sip:bob@h>\r\n", "Expires: 300\r\n", "a", 5);
         assert!(send(&s, &first).await.starts_with("SIP/2.0 200"));
-        let r = send(&s, &msg("Contact: <sip:bob@h>\r\n", "Expires: 900\r\n", "a", 4)).await;
+        let r = send(
+            &s,
+            &msg("Contact: <sip:bob@h>\r\n", "Expires: 900\r\n", "a", 4),
+        )
+        .await;
         assert!(r.starts_with("SIP/2.0 400"), "{r}");
         // Same CSeq again: 200 with the binding unchanged (expires stays 300, not 900).
-        let r = send(&s, &msg("Contact: <sip:bob@h>\r\n", "Expires: 900\r\n", "a", 5)).await;
+        let r = send(
+            &s,
+            &msg("Contact: <sip:bob@h>\r\n", "Expires: 900\r\n", "a", 5),
+        )
+        .await;
         assert!(r.starts_with("SIP/2.0 200"), "{r}");
         assert_eq!(contacts(&r), vec!["Contact: <sip:bob@h>;expires=300"]);
-        let r = send(&s, &msg("Contact: <sip:bob@h>\r\n", "Expires: 900\r\n", "other", 1)).await;
+        let r = send(
+            &s,
+            &msg("Contact: <sip:bob@h>\r\n", "Expires: 900\r\n", "other", 1),
+        )
+        .await;
         assert_eq!(contacts(&r), vec!["Contact: <sip:bob@h>;expires=900"]);
     }
 
@@ -480,13 +542,25 @@ mod tests {
         );
         let r = send(&s, &m).await;
         let c = contacts(&r);
-        assert!(c.contains(&"Contact: <sip:bob@h>;expires=600;unknownparam"), "{r}");
-        assert!(c.contains(&"Contact: <sip:bob@h2;unknownparam>;expires=600"), "{r}");
+        assert!(
+            c.contains(&"Contact: <sip:bob@h>;expires=600;unknownparam"),
+            "{r}"
+        );
+        assert!(
+            c.contains(&"Contact: <sip:bob@h2;unknownparam>;expires=600"),
+            "{r}"
+        );
         assert!(r.contains("Path: <sip:edge.example.test;lr>\r\n"), "{r}");
-        let rec = s.lookup(&Aor::from_uri("sip:bob@example.test:5060").unwrap()).await.unwrap().unwrap();
+        let rec = s
+            .lookup(&Aor::from_uri("sip:bob@example.test:5060").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(rec.bindings[0].path, vec!["<sip:edge.example.test;lr>"]);
         // Not our domain.
-        let raw = String::from_utf8(m.raw().to_vec()).unwrap().replace("To: <sip:bob@example.test>", "To: <sip:bob@elsewhere.test>");
+        let raw = String::from_utf8(m.raw().to_vec())
+            .unwrap()
+            .replace("To: <sip:bob@example.test>", "To: <sip:bob@elsewhere.test>");
         let m = Message::parse(Bytes::from(raw), Framing::Datagram, 65536).unwrap();
         assert!(send(&s, &m).await.starts_with("SIP/2.0 404"));
     }

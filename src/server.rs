@@ -25,8 +25,7 @@ use tracing::Instrument;
 pub const SUPPORTED: &[&str] = &["path"];
 
 /// Methods we answer ourselves or route (for Allow).
-pub const ALLOW: &str =
-    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, PUBLISH";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, PUBLISH";
 
 pub struct Server<S> {
     pub cfg: Config,
@@ -73,7 +72,9 @@ impl<S: LocationStore> Server<S> {
         };
         let head = Message::parse_head(data);
         match head {
-            Some(m) if m.is_request() && m.method() != Some("ACK") && m.count(&HeaderName::Via) > 0 => {
+            Some(m)
+                if m.is_request() && m.method() != Some("ACK") && m.count(&HeaderName::Via) > 0 =>
+            {
                 tracing::debug!(src = %peer.src, code, reason, "refusing a malformed request");
                 self.reply(&m, peer, code, reason).await;
             }
@@ -124,7 +125,8 @@ impl<S: LocationStore> Server<S> {
         if !uri.headers().is_empty() {
             // RFC 4475 escruri: never forwarded, never turned into header fields.
             if method != "ACK" {
-                self.reply(&msg, &peer, 400, "Request-URI must not hold headers").await;
+                self.reply(&msg, &peer, 400, "Request-URI must not hold headers")
+                    .await;
             }
             return;
         }
@@ -136,12 +138,16 @@ impl<S: LocationStore> Server<S> {
         // Proxy-Require always (we are a proxy in front of everything); Require where we
         // are the UAS.
         let mut unknown: Vec<String> = Vec::new();
-        let mut tags = msg.option_tags(&HeaderName::ProxyRequire).unwrap_or_default();
+        let mut tags = msg
+            .option_tags(&HeaderName::ProxyRequire)
+            .unwrap_or_default();
         if for_us_as_uas {
             tags.extend(msg.option_tags(&HeaderName::Require).unwrap_or_default());
         }
         for t in tags {
-            if !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)) && !unknown.iter().any(|u| u == t) {
+            if !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t))
+                && !unknown.iter().any(|u| u == t)
+            {
                 unknown.push(t.to_owned());
             }
         }
@@ -261,7 +267,10 @@ pub struct Sockets {
     tcp: Vec<tokio::net::TcpListener>,
 }
 
-async fn bind<S: LocationStore>(cfg: Config, store: S) -> Result<(Arc<Server<S>>, Sockets), String> {
+async fn bind<S: LocationStore>(
+    cfg: Config,
+    store: S,
+) -> Result<(Arc<Server<S>>, Sockets), String> {
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     let mut locals = Vec::new();
@@ -284,7 +293,10 @@ async fn bind<S: LocationStore>(cfg: Config, store: S) -> Result<(Arc<Server<S>>
         }
     }
     let proxy = proxy::Proxy::new(&cfg, &locals, &udp);
-    Ok((Arc::new(Server::new(cfg, store, proxy)), Sockets { udp, tcp }))
+    Ok((
+        Arc::new(Server::new(cfg, store, proxy)),
+        Sockets { udp, tcp },
+    ))
 }
 
 async fn serve<S: LocationStore>(server: Arc<Server<S>>, sockets: Sockets) -> Result<(), String> {

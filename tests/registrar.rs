@@ -15,7 +15,10 @@ struct Setup {
 
 impl Setup {
     fn memory(extra: &[&str]) -> Setup {
-        Setup { _mc: vec![], farms: vec![Sipfarm::start(extra)] }
+        Setup {
+            _mc: vec![],
+            farms: vec![Sipfarm::start(extra)],
+        }
     }
 
     fn farm(extra: &[&str]) -> Setup {
@@ -23,7 +26,10 @@ impl Setup {
         let refs: Vec<&Memcached> = mc.iter().collect();
         let a = Sipfarm::with_farm(&refs, extra);
         let b = Sipfarm::with_farm(&refs, extra);
-        Setup { _mc: mc, farms: vec![a, b] }
+        Setup {
+            _mc: mc,
+            farms: vec![a, b],
+        }
     }
 
     /// Instance `i` (wrapping), so that tests alternate between instances of a farm.
@@ -33,10 +39,17 @@ impl Setup {
 }
 
 fn expires_of(r: &Resp, uri: &str) -> Option<u32> {
-    r.headers("contact").iter().find(|c| c.contains(&format!("<{uri}>"))).and_then(|c| {
-        let i = c.find("expires=")? + 8;
-        c[i..].split(|ch: char| !ch.is_ascii_digit()).next()?.parse().ok()
-    })
+    r.headers("contact")
+        .iter()
+        .find(|c| c.contains(&format!("<{uri}>")))
+        .and_then(|c| {
+            let i = c.find("expires=")? + 8;
+            c[i..]
+                .split(|ch: char| !ch.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
 }
 
 fn rules(s: &Setup) {
@@ -47,19 +60,26 @@ fn rules(s: &Setup) {
 
     // Register through one instance, query through the other.
     let cid = unique("c");
-    let r = ua.request(s.at(0), &ua.register(&user, &[&format!("<{c1}>;q=0.7")], Some(300), &cid, 1));
+    let r = ua.request(
+        s.at(0),
+        &ua.register(&user, &[&format!("<{c1}>;q=0.7")], Some(300), &cid, 1),
+    );
     assert_eq!(r.code, 200, "{}", r.text);
     assert_eq!(r.contacts(), vec![c1.clone()]);
-    assert!(!r.headers("date").is_empty(), "200 OK to REGISTER carries Date");
+    assert!(
+        !r.headers("date").is_empty(),
+        "200 OK to REGISTER carries Date"
+    );
     let q = ua.request(s.at(1), &ua.register(&user, &[], None, &unique("c"), 1));
     assert_eq!(q.code, 200);
     assert_eq!(q.contacts(), vec![c1.clone()]);
     assert!(q.headers("contact")[0].contains("q=0.7"), "{}", q.text);
 
     // Same user with a port in the To URI is the same AOR.
-    let port_form = ua
-        .register(&user, &[], None, &unique("c"), 1)
-        .replace(&format!("To: <sip:{user}@example.test>"), &format!("To: <sip:{user}@EXAMPLE.test:5060>"));
+    let port_form = ua.register(&user, &[], None, &unique("c"), 1).replace(
+        &format!("To: <sip:{user}@example.test>"),
+        &format!("To: <sip:{user}@EXAMPLE.test:5060>"),
+    );
     assert_eq!(ua.request(s.at(1), &port_form).contacts(), vec![c1.clone()]);
 
     // A retransmission (same Call-ID and CSeq) gets 200 and changes nothing.
@@ -70,13 +90,26 @@ fn rules(s: &Setup) {
     assert!(e <= 300, "retransmission must not refresh: expires={e}");
 
     // A lower CSeq on the same Call-ID fails and changes nothing.
-    let r = ua.request(s.at(0), &ua.register(&user, &[&format!("<{c1}>")], Some(0), &cid, 0));
+    let r = ua.request(
+        s.at(0),
+        &ua.register(&user, &[&format!("<{c1}>")], Some(0), &cid, 0),
+    );
     assert!(r.code >= 400, "{}", r.text);
-    assert_eq!(ua.request(s.at(1), &ua.register(&user, &[], None, &unique("c"), 1)).contacts(), vec![c1.clone()]);
+    assert_eq!(
+        ua.request(s.at(1), &ua.register(&user, &[], None, &unique("c"), 1))
+            .contacts(),
+        vec![c1.clone()]
+    );
 
     // A second contact in one header with a comma, plus a third in another header.
     let c3 = format!("sip:{user}@[::1]:5070");
-    let both = ua.register(&user, &[&format!("<{c2}>, <{c3}>;expires=200")], Some(250), &cid, 2);
+    let both = ua.register(
+        &user,
+        &[&format!("<{c2}>, <{c3}>;expires=200")],
+        Some(250),
+        &cid,
+        2,
+    );
     let r = ua.request(s.at(0), &both);
     assert_eq!(r.code, 200, "{}", r.text);
     let mut want = vec![c1.clone(), c2.clone(), c3.clone()];
@@ -86,15 +119,24 @@ fn rules(s: &Setup) {
     assert!(expires_of(&r, &c2).unwrap() <= 250);
 
     // Below the minimum: 423 with Min-Expires.
-    let r = ua.request(s.at(1), &ua.register(&user, &[&format!("<{c1}>")], Some(5), &cid, 3));
+    let r = ua.request(
+        s.at(1),
+        &ua.register(&user, &[&format!("<{c1}>")], Some(5), &cid, 3),
+    );
     assert_eq!(r.code, 423);
     assert_eq!(r.headers("min-expires"), vec!["60"]);
     // Above the maximum: clamped.
-    let r = ua.request(s.at(1), &ua.register(&user, &[&format!("<{c1}>")], Some(999_999_999), &cid, 4));
+    let r = ua.request(
+        s.at(1),
+        &ua.register(&user, &[&format!("<{c1}>")], Some(999_999_999), &cid, 4),
+    );
     assert_eq!(expires_of(&r, &c1), Some(86400));
 
     // Expires 0 on one contact removes it only.
-    let r = ua.request(s.at(0), &ua.register(&user, &[&format!("<{c2}>")], Some(0), &cid, 5));
+    let r = ua.request(
+        s.at(0),
+        &ua.register(&user, &[&format!("<{c2}>")], Some(0), &cid, 5),
+    );
     assert_eq!(r.code, 200);
     let mut want = vec![c1.clone(), c3.clone()];
     want.sort();
@@ -106,16 +148,30 @@ fn rules(s: &Setup) {
     let r = ua.request(s.at(1), &ua.register(&user, &["*"], Some(0), &cid, 7));
     assert_eq!(r.code, 200);
     assert!(r.contacts().is_empty());
-    assert!(ua.request(s.at(0), &ua.register(&user, &[], None, &unique("c"), 1)).contacts().is_empty());
+    assert!(
+        ua.request(s.at(0), &ua.register(&user, &[], None, &unique("c"), 1))
+            .contacts()
+            .is_empty()
+    );
 
     // Not our domain, not a SIP AOR.
-    let foreign = ua.register(&user, &[&format!("<{c1}>")], Some(60), &unique("c"), 1).replace("@example.test>", "@elsewhere.test>");
+    let foreign = ua
+        .register(&user, &[&format!("<{c1}>")], Some(60), &unique("c"), 1)
+        .replace("@example.test>", "@elsewhere.test>");
     assert_eq!(ua.request(s.at(0), &foreign).code, 404);
-    let tel = ua.register(&user, &[&format!("<{c1}>")], Some(60), &unique("c"), 1).replace(&format!("To: <sip:{user}@example.test>"), "To: <tel:+15551234>");
+    let tel = ua
+        .register(&user, &[&format!("<{c1}>")], Some(60), &unique("c"), 1)
+        .replace(
+            &format!("To: <sip:{user}@example.test>"),
+            "To: <tel:+15551234>",
+        );
     assert_eq!(ua.request(s.at(0), &tel).code, 400);
 
     // Require with an unknown option tag: 420 with Unsupported.
-    let req = ua.register(&user, &[], None, &unique("c"), 1).replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nRequire: nonsense, path\r\n");
+    let req = ua.register(&user, &[], None, &unique("c"), 1).replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nRequire: nonsense, path\r\n",
+    );
     let r = ua.request(s.at(0), &req);
     assert_eq!(r.code, 420);
     assert_eq!(r.headers("unsupported"), vec!["nonsense"]);
@@ -130,10 +186,15 @@ fn path_and_limits(s: &Setup) {
         .replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nPath: <sip:edge1.example.test;lr>\r\nPath: <sip:edge2.example.test;lr>\r\nSupported: path\r\n");
     let r = ua.request(s.at(0), &req);
     assert_eq!(r.code, 200, "{}", r.text);
-    assert_eq!(r.headers("path"), vec!["<sip:edge1.example.test;lr>", "<sip:edge2.example.test;lr>"]);
+    assert_eq!(
+        r.headers("path"),
+        vec!["<sip:edge1.example.test;lr>", "<sip:edge2.example.test;lr>"]
+    );
 
     // The limit of contacts per AOR (10 by default).
-    let contacts: Vec<String> = (0..10).map(|i| format!("<sip:p@127.0.0.1:{}>", 6001 + i)).collect();
+    let contacts: Vec<String> = (0..10)
+        .map(|i| format!("<sip:p@127.0.0.1:{}>", 6001 + i))
+        .collect();
     let refs: Vec<&str> = contacts.iter().map(String::as_str).collect();
     let r = ua.request(s.at(1), &ua.register(&user, &refs, Some(120), &cid, 2));
     assert_eq!(r.code, 403, "{}", r.text);
@@ -146,12 +207,19 @@ fn path_and_limits(s: &Setup) {
 fn expiry(s: &Setup) {
     let ua = Ua::new();
     let user = unique("e");
-    let r = ua.request(s.at(0), &ua.register(&user, &["<sip:e@127.0.0.1:6100>"], Some(1), &unique("c"), 1));
+    let r = ua.request(
+        s.at(0),
+        &ua.register(&user, &["<sip:e@127.0.0.1:6100>"], Some(1), &unique("c"), 1),
+    );
     assert_eq!(r.code, 200);
     assert_eq!(r.contacts().len(), 1);
     std::thread::sleep(Duration::from_millis(2200));
     let q = ua.request(s.at(1), &ua.register(&user, &[], None, &unique("c"), 1));
-    assert!(q.contacts().is_empty(), "expired binding still listed: {}", q.text);
+    assert!(
+        q.contacts().is_empty(),
+        "expired binding still listed: {}",
+        q.text
+    );
 }
 
 /// User parts that try to smuggle memcached commands or break key limits leave every other
@@ -160,14 +228,44 @@ fn hostile_users(s: &Setup) {
     let ua = Ua::new();
     let victim = unique("v");
     let cv = "sip:victim@127.0.0.1:6200";
-    assert_eq!(ua.request(s.at(0), &ua.register(&victim, &[&format!("<{cv}>")], Some(600), &unique("c"), 1)).code, 200);
+    assert_eq!(
+        ua.request(
+            s.at(0),
+            &ua.register(&victim, &[&format!("<{cv}>")], Some(600), &unique("c"), 1)
+        )
+        .code,
+        200
+    );
     let long = "a".repeat(300);
-    for user in ["%0D%0Aflush_all%0D%0A", "%0d%0adelete%20x%0d%0a", "with%20spaces%20get%20x", "delete", long.as_str(), "flush_all"] {
-        let r = ua.request(s.at(1), &ua.register(user, &["<sip:evil@127.0.0.1:6201>"], Some(600), &unique("c"), 1));
+    for user in [
+        "%0D%0Aflush_all%0D%0A",
+        "%0d%0adelete%20x%0d%0a",
+        "with%20spaces%20get%20x",
+        "delete",
+        long.as_str(),
+        "flush_all",
+    ] {
+        let r = ua.request(
+            s.at(1),
+            &ua.register(
+                user,
+                &["<sip:evil@127.0.0.1:6201>"],
+                Some(600),
+                &unique("c"),
+                1,
+            ),
+        );
         assert_eq!(r.code, 200, "user {user}: {}", r.text);
         let q = ua.request(s.at(0), &ua.register(user, &[], None, &unique("c"), 1));
-        assert_eq!(q.contacts(), vec!["sip:evil@127.0.0.1:6201".to_owned()], "user {user}");
-        let r = ua.request(s.at(0), &ua.register(user, &["*"], Some(0), &unique("c"), 1));
+        assert_eq!(
+            q.contacts(),
+            vec!["sip:evil@127.0.0.1:6201".to_owned()],
+            "user {user}"
+        );
+        let r = ua.request(
+            s.at(0),
+            &ua.register(user, &["*"], Some(0), &unique("c"), 1),
+        );
         assert_eq!(r.code, 200);
     }
     let q = ua.request(s.at(1), &ua.register(&victim, &[], None, &unique("c"), 1));
@@ -178,11 +276,19 @@ fn tcp_transport(s: &Setup) {
     let ua = Ua::new();
     let user = unique("t");
     let req = ua
-        .register(&user, &["<sip:t@127.0.0.1:6300;transport=tcp>"], Some(120), &unique("c"), 1)
+        .register(
+            &user,
+            &["<sip:t@127.0.0.1:6300;transport=tcp>"],
+            Some(120),
+            &unique("c"),
+            1,
+        )
         .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
     // Split over several writes, then two messages in one write.
     let mut stream = std::net::TcpStream::connect(s.at(0)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     use std::io::Write;
     let (a, b) = req.split_at(40);
     stream.write_all(a.as_bytes()).unwrap();
@@ -190,12 +296,21 @@ fn tcp_transport(s: &Setup) {
     stream.write_all(b.as_bytes()).unwrap();
     let r = read_tcp_response(&mut stream);
     assert_eq!(r.code, 200, "{}", r.text);
-    let q1 = ua.register(&user, &[], None, &unique("c"), 1).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
-    let q2 = ua.register(&user, &[], None, &unique("c"), 2).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
-    stream.write_all(format!("{q1}\r\n\r\n{q2}").as_bytes()).unwrap();
+    let q1 = ua
+        .register(&user, &[], None, &unique("c"), 1)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let q2 = ua
+        .register(&user, &[], None, &unique("c"), 2)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    stream
+        .write_all(format!("{q1}\r\n\r\n{q2}").as_bytes())
+        .unwrap();
     let rs = read_tcp_responses(&mut stream, 2);
     assert_eq!((rs[0].code, rs[1].code), (200, 200));
-    assert_eq!(rs[0].contacts(), vec!["sip:t@127.0.0.1:6300;transport=tcp".to_owned()]);
+    assert_eq!(
+        rs[0].contacts(),
+        vec!["sip:t@127.0.0.1:6300;transport=tcp".to_owned()]
+    );
 }
 
 #[test]
@@ -236,8 +351,20 @@ fn farm_concurrent_registrations_keep_both() {
         let user = unique("race");
         let ua1 = Ua::new();
         let ua2 = Ua::new();
-        let m1 = ua1.register(&user, &["<sip:one@127.0.0.1:6401>"], Some(300), &unique("c"), 1);
-        let m2 = ua2.register(&user, &["<sip:two@127.0.0.1:6402>"], Some(300), &unique("c"), 1);
+        let m1 = ua1.register(
+            &user,
+            &["<sip:one@127.0.0.1:6401>"],
+            Some(300),
+            &unique("c"),
+            1,
+        );
+        let m2 = ua2.register(
+            &user,
+            &["<sip:two@127.0.0.1:6402>"],
+            Some(300),
+            &unique("c"),
+            1,
+        );
         let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
         let b2 = barrier.clone();
         let t = std::thread::spawn(move || {
@@ -252,7 +379,10 @@ fn farm_concurrent_registrations_keep_both() {
         let r = q.request(a, &q.register(&user, &[], None, &unique("c"), 1));
         assert_eq!(
             r.contacts(),
-            vec!["sip:one@127.0.0.1:6401".to_owned(), "sip:two@127.0.0.1:6402".to_owned()],
+            vec![
+                "sip:one@127.0.0.1:6401".to_owned(),
+                "sip:two@127.0.0.1:6402".to_owned()
+            ],
             "round {round}"
         );
     }
@@ -264,7 +394,16 @@ fn farm_layout_in_memcached() {
     let mc = Memcached::start();
     let s = Sipfarm::with_farm(&[&mc], &[]);
     let ua = Ua::new();
-    let r = ua.request(s.addr(), &ua.register("layout", &["<sip:l@127.0.0.1:6500>"], Some(600), &unique("c"), 1));
+    let r = ua.request(
+        s.addr(),
+        &ua.register(
+            "layout",
+            &["<sip:l@127.0.0.1:6500>"],
+            Some(600),
+            &unique("c"),
+            1,
+        ),
+    );
     assert_eq!(r.code, 200);
     assert_eq!(mc.items(), 1);
     let dump = mc.command("lru_crawler metadump all\r\n");
@@ -273,10 +412,27 @@ fn farm_layout_in_memcached() {
         .find_map(|l| l.strip_prefix("key="))
         .map(|k| k.split_whitespace().next().unwrap().replace("%3A", ":"))
         .expect("one key");
-    assert!(key.starts_with("sipfarm:") && key.len() == "sipfarm:".len() + 32, "{key}");
+    assert!(
+        key.starts_with("sipfarm:") && key.len() == "sipfarm:".len() + 32,
+        "{key}"
+    );
     let got = mc.command(&format!("get {key}\r\n"));
-    assert!(got.contains("layout@example.test"), "the AOR is in the value");
-    let exp: i64 = dump.lines().find_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("exp="))).unwrap().parse().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    assert!(exp > now + 600 && exp < now + 600 + 120, "item TTL covers the binding plus a grace: {exp} vs {now}");
+    assert!(
+        got.contains("layout@example.test"),
+        "the AOR is in the value"
+    );
+    let exp: i64 = dump
+        .lines()
+        .find_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("exp=")))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        exp > now + 600 && exp < now + 600 + 120,
+        "item TTL covers the binding plus a grace: {exp} vs {now}"
+    );
 }

@@ -30,10 +30,15 @@ fn corpus_dir() -> PathBuf {
 fn ask_rport(raw: &[u8]) -> Vec<u8> {
     let mut pos = 0;
     while pos < raw.len() {
-        let end = raw[pos..].iter().position(|b| *b == b'\n').map_or(raw.len(), |i| pos + i + 1);
+        let end = raw[pos..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(raw.len(), |i| pos + i + 1);
         let line = &raw[pos..end];
         let name_end = line.iter().position(|b| *b == b':').unwrap_or(0);
-        let name = String::from_utf8_lossy(&line[..name_end]).trim().to_ascii_lowercase();
+        let name = String::from_utf8_lossy(&line[..name_end])
+            .trim()
+            .to_ascii_lowercase();
         if pos > 0 && (name == "via" || name == "v") {
             // Skip "SIP / 2.0 / UDP" (three slash-separated tokens, spaces allowed).
             let mut i = name_end + 1;
@@ -53,7 +58,8 @@ fn ask_rport(raw: &[u8]) -> Vec<u8> {
             while i < line.len() && line[i] == b' ' {
                 i += 1;
             }
-            while i < line.len() && (line[i].is_ascii_alphanumeric() || b".-[]:".contains(&line[i])) {
+            while i < line.len() && (line[i].is_ascii_alphanumeric() || b".-[]:".contains(&line[i]))
+            {
                 i += 1; // host[:port]
             }
             let at = pos + i;
@@ -75,7 +81,8 @@ struct Row {
 }
 
 fn manifest() -> Vec<Row> {
-    let text = std::fs::read_to_string(corpus_dir().join("MANIFEST.tsv")).expect("MANIFEST.tsv of the torture corpus");
+    let text = std::fs::read_to_string(corpus_dir().join("MANIFEST.tsv"))
+        .expect("MANIFEST.tsv of the torture corpus");
     text.lines()
         .skip(1)
         .filter(|l| !l.trim().is_empty())
@@ -106,14 +113,24 @@ fn torture_corpus() {
             .env("SIP_TORTURE_DIR", corpus_dir())
             .status()
             .expect("unshare (util-linux) is needed to isolate this test");
-        assert!(status.success(), "the torture test failed inside its network namespace (it needs root for unshare -n)");
+        assert!(
+            status.success(),
+            "the torture test failed inside its network namespace (it needs root for unshare -n)"
+        );
         return;
     }
     // Inside the namespace: no route but loopback.
     let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     assert!(routes.lines().count() <= 1, "not isolated: {routes}");
 
-    let s = Sipfarm::start(&["--domain", "example.com", "--domain", "chair-dnrc.example.com", "--domain", "example.net"]);
+    let s = Sipfarm::start(&[
+        "--domain",
+        "example.com",
+        "--domain",
+        "chair-dnrc.example.com",
+        "--domain",
+        "example.net",
+    ]);
     let ua = Ua::new();
     let mut failures = Vec::new();
     for row in manifest() {
@@ -124,12 +141,19 @@ fn torture_corpus() {
         // the namespace has no route to their targets).
         let mut answers = Vec::new();
         while let Some(t) = ua.recv(Duration::from_millis(300)) {
-            if let Some(code) = t.strip_prefix("SIP/2.0 ").and_then(|t| t.get(..3)).and_then(|c| c.parse::<u16>().ok()) {
+            if let Some(code) = t
+                .strip_prefix("SIP/2.0 ")
+                .and_then(|t| t.get(..3))
+                .and_then(|c| c.parse::<u16>().ok())
+            {
                 answers.push((code, t));
             }
         }
         let codes: Vec<u16> = answers.iter().map(|(c, _)| *c).collect();
-        println!("{:14} valid={:5} {:8} {:10} -> {:?}", row.file, row.valid, row.kind, row.method, codes);
+        println!(
+            "{:14} valid={:5} {:8} {:10} -> {:?}",
+            row.file, row.valid, row.kind, row.method, codes
+        );
         let verdict_ok = match (row.kind.as_str(), row.valid, row.file.as_str()) {
             ("response", _, _) => codes.is_empty(),
             (_, true, "unksm2.dat") => codes == [400],
@@ -145,17 +169,33 @@ fn torture_corpus() {
         }
         // RFC 4475 3.3.12-3.3.14: what a later fetch returns.
         let expect_contact = match row.file.as_str() {
-            "cparam01.dat" => Some(("sip:watson@example.com", "<sip:+19725552222@gw1.example.net>")),
-            "cparam02.dat" => Some(("sip:watson@example.com", "<sip:+19725552222@gw1.example.net;unknownparam>")),
-            "regescrt.dat" => Some(("sip:user@example.com", "<sip:user@example.com?Route=%3Csip:sip.example.com%3E>")),
+            "cparam01.dat" => Some((
+                "sip:watson@example.com",
+                "<sip:+19725552222@gw1.example.net>",
+            )),
+            "cparam02.dat" => Some((
+                "sip:watson@example.com",
+                "<sip:+19725552222@gw1.example.net;unknownparam>",
+            )),
+            "regescrt.dat" => Some((
+                "sip:user@example.com",
+                "<sip:user@example.com?Route=%3Csip:sip.example.com%3E>",
+            )),
             _ => None,
         };
         if let (Some((aor, want)), Some((_, text))) = (expect_contact, answers.first()) {
             let contacts: Vec<&str> = text.lines().filter(|l| l.starts_with("Contact:")).collect();
             if !contacts.iter().any(|c| c.contains(want)) {
-                failures.push(format!("{} ({aor}): wanted {want} in {contacts:?}", row.file));
+                failures.push(format!(
+                    "{} ({aor}): wanted {want} in {contacts:?}",
+                    row.file
+                ));
             }
-            if row.file == "cparam01.dat" && contacts.iter().any(|c| c.contains("gw1.example.net;unknownparam>")) {
+            if row.file == "cparam01.dat"
+                && contacts
+                    .iter()
+                    .any(|c| c.contains("gw1.example.net;unknownparam>"))
+            {
                 failures.push("cparam01: unknownparam became a URI parameter".into());
             }
         }
@@ -163,5 +203,9 @@ fn torture_corpus() {
     // Still alive and answering.
     let r = ua.request(s.addr(), &ua.options(&format!("sip:127.0.0.1:{}", s.port)));
     assert_eq!(r.code, 200);
-    assert!(failures.is_empty(), "torture verdicts:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "torture verdicts:\n{}",
+        failures.join("\n")
+    );
 }

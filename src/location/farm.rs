@@ -149,7 +149,13 @@ impl Farm {
     }
 
     /// Write `record` to every replica with its CAS (`add` where it was missing).
-    async fn write_all(&self, replicas: &[Replica], key: &str, record: &Record, now: u64) -> Result<Vec<Write>, StoreError> {
+    async fn write_all(
+        &self,
+        replicas: &[Replica],
+        key: &str,
+        record: &Record,
+        now: u64,
+    ) -> Result<Vec<Write>, StoreError> {
         let value = encode(record, self.item_limit)?;
         let ttl = ttl_for(record, now);
         let writes = join_all(replicas.iter().map(|(node, current)| {
@@ -157,7 +163,10 @@ impl Farm {
             self.nodes[*node].store(key, &value, ttl, cas)
         }))
         .await;
-        Ok(writes.into_iter().map(|w| w.unwrap_or(Write::Conflict)).collect())
+        Ok(writes
+            .into_iter()
+            .map(|w| w.unwrap_or(Write::Conflict))
+            .collect())
     }
 }
 
@@ -226,7 +235,9 @@ impl LocationStore for Farm {
             }
             let now = now_secs();
             let mut record = merge(
-                replicas.iter().filter_map(|(_, r)| r.as_ref().map(|(r, _)| r)),
+                replicas
+                    .iter()
+                    .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r)),
                 aor.as_str(),
             );
             record.prune(now);
@@ -287,13 +298,15 @@ impl LocationStore for Farm {
             }
             merge(older, aor.as_str())
         } else {
-            merge(found.iter().copied().filter(|r| !r.aor.is_empty()), aor.as_str())
+            merge(
+                found.iter().copied().filter(|r| !r.aor.is_empty()),
+                aor.as_str(),
+            )
         };
         record.prune(now);
         // Read repair: replicas that are missing or differ get the merged record.
         let stale: Vec<Replica> = replicas
             .iter()
-            .cloned()
             .filter(|(_, r)| {
                 r.as_ref().is_none_or(|(r, _)| {
                     let mut r = r.clone();
@@ -301,6 +314,7 @@ impl LocationStore for Farm {
                     r != record
                 })
             })
+            .cloned()
             .collect();
         if !stale.is_empty() && !record.bindings.is_empty() {
             if let Err(e) = self.write_all(&stale, &key, &record, now).await {
@@ -339,7 +353,10 @@ mod tests {
     fn merge_rules() {
         let r1 = Record {
             aor: "a@x".into(),
-            bindings: vec![b("sip:a@1", "c1", 5, 100, false), b("sip:a@2", "c2", 1, 100, false)],
+            bindings: vec![
+                b("sip:a@1", "c1", 5, 100, false),
+                b("sip:a@2", "c2", 1, 100, false),
+            ],
         };
         let r2 = Record {
             aor: "a@x".into(),

@@ -136,7 +136,10 @@ impl Node {
         match r.status {
             GetStatus::Hit => match (r.value, r.item.cas) {
                 (Some(v), Some(cas)) => Ok(Some((v, cas))),
-                _ => Err(NodeError(format!("{}: hit without value or CAS", self.addr))),
+                _ => Err(NodeError(format!(
+                    "{}: hit without value or CAS",
+                    self.addr
+                ))),
             },
             _ => Ok(None),
         }

@@ -47,7 +47,10 @@ impl Ring {
             }
         }
         points.sort_unstable();
-        let identity = id.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let identity = id.finalize()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ring {
             points,
             nodes: n,

@@ -126,7 +126,10 @@ mod tests {
         assert_eq!(a.param("unknownparam"), Some(None));
         let a = NameAddr::parse("caller<sip:caller@example.com>;tag=3").unwrap();
         assert_eq!(a.display.as_deref(), Some("caller"));
-        assert_eq!(NameAddr::parse("<sip:[::1]:5070>").unwrap().uri, "sip:[::1]:5070");
+        assert_eq!(
+            NameAddr::parse("<sip:[::1]:5070>").unwrap().uri,
+            "sip:[::1]:5070"
+        );
     }
 
     #[test]

@@ -158,7 +158,8 @@ pub fn parse_params(s: &str) -> Result<Vec<Param>, ParseError> {
         if let Some(v) = value {
             let quoted_ok = v.len() >= 2 && v.starts_with('"') && v.ends_with('"');
             let plain_ok = !v.is_empty()
-                && v.bytes().all(|b| super::is_token_char(b) || b"[]:".contains(&b));
+                && v.bytes()
+                    .all(|b| super::is_token_char(b) || b"[]:".contains(&b));
             if !quoted_ok && !plain_ok {
                 return Err(ParseError::Bad("Bad parameter value"));
             }

@@ -157,12 +157,20 @@ pub fn frame_len(buf: &[u8], limit: usize) -> Result<usize, ParseError> {
 
 /// Number of leading CRLF (or LF) bytes, which RFC 3261 7.5 says to ignore.
 pub fn leading_blank(buf: &[u8]) -> usize {
-    buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count()
+    buf.iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count()
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end.max(start)]
 }
 
@@ -303,7 +311,9 @@ impl Message {
             if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(ParseError::Bad("Bad Content-Length"));
             }
-            let n: usize = v.parse().map_err(|_| ParseError::Bad("Bad Content-Length"))?;
+            let n: usize = v
+                .parse()
+                .map_err(|_| ParseError::Bad("Bad Content-Length"))?;
             if content_length.is_some_and(|c| c != n) {
                 return Err(ParseError::Bad("Conflicting Content-Length"));
             }
@@ -370,7 +380,10 @@ impl Message {
     }
 
     /// All header lines with this name, in order.
-    pub fn all<'a, 'n>(&'a self, name: &'n HeaderName) -> impl Iterator<Item = &'a Header> + use<'a, 'n> {
+    pub fn all<'a, 'n>(
+        &'a self,
+        name: &'n HeaderName,
+    ) -> impl Iterator<Item = &'a Header> + use<'a, 'n> {
         self.headers.iter().filter(move |h| &h.name == name)
     }
 
@@ -408,7 +421,9 @@ impl Message {
         if num.len() > 10 || !num.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ParseError::Bad("Bad CSeq"));
         }
-        let n: u32 = num.parse().map_err(|_| ParseError::Bad("CSeq out of range"))?;
+        let n: u32 = num
+            .parse()
+            .map_err(|_| ParseError::Bad("CSeq out of range"))?;
         if !is_token(method) {
             return Err(ParseError::Bad("Bad CSeq method"));
         }
@@ -472,7 +487,10 @@ impl Message {
                 return Err(ParseError::Bad(dup));
             }
         }
-        if self.call_id().is_none_or(|c| c.is_empty() || c.contains(char::is_whitespace)) {
+        if self
+            .call_id()
+            .is_none_or(|c| c.is_empty() || c.contains(char::is_whitespace))
+        {
             return Err(ParseError::Bad("Bad Call-ID"));
         }
         let (_, cseq_method) = self.cseq()?;
@@ -488,7 +506,10 @@ impl Message {
         if vias.is_empty() {
             return Err(ParseError::Bad("Missing Via"));
         }
-        if vias[0].branch().is_some_and(|b| b.eq_ignore_ascii_case(via::MAGIC_COOKIE)) {
+        if vias[0]
+            .branch()
+            .is_some_and(|b| b.eq_ignore_ascii_case(via::MAGIC_COOKIE))
+        {
             return Err(ParseError::Bad("Via branch holds only the magic cookie"));
         }
         Ok(())
@@ -521,7 +542,10 @@ pub fn parse_delta(v: &str) -> Option<u32> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(v.parse::<u64>().map_or(u32::MAX, |n| n.min(u32::MAX as u64) as u32))
+    Some(
+        v.parse::<u64>()
+            .map_or(u32::MAX, |n| n.min(u32::MAX as u64) as u32),
+    )
 }
 
 fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
@@ -538,7 +562,9 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
         if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ParseError::Bad("Bad status code"));
         }
-        let code: u16 = code.parse().map_err(|_| ParseError::Bad("Bad status code"))?;
+        let code: u16 = code
+            .parse()
+            .map_err(|_| ParseError::Bad("Bad status code"))?;
         if !(100..=699).contains(&code) {
             return Err(ParseError::Bad("Bad status code"));
         }
@@ -590,7 +616,10 @@ mod tests {
         .unwrap();
         assert_eq!(m.get(&HeaderName::Subject), Some("folded more"));
         assert_eq!(m.call_id(), Some("x"));
-        assert_eq!(m.get(&HeaderName::Via), Some("SIP/2.0/UDP h;branch=z9hG4bK1"));
+        assert_eq!(
+            m.get(&HeaderName::Via),
+            Some("SIP/2.0/UDP h;branch=z9hG4bK1")
+        );
         assert_eq!(m.body.len(), 0);
     }
 
@@ -640,10 +669,22 @@ mod tests {
         let m = b"OPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nabcOPTIONS";
         assert_eq!(frame_len(m, 1000), Ok(m.len() - 7));
         assert_eq!(frame_len(&m[..20], 1000), Err(ParseError::Incomplete));
-        assert_eq!(frame_len(b"OPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nab", 1000), Err(ParseError::Incomplete));
-        assert_eq!(frame_len(b"X sip:a SIP/2.0\r\nContent-Length: 5000\r\n\r\n", 1000), Err(ParseError::TooLarge));
-        assert!(matches!(frame_len(b"X sip:a SIP/2.0\r\nContent-Length: -1\r\n\r\n", 1000), Err(ParseError::Bad(_))));
-        let head = Message::parse_head(Bytes::from_static(b"X sip:a SIP/2.0\r\nContent-Length: -1\r\nCall-ID: z\r\n\r\n")).unwrap();
+        assert_eq!(
+            frame_len(b"OPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nab", 1000),
+            Err(ParseError::Incomplete)
+        );
+        assert_eq!(
+            frame_len(b"X sip:a SIP/2.0\r\nContent-Length: 5000\r\n\r\n", 1000),
+            Err(ParseError::TooLarge)
+        );
+        assert!(matches!(
+            frame_len(b"X sip:a SIP/2.0\r\nContent-Length: -1\r\n\r\n", 1000),
+            Err(ParseError::Bad(_))
+        ));
+        let head = Message::parse_head(Bytes::from_static(
+            b"X sip:a SIP/2.0\r\nContent-Length: -1\r\nCall-ID: z\r\n\r\n",
+        ))
+        .unwrap();
         assert_eq!(head.call_id(), Some("z"));
     }
 

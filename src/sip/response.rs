@@ -17,14 +17,17 @@ use std::net::SocketAddr;
 pub fn stamp_via(value: &str, src: SocketAddr) -> String {
     let parsed = Via::parse(value).ok();
     let ip = src.ip().to_string();
-    let wants_rport = parsed
-        .as_ref()
-        .is_some_and(|v| v.param("rport").is_some());
+    let wants_rport = parsed.as_ref().is_some_and(|v| v.param("rport").is_some());
     let host_differs = parsed.as_ref().is_none_or(|v| v.host_bare() != ip);
     let pieces = split_unquoted(value, b';').unwrap_or_else(|_| vec![value]);
     let mut out = String::with_capacity(value.len() + 40);
     for (i, piece) in pieces.iter().enumerate() {
-        let name = piece.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+        let name = piece
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if i > 0 && (name == "received" || name == "rport") {
             continue;
         }
@@ -142,7 +145,11 @@ impl<'a> Response<'a> {
             let _ = write!(out, "CSeq: {cseq}\r\n");
         }
         out.push_str(&self.headers);
-        let _ = write!(out, "Server: sipfarm\r\nContent-Length: {}\r\n\r\n", self.body.len());
+        let _ = write!(
+            out,
+            "Server: sipfarm\r\nContent-Length: {}\r\n\r\n",
+            self.body.len()
+        );
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(self.body);
         bytes
@@ -167,7 +174,10 @@ mod tests {
             "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx"
         );
         let v = Via::parse("SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bKx").unwrap();
-        assert_eq!(udp_response_target(&v, src), "127.0.0.1:5070".parse().unwrap());
+        assert_eq!(
+            udp_response_target(&v, src),
+            "127.0.0.1:5070".parse().unwrap()
+        );
     }
 
     #[test]

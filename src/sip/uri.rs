@@ -125,16 +125,23 @@ mod tests {
     #[test]
     fn aor_canonical_form() {
         let a = Aor::from_uri("sip:bob@example.test").unwrap();
-        assert_eq!(a, Aor::from_uri("sip:bob@EXAMPLE.test:5060;transport=tcp").unwrap());
+        assert_eq!(
+            a,
+            Aor::from_uri("sip:bob@EXAMPLE.test:5060;transport=tcp").unwrap()
+        );
         assert_eq!(a, Aor::from_uri("sips:%62ob@example.test").unwrap());
         assert_eq!(a, Aor::from_uri("sip:bob:secret@example.test").unwrap());
         assert_ne!(a, Aor::from_uri("sip:Bob@example.test").unwrap());
         assert_eq!(
-            Aor::from_uri("sip:%0d%0Aflush_all@example.test").unwrap().as_str(),
+            Aor::from_uri("sip:%0d%0Aflush_all@example.test")
+                .unwrap()
+                .as_str(),
             "%0D%0Aflush_all@example.test"
         );
         assert_eq!(
-            Aor::from_uri("sip:user;par=u%40example.net@example.com").unwrap().as_str(),
+            Aor::from_uri("sip:user;par=u%40example.net@example.com")
+                .unwrap()
+                .as_str(),
             "user;par=u%40example.net@example.com"
         );
         assert_eq!(a.domain(), "example.test");
@@ -145,7 +152,10 @@ mod tests {
 
     #[test]
     fn contact_equality() {
-        assert!(same_contact("sip:a@h:5070;transport=TCP", "sip:a@H:5070;transport=tcp"));
+        assert!(same_contact(
+            "sip:a@h:5070;transport=TCP",
+            "sip:a@H:5070;transport=tcp"
+        ));
         assert!(!same_contact("sip:a@h:5070", "sip:a@h"));
         assert!(same_contact("sip:%61@h", "sip:a@h"));
     }

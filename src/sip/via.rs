@@ -29,9 +29,7 @@ impl Via {
             return bad;
         }
         let rest = rest.trim_start();
-        let tend = rest
-            .find(|c: char| c.is_whitespace())
-            .unwrap_or(rest.len());
+        let tend = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
         let transport = &rest[..tend];
         if !super::is_token(transport) {
             return bad;
@@ -115,7 +113,9 @@ mod tests {
 
     #[test]
     fn tolerant_forms() {
-        let v = Via::parse("SIP  /   2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8  ");
+        let v = Via::parse(
+            "SIP  /   2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8  ",
+        );
         // LWS around '=' is legal (RFC 3261 25.1 EQUAL); the unfolded value has it as spaces.
         let v = v.unwrap();
         assert_eq!(v.transport, "TCP");

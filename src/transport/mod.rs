@@ -49,7 +49,11 @@ pub struct Peer {
 /// What handles each framed message. Implemented by the server.
 pub trait Handler: Send + Sync + 'static {
     /// `data` is one datagram (UDP) or one framed message (TCP).
-    fn on_message(self: Arc<Self>, data: Bytes, peer: Peer) -> impl std::future::Future<Output = ()> + Send;
+    fn on_message(
+        self: Arc<Self>,
+        data: Bytes,
+        peer: Peer,
+    ) -> impl std::future::Future<Output = ()> + Send;
 }
 
 /// Send bytes back along a path: over UDP to `dest`, over TCP on the connection.

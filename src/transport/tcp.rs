@@ -45,7 +45,12 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, settings:
 }
 
 /// Read, frame and dispatch one connection until it closes, fails or idles out.
-pub async fn connection<H: Handler>(stream: TcpStream, src: SocketAddr, handler: Arc<H>, settings: Settings) {
+pub async fn connection<H: Handler>(
+    stream: TcpStream,
+    src: SocketAddr,
+    handler: Arc<H>,
+    settings: Settings,
+) {
     let Ok(local) = stream.local_addr() else {
         return;
     };

@@ -47,15 +47,34 @@ impl Memcached {
 
     pub fn start_on(port: u16) -> Memcached {
         let child = Command::new(memcached_bin())
-            .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "64", "-M", "-t", "1"])
-            .args(if unsafe_root() { vec!["-u", "root"] } else { vec![] })
+            .args([
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-m",
+                "64",
+                "-M",
+                "-t",
+                "1",
+            ])
+            .args(if unsafe_root() {
+                vec!["-u", "root"]
+            } else {
+                vec![]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("memcached must be installed (apt-get install memcached)");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "memcached did not start on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "memcached did not start on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Memcached { port, child }
@@ -114,7 +133,10 @@ fn unsafe_root() -> bool {
     // memcached refuses to run as root unless told which user to be.
     std::env::var("USER").map(|u| u == "root").unwrap_or(false)
         || std::fs::read_to_string("/proc/self/status")
-            .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+            })
             .unwrap_or(false)
 }
 
@@ -142,11 +164,22 @@ impl Sipfarm {
         let port = free_port();
         let listen_udp = format!("udp:127.0.0.1:{port}");
         let listen_tcp = format!("tcp:127.0.0.1:{port}");
-        let mut args = vec!["serve", "--listen", &listen_udp, "--listen", &listen_tcp, "--domain", "example.test"];
+        let mut args = vec![
+            "serve",
+            "--listen",
+            &listen_udp,
+            "--listen",
+            &listen_tcp,
+            "--domain",
+            "example.test",
+        ];
         args.extend_from_slice(extra);
         let child = Command::new(sipfarm_bin())
             .args(&args)
-            .env("SIPFARM_LOG", std::env::var("SIPFARM_LOG").unwrap_or_else(|_| "sipfarm=warn".into()))
+            .env(
+                "SIPFARM_LOG",
+                std::env::var("SIPFARM_LOG").unwrap_or_else(|_| "sipfarm=warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()
             .expect("start sipfarm");
@@ -154,7 +187,11 @@ impl Sipfarm {
         let ua = Ua::new();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(r) = ua.try_request(s.addr(), &ua.options(&format!("sip:127.0.0.1:{port}")), Duration::from_millis(200)) {
+            if let Some(r) = ua.try_request(
+                s.addr(),
+                &ua.options(&format!("sip:127.0.0.1:{port}")),
+                Duration::from_millis(200),
+            ) {
                 if r.code == 200 {
                     break;
                 }
@@ -236,7 +273,11 @@ impl Ua {
     }
 
     pub fn via(&self) -> String {
-        format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK{};rport", self.port, unique("b"))
+        format!(
+            "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK{};rport",
+            self.port,
+            unique("b")
+        )
     }
 
     pub fn options(&self, uri: &str) -> String {
@@ -249,7 +290,14 @@ impl Ua {
     }
 
     /// A REGISTER for `user@example.test`.
-    pub fn register(&self, user: &str, contacts: &[&str], expires: Option<u32>, call_id: &str, cseq: u32) -> String {
+    pub fn register(
+        &self,
+        user: &str,
+        contacts: &[&str],
+        expires: Option<u32>,
+        call_id: &str,
+        cseq: u32,
+    ) -> String {
         let mut m = format!(
             "REGISTER sip:example.test SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@example.test>;tag={}\r\nTo: <sip:{user}@example.test>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n",
             self.via(),
@@ -295,7 +343,11 @@ impl Ua {
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
             let text = self.recv(left.max(Duration::from_millis(1)))?;
-            let Some(code) = text.strip_prefix("SIP/2.0 ").and_then(|t| t.get(..3)).and_then(|c| c.parse::<u16>().ok()) else {
+            let Some(code) = text
+                .strip_prefix("SIP/2.0 ")
+                .and_then(|t| t.get(..3))
+                .and_then(|c| c.parse::<u16>().ok())
+            else {
                 continue;
             };
             if code < 200 || !text.contains(&format!("Call-ID: {call_id}\r\n")) {
@@ -337,10 +389,15 @@ pub fn read_tcp_responses(s: &mut TcpStream, n: usize) -> Vec<Resp> {
     while got.len() < n {
         // Parse every complete response in `out`.
         loop {
-            let skip = out.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+            let skip = out
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
             out.drain(..skip);
             let text = String::from_utf8_lossy(&out).into_owned();
-            let Some(end) = text.find("\r\n\r\n") else { break };
+            let Some(end) = text.find("\r\n\r\n") else {
+                break;
+            };
             let cl = text[..end]
                 .lines()
                 .find_map(|l| l.strip_prefix("Content-Length: "))
@@ -350,14 +407,21 @@ pub fn read_tcp_responses(s: &mut TcpStream, n: usize) -> Vec<Resp> {
                 break;
             }
             let code = text.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0);
-            got.push(Resp { code, text: text[..end + 4 + cl].to_owned() });
+            got.push(Resp {
+                code,
+                text: text[..end + 4 + cl].to_owned(),
+            });
             out.drain(..end + 4 + cl);
         }
         if got.len() >= n {
             break;
         }
         let k = s.read(&mut buf).expect("tcp read");
-        assert!(k > 0, "connection closed before a response; got {:?}", String::from_utf8_lossy(&out));
+        assert!(
+            k > 0,
+            "connection closed before a response; got {:?}",
+            String::from_utf8_lossy(&out)
+        );
         out.extend_from_slice(&buf[..k]);
     }
     got

@@ -1,0 +1,204 @@
+//! The command line and start-up: help, configuration errors (status 2 with file, key and
+//! value), memcached nodes down at start, IPv6 listening, TCP limits and keep-alives.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(sipfarm_bin()).args(args).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let (code, text) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("serve"));
+    let (code, text) = run(&["serve", "--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--config",
+        "--listen",
+        "--domain",
+        "--memcached",
+        "--replicas",
+        "--min-expires",
+        "--max-expires",
+        "--default-expires",
+        "--max-contacts",
+        "--log-level",
+    ] {
+        assert!(text.contains(flag), "serve --help lacks {flag}");
+    }
+}
+
+#[test]
+fn configuration_errors_exit_2_and_say_where() {
+    let dir = std::env::temp_dir().join(unique("sipfarm-cli-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.toml");
+    std::fs::write(
+        &f,
+        "[server]\nlisten = [\"udp:127.0.0.1:5060\"]\nunknown_key = true\n",
+    )
+    .unwrap();
+    let (code, text) = run(&["serve", "--config", f.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("bad.toml") && text.contains("unknown_key"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"));
+
+    std::fs::write(&f, "[registrar]\nmin_expires = \"sixty\"\n").unwrap();
+    let (code, text) = run(&["serve", "--config", f.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("min_expires"), "{text}");
+
+    std::fs::write(&f, "[server\n").unwrap();
+    let (code, _) = run(&["serve", "--config", f.to_str().unwrap()]);
+    assert_eq!(code, 2);
+
+    let (code, text) = run(&[
+        "serve",
+        "--config",
+        dir.join("missing.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(text.contains("missing.toml"), "{text}");
+
+    let (code, text) = run(&["serve", "--listen", "udp:not-an-address"]);
+    assert_eq!(code, 2);
+    assert!(
+        text.contains("--listen") && text.contains("not-an-address"),
+        "{text}"
+    );
+
+    let (code, text) = run(&["serve", "--memcached", "127.0.0.1:11211", "--replicas", "2"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("--replicas"), "{text}");
+
+    let (code, text) = run(&["serve", "--log-level", "loud"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("loud"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn no_memcached_node_answering_exits_2() {
+    let dead = free_port();
+    let port = free_port();
+    let (code, text) = run(&[
+        "serve",
+        "--listen",
+        &format!("udp:127.0.0.1:{port}"),
+        "--memcached",
+        &format!("127.0.0.1:{dead}"),
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no memcached node answered"), "{text}");
+}
+
+#[test]
+fn some_nodes_down_at_start_still_serves() {
+    let mc = Memcached::start();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let list = format!("{},{dead}", mc.addr());
+    let s = Sipfarm::start(&["--memcached", &list, "--replicas", "1"]);
+    let ua = Ua::new();
+    for i in 0..20 {
+        let user = format!("half{i}");
+        let r = ua.request(
+            s.addr(),
+            &ua.register(
+                &user,
+                &["<sip:h@127.0.0.1:7100>"],
+                Some(300),
+                &unique("c"),
+                1,
+            ),
+        );
+        assert_eq!(r.code, 200, "{}", r.text);
+        let q = ua.request(s.addr(), &ua.register(&user, &[], None, &unique("c"), 1));
+        assert_eq!(q.contacts().len(), 1);
+    }
+}
+
+#[test]
+fn ipv6_listen() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; IPv6 is covered by unit tests only");
+        return;
+    }
+    let port = free_port();
+    let mut child = Command::new(sipfarm_bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("udp:[::1]:{port}"),
+            "--listen",
+            &format!("tcp:[::1]:{port}"),
+            "--domain",
+            "example.test",
+        ])
+        .spawn()
+        .unwrap();
+    let sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    let me = sock.local_addr().unwrap().port();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let msg = format!(
+        "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:{me};branch=z9hG4bK6v6\r\nFrom: <sip:six@example.test>;tag=1\r\nTo: <sip:six@example.test>\r\nCall-ID: v6\r\nCSeq: 1 REGISTER\r\nContact: <sip:six@[::1]:{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut answer = String::new();
+    for _ in 0..30 {
+        sock.send_to(msg.as_bytes(), format!("[::1]:{port}"))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert!(
+        answer.contains(&format!("<sip:six@[::1]:{me}>")),
+        "{answer}"
+    );
+}
+
+#[test]
+fn tcp_keepalive_and_size_limit() {
+    let s = Sipfarm::start(&[]);
+    let mut t = std::net::TcpStream::connect(s.addr()).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    t.write_all(b"\r\n\r\n").unwrap();
+    let mut pong = [0u8; 2];
+    t.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"\r\n", "RFC 5626 pong");
+    // A message over the 64 KiB limit: 513 and the connection closed.
+    let big = format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKbig\r\nFrom: <sip:a@example.test>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: big\r\nCSeq: 1 OPTIONS\r\nContent-Length: 70000\r\n\r\n{}",
+        "x".repeat(70000)
+    );
+    let _ = t.write_all(big.as_bytes());
+    let r = read_tcp_response(&mut t);
+    assert_eq!(r.code, 513, "{}", r.text);
+    let mut rest = Vec::new();
+    let n = t.read_to_end(&mut rest).unwrap_or(0);
+    assert_eq!(n, 0, "connection closed after 513");
+    // The instance still serves.
+    let ua = Ua::new();
+    assert_eq!(
+        ua.request(s.addr(), &ua.options(&format!("sip:127.0.0.1:{}", s.port)))
+            .code,
+        200
+    );
+}
