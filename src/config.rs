@@ -103,10 +103,20 @@ struct FileMemcached {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileProxy {
+    record_route: Option<bool>,
+    farm_uri: Option<String>,
+    outbound_proxy: Option<String>,
+    dns_server: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct File {
     server: Option<FileServer>,
     registrar: Option<FileRegistrar>,
     memcached: Option<FileMemcached>,
+    proxy: Option<FileProxy>,
 }
 
 /// What the command line may override (None: not given).
@@ -122,6 +132,25 @@ pub struct Overrides {
     pub default_expires: Option<u32>,
     pub max_contacts: Option<usize>,
     pub log_level: Option<String>,
+    pub no_record_route: bool,
+    pub farm_uri: Option<String>,
+    pub outbound_proxy: Option<String>,
+    pub dns_server: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Add Record-Route to dialog-creating requests.
+    pub record_route: bool,
+    /// The URI (no user part) that names the farm in Record-Route; every instance treats a
+    /// Route to it as its own.
+    pub farm_uri: String,
+    /// Lower-cased host of `farm_uri`.
+    pub farm_host: String,
+    /// Where requests for foreign domains go, instead of RFC 3263 resolution.
+    pub outbound_proxy: Option<String>,
+    /// DNS server for RFC 3263 (None: the system's).
+    pub dns_server: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +182,7 @@ pub struct Config {
     pub registrar: RegistrarConfig,
     /// None: the embedded in-memory store.
     pub memcached: Option<MemcachedConfig>,
+    pub proxy: ProxyConfig,
 }
 
 fn check_domain(d: &str, origin: &str) -> Result<String, String> {
@@ -365,7 +395,64 @@ impl Config {
             })
         };
 
+        let px = file.proxy.unwrap_or_default();
+        let farm_origin = if o.farm_uri.is_some() {
+            "--farm-uri".to_owned()
+        } else {
+            at("proxy.farm_uri")
+        };
+        let farm_uri = o.farm_uri.clone().or(px.farm_uri).unwrap_or_else(|| {
+            match domains.iter().find(|d| *d != "localhost") {
+                Some(d) if d.contains(':') => format!("sip:[{d}]"),
+                Some(d) => format!("sip:{d}"),
+                None => format!("sip:{}", crate::server::host_port(listen[0].addr)),
+            }
+        });
+        let parsed = crate::sip::uri::parse_sip(&farm_uri)
+            .filter(|u| u.user().is_none())
+            .ok_or_else(|| {
+                format!("{farm_origin}: '{farm_uri}' must be a sip: URI without user part")
+            })?;
+        let farm_host = crate::sip::uri::host(&parsed).unwrap_or_default();
+        let outbound_proxy = o.outbound_proxy.clone().or(px.outbound_proxy);
+        if let Some(ob) = &outbound_proxy {
+            if crate::sip::uri::parse_sip(ob).is_none() {
+                let origin = if o.outbound_proxy.is_some() {
+                    "--outbound-proxy".to_owned()
+                } else {
+                    at("proxy.outbound_proxy")
+                };
+                return Err(format!("{origin}: '{ob}' is not a sip: URI"));
+            }
+        }
+        let dns_server = match o.dns_server.clone().or(px.dns_server) {
+            None => None,
+            Some(d) => {
+                let origin = if o.dns_server.is_some() {
+                    "--dns-server".to_owned()
+                } else {
+                    at("proxy.dns_server")
+                };
+                let addr = d
+                    .parse::<SocketAddr>()
+                    .or_else(|_| {
+                        d.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| format!("{origin}: '{d}' is not IP or IP:PORT"))?;
+                Some(addr)
+            }
+        };
+        let proxy = ProxyConfig {
+            record_route: !o.no_record_route && px.record_route.unwrap_or(true),
+            farm_uri: farm_uri.trim_end_matches(";lr").to_owned(),
+            farm_host,
+            outbound_proxy,
+            dns_server,
+        };
+
         Ok(Config {
+            proxy,
             listen,
             domains,
             max_message_size,

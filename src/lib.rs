@@ -28,6 +28,7 @@ pub mod config;
 pub mod location;
 pub mod proxy;
 pub mod registrar;
+pub mod resolve;
 pub mod server;
 pub mod sip;
 pub mod transport;

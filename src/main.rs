@@ -55,6 +55,20 @@ struct ServeArgs {
     /// error, warn, info (default), debug or trace.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// The URI that names the farm in Record-Route (no user part), e.g. sip:farm.example.test.
+    /// Every instance treats a Route to it as its own. Default: sip:<first domain>.
+    #[arg(long, value_name = "URI")]
+    farm_uri: Option<String>,
+    /// Do not add Record-Route (in-dialog requests then go straight to the peers).
+    #[arg(long)]
+    no_record_route: bool,
+    /// Send requests for foreign domains to this proxy (a sip: URI) instead of resolving
+    /// them by RFC 3263.
+    #[arg(long, value_name = "URI")]
+    outbound_proxy: Option<String>,
+    /// DNS server for RFC 3263 lookups (NAPTR, SRV, A), IP or IP:PORT. Default: the system's.
+    #[arg(long, value_name = "IP:PORT")]
+    dns_server: Option<String>,
 }
 
 impl ServeArgs {
@@ -70,6 +84,10 @@ impl ServeArgs {
             default_expires: self.default_expires,
             max_contacts: self.max_contacts,
             log_level: self.log_level.clone(),
+            no_record_route: self.no_record_route,
+            farm_uri: self.farm_uri.clone(),
+            outbound_proxy: self.outbound_proxy.clone(),
+            dns_server: self.dns_server.clone(),
         }
     }
 }

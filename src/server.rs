@@ -31,11 +31,26 @@ pub struct Server<S> {
     pub cfg: Config,
     pub store: S,
     pub proxy: proxy::Proxy,
+    /// Open TCP connections, accepted and dialled.
+    pub conns: Arc<transport::Connections>,
 }
 
 impl<S: LocationStore> Server<S> {
     pub fn new(cfg: Config, store: S, proxy: proxy::Proxy) -> Server<S> {
-        Server { cfg, store, proxy }
+        Server {
+            cfg,
+            store,
+            proxy,
+            conns: Arc::new(transport::Connections::default()),
+        }
+    }
+
+    pub fn tcp_settings(&self) -> transport::tcp::Settings {
+        transport::tcp::Settings {
+            max_message: self.cfg.max_message_size,
+            idle: self.cfg.tcp_idle_timeout,
+            table: self.conns.clone(),
+        }
     }
 
     fn is_ours(&self, host: &str) -> bool {
@@ -82,7 +97,7 @@ impl<S: LocationStore> Server<S> {
         }
     }
 
-    async fn handle_request(&self, msg: Message, peer: Peer) {
+    async fn handle_request(self: &Arc<Self>, msg: Message, peer: Peer) {
         let method = msg.method().unwrap_or_default().to_owned();
         if let Err(e) = msg.validate_request() {
             if method == "ACK" {
@@ -186,7 +201,7 @@ impl<S: LocationStore> Server<S> {
         proxy::route(self, msg, peer, uri, host).await;
     }
 
-    async fn handle_response(&self, msg: Message, peer: Peer) {
+    async fn handle_response(self: &Arc<Self>, msg: Message, peer: Peer) {
         proxy::forward_response(self, msg, peer).await;
     }
 }
@@ -305,13 +320,13 @@ async fn serve<S: LocationStore>(server: Arc<Server<S>>, sockets: Sockets) -> Re
         tracing::info!(listen = %format!("udp:{}", host_port(s.local_addr().map_err(|e| e.to_string())?)), "listening");
         tasks.spawn(transport::udp::serve(s, server.clone()));
     }
-    let settings = transport::tcp::Settings {
-        max_message: server.cfg.max_message_size,
-        idle: server.cfg.tcp_idle_timeout,
-    };
     for l in sockets.tcp {
         tracing::info!(listen = %format!("tcp:{}", host_port(l.local_addr().map_err(|e| e.to_string())?)), "listening");
-        tasks.spawn(transport::tcp::serve(l, server.clone(), settings));
+        tasks.spawn(transport::tcp::serve(
+            l,
+            server.clone(),
+            server.tcp_settings(),
+        ));
     }
     while let Some(r) = tasks.join_next().await {
         if let Err(e) = r {

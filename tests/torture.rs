@@ -139,13 +139,19 @@ fn torture_corpus() {
         ua.send_bytes(s.addr(), &msg);
         // Collect what comes back for a moment (forwarded copies of requests never come here:
         // the namespace has no route to their targets).
+        // Answers are matched by Call-ID: a late answer to an earlier message is not counted.
+        let call_id = sipfarm::sip::Message::parse_head(bytes::Bytes::from(raw.clone()))
+            .and_then(|m| m.call_id().map(str::to_owned));
         let mut answers = Vec::new();
         while let Some(t) = ua.recv(Duration::from_millis(300)) {
-            if let Some(code) = t
+            let ours = call_id
+                .as_ref()
+                .is_none_or(|c| t.contains(&format!("Call-ID: {c}\r\n")));
+            let code = t
                 .strip_prefix("SIP/2.0 ")
                 .and_then(|t| t.get(..3))
-                .and_then(|c| c.parse::<u16>().ok())
-            {
+                .and_then(|c| c.parse::<u16>().ok());
+            if let (Some(code), true) = (code, ours) {
                 answers.push((code, t));
             }
         }

@@ -11,6 +11,7 @@
 //! raw line (so that a proxy can edit only the lines that change) and its unfolded value.
 
 pub mod addr;
+pub mod edit;
 pub mod header;
 pub mod response;
 pub mod uri;

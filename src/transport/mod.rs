@@ -9,9 +9,10 @@ pub mod udp;
 
 use crate::config::Proto;
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -70,4 +71,54 @@ pub async fn send(path: &Path, dest: SocketAddr, bytes: Bytes) {
             }
         }
     }
+}
+
+/// Open TCP connections (accepted and dialled), by remote address and by id: a request for a
+/// UA goes over the connection it registered on while that is open, and a response goes back
+/// on the connection its request came in on (the id travels in our Via as `sfc`).
+#[derive(Default, Debug)]
+pub struct Connections {
+    by_addr: Mutex<HashMap<SocketAddr, Conn>>,
+    by_id: Mutex<HashMap<u64, Conn>>,
+}
+
+impl Connections {
+    pub fn insert(&self, remote: SocketAddr, conn: &Conn) {
+        lock(&self.by_addr).insert(remote, conn.clone());
+        lock(&self.by_id).insert(conn.id, conn.clone());
+    }
+
+    pub fn remove(&self, remote: SocketAddr, id: u64) {
+        let mut by_addr = lock(&self.by_addr);
+        if by_addr.get(&remote).is_some_and(|c| c.id == id) {
+            by_addr.remove(&remote);
+        }
+        lock(&self.by_id).remove(&id);
+    }
+
+    pub fn by_addr(&self, remote: SocketAddr) -> Option<Conn> {
+        lock(&self.by_addr)
+            .get(&remote)
+            .filter(|c| !c.tx.is_closed())
+            .cloned()
+    }
+
+    pub fn by_id(&self, id: u64) -> Option<Conn> {
+        lock(&self.by_id)
+            .get(&id)
+            .filter(|c| !c.tx.is_closed())
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.by_id).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -5,7 +5,7 @@
 //! stream cannot be resynchronised. Idle connections time out, but never before the bindings
 //! registered over them expire (the registrar raises [`Conn::hold`]).
 
-use super::{Conn, Handler, Path, Peer};
+use super::{Conn, Connections, Handler, Path, Peer};
 use crate::config::Proto;
 use crate::location::now_secs;
 use crate::sip::response::Response;
@@ -21,10 +21,11 @@ use tokio::sync::mpsc;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     pub max_message: usize,
     pub idle: Duration,
+    pub table: Arc<Connections>,
 }
 
 /// Accept forever.
@@ -33,7 +34,7 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, settings:
         match listener.accept().await {
             Ok((stream, src)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(connection(stream, src, handler.clone(), settings));
+                let _ = start(stream, src, handler.clone(), settings.clone());
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -44,23 +45,60 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, settings:
     }
 }
 
-/// Read, frame and dispatch one connection until it closes, fails or idles out.
-pub async fn connection<H: Handler>(
+/// Dial `remote` (bounded by `timeout`) and run the connection like an accepted one: what
+/// comes back on it is handled too.
+pub async fn connect<H: Handler>(
+    remote: SocketAddr,
+    timeout: Duration,
+    handler: Arc<H>,
+    settings: Settings,
+) -> std::io::Result<Conn> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(remote))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let _ = stream.set_nodelay(true);
+    start(stream, remote, handler, settings)
+        .ok_or_else(|| std::io::Error::other("no local address"))
+}
+
+/// Register a connection in the table and spawn its reader and writer.
+fn start<H: Handler>(
     stream: TcpStream,
     src: SocketAddr,
     handler: Arc<H>,
     settings: Settings,
-) {
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(256);
+) -> Option<Conn> {
+    let local = stream.local_addr().ok()?;
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
     let conn = Conn {
         id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
         tx,
         hold_until: Arc::new(AtomicU64::new(0)),
     };
+    settings.table.insert(src, &conn);
+    tokio::spawn(connection(
+        stream,
+        src,
+        local,
+        conn.clone(),
+        rx,
+        handler,
+        settings,
+    ));
+    Some(conn)
+}
+
+/// Read, frame and dispatch one connection until it closes, fails or idles out.
+async fn connection<H: Handler>(
+    stream: TcpStream,
+    src: SocketAddr,
+    local: SocketAddr,
+    conn: Conn,
+    mut rx: mpsc::Receiver<Bytes>,
+    handler: Arc<H>,
+    settings: Settings,
+) {
+    let (mut rd, mut wr) = stream.into_split();
     let writer = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if wr.write_all(&bytes).await.is_err() {
@@ -97,7 +135,11 @@ pub async fn connection<H: Handler>(
             match sip::frame_len(&buf, settings.max_message) {
                 Ok(n) => {
                     let msg = buf.split_to(n).freeze();
-                    tokio::spawn(handler.clone().on_message(msg, peer.clone()));
+                    if msg.starts_with(b"SIP/") {
+                        handler.clone().on_message(msg, peer.clone()).await;
+                    } else {
+                        tokio::spawn(handler.clone().on_message(msg, peer.clone()));
+                    }
                 }
                 Err(ParseError::Incomplete) => break,
                 Err(e) => {
@@ -133,6 +175,7 @@ pub async fn connection<H: Handler>(
             }
         }
     }
+    settings.table.remove(src, conn.id);
     drop(conn);
     drop(peer);
     // The writer ends once every sender (including in-flight handlers) is gone.

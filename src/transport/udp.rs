@@ -1,5 +1,6 @@
-//! UDP: one datagram is one message (RFC 3261 18.1.1 / 18.2.1). Each datagram is handled in a
-//! task of its own, so that a slow location lookup never holds up the socket.
+//! UDP: one datagram is one message (RFC 3261 18.1.1 / 18.2.1). Each request is handled in a
+//! task of its own, so that a slow location lookup never holds up the socket; responses,
+//! which need no lookup, are forwarded in order from the receive loop.
 
 use super::{Handler, Path, Peer};
 use crate::config::Proto;
@@ -34,7 +35,13 @@ pub async fn serve<H: Handler>(sock: Arc<UdpSocket>, handler: Arc<H>) {
                     local,
                     path: Path::Udp(sock.clone()),
                 };
-                tokio::spawn(handler.clone().on_message(data, peer));
+                if data.starts_with(b"SIP/") {
+                    // Responses need no lookup: forwarding them in the receive loop keeps
+                    // their order (a 180 is not overtaken by its 200).
+                    handler.clone().on_message(data, peer).await;
+                } else {
+                    tokio::spawn(handler.clone().on_message(data, peer));
+                }
             }
             Err(e) => {
                 // ICMP port unreachable from an earlier send shows up here on some systems.

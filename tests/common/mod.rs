@@ -426,3 +426,159 @@ pub fn read_tcp_responses(s: &mut TcpStream, n: usize) -> Vec<Resp> {
     }
     got
 }
+
+/// A received SIP message, indexed with sipfarm's own parser (only to read it).
+pub struct Sip {
+    pub msg: sipfarm::sip::Message,
+    pub text: String,
+}
+
+impl Sip {
+    pub fn parse(text: &str) -> Sip {
+        let msg = sipfarm::sip::Message::parse(
+            bytes::Bytes::from(text.to_owned()),
+            sipfarm::sip::Framing::Datagram,
+            1 << 20,
+        )
+        .unwrap_or_else(|e| panic!("unparseable message ({e}):\n{text}"));
+        Sip {
+            msg,
+            text: text.to_owned(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        let n = sipfarm::sip::HeaderName::from_wire(name);
+        self.msg.get(&n).map(str::to_owned)
+    }
+
+    pub fn all(&self, name: &str) -> Vec<String> {
+        let n = sipfarm::sip::HeaderName::from_wire(name);
+        self.msg
+            .list(&n)
+            .unwrap_or_default()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn method(&self) -> Option<&str> {
+        self.msg.method()
+    }
+
+    pub fn code(&self) -> Option<u16> {
+        match &self.msg.start {
+            sipfarm::sip::StartLine::Response { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub fn top_branch(&self) -> String {
+        self.msg
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// A phone: a UA that registers and also answers requests.
+pub struct Phone {
+    pub ua: Ua,
+    pub user: String,
+    pub tag: String,
+}
+
+impl Phone {
+    pub fn new(user: &str) -> Phone {
+        Phone {
+            ua: Ua::new(),
+            user: user.to_owned(),
+            tag: unique("tag"),
+        }
+    }
+
+    pub fn contact(&self) -> String {
+        format!("sip:{}@127.0.0.1:{}", self.user, self.ua.port)
+    }
+
+    pub fn register_via(&self, instance: SocketAddr) {
+        let r = self.ua.request(
+            instance,
+            &self.ua.register(
+                &self.user,
+                &[&format!("<{}>", self.contact())],
+                Some(600),
+                &unique("reg"),
+                1,
+            ),
+        );
+        assert_eq!(r.code, 200, "{}", r.text);
+    }
+
+    /// Wait for a message (request or response) satisfying `pred`.
+    pub fn wait(&self, timeout: Duration, pred: impl Fn(&Sip) -> bool) -> Option<Sip> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let text = self.ua.recv(left.max(Duration::from_millis(1)))?;
+            let m = Sip::parse(&text);
+            if pred(&m) {
+                return Some(m);
+            }
+        }
+    }
+
+    pub fn wait_request(&self, method: &str) -> Sip {
+        self.wait(Duration::from_secs(5), |m| m.method() == Some(method))
+            .unwrap_or_else(|| panic!("{} got no {method}", self.user))
+    }
+
+    pub fn wait_response(&self, code: u16, cseq_method: &str) -> Sip {
+        self.wait(Duration::from_secs(5), |m| {
+            m.code() == Some(code) && m.header("CSeq").is_some_and(|c| c.ends_with(cseq_method))
+        })
+        .unwrap_or_else(|| panic!("{} got no {code} to {cseq_method}", self.user))
+    }
+
+    /// Answer a received request (to its top Via, RFC 3261 18.2.2 with rport).
+    pub fn respond(&self, req: &Sip, code: u16, reason: &str, extra: &str) {
+        let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+        for v in req.all("Via") {
+            out.push_str(&format!("Via: {v}\r\n"));
+        }
+        for rr in req.all("Record-Route") {
+            out.push_str(&format!("Record-Route: {rr}\r\n"));
+        }
+        out.push_str(&format!("From: {}\r\n", req.header("From").unwrap()));
+        let to = req.header("To").unwrap();
+        if to.contains("tag=") || code == 100 {
+            out.push_str(&format!("To: {to}\r\n"));
+        } else {
+            out.push_str(&format!("To: {to};tag={}\r\n", self.tag));
+        }
+        out.push_str(&format!(
+            "Call-ID: {}\r\nCSeq: {}\r\n",
+            req.header("Call-ID").unwrap(),
+            req.header("CSeq").unwrap()
+        ));
+        out.push_str(&format!(
+            "Contact: <{}>\r\n{extra}Content-Length: 0\r\n\r\n",
+            self.contact()
+        ));
+        let via = req.msg.top_via().unwrap();
+        let port = via
+            .param("rport")
+            .flatten()
+            .and_then(|p| p.parse().ok())
+            .or(via.port)
+            .unwrap_or(5060);
+        let host = via
+            .param("received")
+            .flatten()
+            .unwrap_or(via.host_bare())
+            .to_owned();
+        self.ua
+            .send(format!("{host}:{port}").parse().unwrap(), &out);
+    }
+}

@@ -1,0 +1,322 @@
+//! Proxy black-box tests: two sipfarm instances over one real memcached farm; phones that
+//! register through one instance are called through the other.
+
+mod common;
+use common::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+struct Farm {
+    mc: Vec<Memcached>,
+    a: Sipfarm,
+    b: Sipfarm,
+}
+
+fn farm() -> Farm {
+    let mc = vec![Memcached::start(), Memcached::start()];
+    let refs: Vec<&Memcached> = mc.iter().collect();
+    let a = Sipfarm::with_farm(&refs, &[]);
+    let b = Sipfarm::with_farm(&refs, &[]);
+    Farm { mc, a, b }
+}
+
+impl Farm {
+    fn gets(&self) -> u64 {
+        self.mc.iter().map(|m| m.stat("cmd_get")).sum()
+    }
+}
+
+fn invite(from: &Phone, to_user: &str, call_id: &str, cseq: u32, via_branch: &str) -> String {
+    format!(
+        "INVITE sip:{to_user}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch={via_branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{}@example.test>;tag={}\r\nTo: <sip:{to_user}@example.test>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <{}>\r\nContent-Type: application/sdp\r\nX-Unknown-Header: Keep Me ;odd=1\r\nContent-Length: 4\r\n\r\nv=0\n",
+        from.ua.port,
+        from.user,
+        from.tag,
+        from.contact()
+    )
+}
+
+/// An in-dialog request from the caller, after a 200 with Record-Route: R-URI = the callee's
+/// Contact, Route = the Record-Route set reversed.
+fn in_dialog(method: &str, from: &Phone, ok: &Sip, cseq: u32, branch: &str) -> String {
+    let mut routes = ok.all("Record-Route");
+    routes.reverse();
+    let target = ok.header("Contact").unwrap();
+    let target = &target[target.find('<').unwrap() + 1..target.find('>').unwrap()];
+    let mut m = format!(
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch={branch};rport\r\nMax-Forwards: 70\r\n",
+        from.ua.port
+    );
+    for r in routes {
+        m.push_str(&format!("Route: {r}\r\n"));
+    }
+    m.push_str(&format!(
+        "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        ok.header("From").unwrap(),
+        ok.header("To").unwrap(),
+        ok.header("Call-ID").unwrap()
+    ));
+    m
+}
+
+/// The whole call, with the INVITE through `via_invite` and the ACK and BYE through
+/// `via_dialog`; the BYE must not touch memcached.
+fn call(f: &Farm, via_invite: SocketAddr, via_dialog: SocketAddr) {
+    let alice = Phone::new(&unique("alice"));
+    let bob = Phone::new(&unique("bob"));
+    alice.register_via(f.a.addr());
+    bob.register_via(f.b.addr());
+    let cid = unique("call");
+    alice.ua.send(
+        via_invite,
+        &invite(&alice, &bob.user, &cid, 1, &unique("z9hG4bKi")),
+    );
+
+    let inv = bob.wait_request("INVITE");
+    assert_eq!(
+        inv.msg.request_uri(),
+        Some(bob.contact().as_str()),
+        "Request-URI set to the contact"
+    );
+    assert!(
+        inv.text.contains("X-Unknown-Header: Keep Me ;odd=1\r\n"),
+        "unknown header byte for byte"
+    );
+    assert!(inv.text.ends_with("\r\n\r\nv=0\n"), "body byte for byte");
+    assert_eq!(inv.header("Max-Forwards").as_deref(), Some("69"));
+    assert_eq!(inv.all("Via").len(), 2);
+    assert!(inv.top_branch().starts_with("z9hG4bK"));
+    let rr = inv.all("Record-Route");
+    assert_eq!(
+        rr,
+        vec!["<sip:example.test;lr>".to_owned()],
+        "Record-Route names the farm"
+    );
+
+    bob.respond(&inv, 180, "Ringing", "");
+    bob.respond(&inv, 200, "OK", "");
+    let ringing = alice.wait_response(180, "INVITE");
+    assert_eq!(ringing.all("Via").len(), 1, "our Via removed");
+    let ok = alice.wait_response(200, "INVITE");
+
+    alice.ua.send(
+        via_dialog,
+        &in_dialog("ACK", &alice, &ok, 1, &unique("z9hG4bKa")),
+    );
+    let ack = bob.wait_request("ACK");
+    assert_eq!(ack.msg.request_uri(), Some(bob.contact().as_str()));
+    assert!(ack.all("Route").is_empty(), "our Route entry removed");
+
+    let gets_before = f.gets();
+    alice.ua.send(
+        via_dialog,
+        &in_dialog("BYE", &alice, &ok, 2, &unique("z9hG4bKb")),
+    );
+    let bye = bob.wait_request("BYE");
+    bob.respond(&bye, 200, "OK", "");
+    let bye_ok = alice.wait_response(200, "BYE");
+    assert_eq!(bye_ok.header("Call-ID"), Some(cid));
+    assert_eq!(
+        f.gets(),
+        gets_before,
+        "an in-dialog BYE does not touch memcached"
+    );
+}
+
+#[test]
+fn call_through_one_instance() {
+    let f = farm();
+    call(&f, f.a.addr(), f.a.addr());
+}
+
+#[test]
+fn call_across_two_instances_bye_through_the_other() {
+    let f = farm();
+    call(&f, f.a.addr(), f.b.addr());
+    call(&f, f.b.addr(), f.a.addr());
+}
+
+#[test]
+fn message_delivered_and_answered() {
+    let f = farm();
+    let alice = Phone::new(&unique("alice"));
+    let bob = Phone::new(&unique("bob"));
+    bob.register_via(f.a.addr());
+    let msg = format!(
+        "MESSAGE sip:{}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch={};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{}@example.test>;tag={}\r\nTo: <sip:{}@example.test>\r\nCall-ID: {}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+        bob.user,
+        alice.ua.port,
+        unique("z9hG4bKm"),
+        alice.user,
+        alice.tag,
+        bob.user,
+        unique("m")
+    );
+    alice.ua.send(f.b.addr(), &msg);
+    let got = bob.wait_request("MESSAGE");
+    assert!(got.text.ends_with("\r\n\r\nhello"));
+    assert!(
+        got.all("Record-Route").is_empty(),
+        "no Record-Route on MESSAGE"
+    );
+    bob.respond(&got, 200, "OK", "");
+    alice.wait_response(200, "MESSAGE");
+}
+
+#[test]
+fn cancel_reaches_the_ringing_callee_and_487_comes_back() {
+    let f = farm();
+    let alice = Phone::new(&unique("alice"));
+    let bob = Phone::new(&unique("bob"));
+    bob.register_via(f.b.addr());
+    let cid = unique("cancel");
+    let ubranch = unique("z9hG4bKc");
+    let inv_text = invite(&alice, &bob.user, &cid, 5, &ubranch);
+    alice.ua.send(f.a.addr(), &inv_text);
+    let inv = bob.wait_request("INVITE");
+    bob.respond(&inv, 180, "Ringing", "");
+    alice.wait_response(180, "INVITE");
+
+    // CANCEL: same Request-URI, Via, Call-ID, From, To and CSeq number (RFC 3261 9.1).
+    let cancel = format!(
+        "CANCEL sip:{}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch={ubranch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{}@example.test>;tag={}\r\nTo: <sip:{}@example.test>\r\nCall-ID: {cid}\r\nCSeq: 5 CANCEL\r\nContent-Length: 0\r\n\r\n",
+        bob.user, alice.ua.port, alice.user, alice.tag, bob.user
+    );
+    alice.ua.send(f.a.addr(), &cancel);
+    let c = bob.wait_request("CANCEL");
+    assert_eq!(
+        c.top_branch(),
+        inv.top_branch(),
+        "CANCEL carries the INVITE's branch (16.11)"
+    );
+    assert_eq!(
+        c.msg.request_uri(),
+        inv.msg.request_uri(),
+        "CANCEL goes to the same binding"
+    );
+    bob.respond(&c, 200, "OK", "");
+    bob.respond(&inv, 487, "Request Terminated", "");
+    alice.wait_response(200, "CANCEL");
+    let terminated = alice.wait_response(487, "INVITE");
+    // The ACK for the 487: same branch as the INVITE downstream too.
+    let ack = format!(
+        "ACK sip:{}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch={ubranch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{}@example.test>;tag={}\r\nTo: {}\r\nCall-ID: {cid}\r\nCSeq: 5 ACK\r\nContent-Length: 0\r\n\r\n",
+        bob.user,
+        alice.ua.port,
+        alice.user,
+        alice.tag,
+        terminated.header("To").unwrap()
+    );
+    alice.ua.send(f.a.addr(), &ack);
+    let a = bob.wait_request("ACK");
+    assert_eq!(
+        a.top_branch(),
+        inv.top_branch(),
+        "non-2xx ACK carries the INVITE's branch"
+    );
+}
+
+#[test]
+fn error_cases_404_480_483_482() {
+    let f = farm();
+    let alice = Phone::new(&unique("alice"));
+    // 404: nobody by that name.
+    alice.ua.send(
+        f.a.addr(),
+        &invite(&alice, "nobody-here", &unique("c"), 1, &unique("z9hG4bKn")),
+    );
+    let r = alice.wait_response(404, "INVITE");
+    assert!(r.header("To").unwrap().contains("tag="));
+
+    // 480: a user whose only binding was removed.
+    let carol = Phone::new(&unique("carol"));
+    carol.register_via(f.a.addr());
+    let rm = carol.ua.register(
+        &carol.user,
+        &[&format!("<{}>", carol.contact())],
+        Some(0),
+        &unique("c"),
+        2,
+    );
+    assert_eq!(carol.ua.request(f.b.addr(), &rm).code, 200);
+    alice.ua.send(
+        f.b.addr(),
+        &invite(&alice, &carol.user, &unique("c"), 1, &unique("z9hG4bKr")),
+    );
+    alice.wait_response(480, "INVITE");
+
+    // 483: Max-Forwards 0.
+    let bob = Phone::new(&unique("bob"));
+    bob.register_via(f.a.addr());
+    let zero = invite(&alice, &bob.user, &unique("c"), 1, &unique("z9hG4bKz"))
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    alice.ua.send(f.a.addr(), &zero);
+    alice.wait_response(483, "INVITE");
+
+    // 482: the forwarded request comes back to the same instance unchanged (same
+    // Request-URI, Call-ID, tags, CSeq and Route), with our Via in it.
+    alice.ua.send(
+        f.a.addr(),
+        &invite(&alice, &bob.user, &unique("c"), 1, &unique("z9hG4bKl")),
+    );
+    let fwd = bob.wait_request("INVITE");
+    let back = fwd.text.replacen(
+        &format!("INVITE {} SIP/2.0", bob.contact()),
+        &format!("INVITE sip:{}@example.test SIP/2.0", bob.user),
+        1,
+    );
+    let back = back.replacen("Record-Route: <sip:example.test;lr>\r\n", "", 1);
+    let back = format!(
+        "INVITE sip:{}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch={};rport\r\n{}",
+        bob.user,
+        bob.ua.port,
+        unique("z9hG4bKloop"),
+        &back[back.find("\r\n").unwrap() + 2..]
+    );
+    let back = back.replace("Max-Forwards: 69", "Max-Forwards: 70");
+    bob.ua.send(f.a.addr(), &back);
+    let r = bob
+        .wait(Duration::from_secs(5), |m| m.code().is_some())
+        .expect("an answer to the looping request");
+    assert_eq!(r.code(), Some(482), "{}", r.text);
+}
+
+#[test]
+fn options_to_the_instance_itself() {
+    let f = farm();
+    let ua = Ua::new();
+    for s in [&f.a, &f.b] {
+        let r = ua.request(s.addr(), &ua.options(&format!("sip:127.0.0.1:{}", s.port)));
+        assert_eq!(r.code, 200);
+        assert!(!r.headers("allow").is_empty());
+    }
+}
+
+#[test]
+fn tcp_caller_udp_callee_gets_two_record_routes() {
+    let f = farm();
+    let bob = Phone::new(&unique("bob"));
+    bob.register_via(f.a.addr());
+    let caller = Phone::new(&unique("tcpcaller"));
+    let inv = invite(&caller, &bob.user, &unique("t"), 1, &unique("z9hG4bKt"))
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let mut stream = std::net::TcpStream::connect(f.b.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    use std::io::Write;
+    stream.write_all(inv.as_bytes()).unwrap();
+    let got = bob.wait_request("INVITE");
+    assert_eq!(
+        got.all("Record-Route"),
+        vec![
+            "<sip:example.test;lr>".to_owned(),
+            "<sip:example.test;transport=tcp;lr>".to_owned()
+        ]
+    );
+    assert!(got.all("Via")[0].starts_with("SIP/2.0/UDP"));
+    bob.respond(&got, 486, "Busy Here", "");
+    // The response goes back on the caller's TCP connection.
+    let r = read_tcp_response(&mut stream);
+    assert_eq!(r.code, 486, "{}", r.text);
+}
