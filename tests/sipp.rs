@@ -74,3 +74,79 @@ fn sipp_registers_1000_users_through_the_farm() {
         );
     }
 }
+
+/// A sipp pair: the uas registered through one instance, the uac calling through the other;
+/// 200 calls with zero failed calls.
+#[test]
+fn sipp_uac_calls_uas_across_two_instances() {
+    let mc1 = Memcached::start();
+    let mc2 = Memcached::start();
+    let a = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
+    let b = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp");
+    let uas_port = free_port();
+    // Register the uas through instance B (a third-party REGISTER naming its address).
+    let ua = Ua::new();
+    let r = ua.request(
+        b.addr(),
+        &ua.register(
+            "sippuas",
+            &[&format!("<sip:sippuas@127.0.0.1:{uas_port}>")],
+            Some(600),
+            &unique("r"),
+            1,
+        ),
+    );
+    assert_eq!(r.code, 200);
+    let mut uas = std::process::Command::new(sipp_bin())
+        .args([
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas_port.to_string(),
+            "-m",
+            "200",
+            "-nostdin",
+            "-timeout",
+            "90s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let uac_port = free_port();
+    let args: Vec<String> = [
+        format!("127.0.0.1:{}", a.port),
+        "-sf".into(),
+        dir.join("uac.xml").display().to_string(),
+        "-s".into(),
+        "sippuas".into(),
+        "-key".into(),
+        "domain".into(),
+        "example.test".into(),
+        "-m".into(),
+        "200".into(),
+        "-r".into(),
+        "50".into(),
+        "-l".into(),
+        "100".into(),
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        uac_port.to_string(),
+        "-nostdin".into(),
+        "-timeout".into(),
+        "60s".into(),
+        "-timeout_error".into(),
+    ]
+    .into_iter()
+    .collect();
+    let (ok, tail) = run_sipp(&args);
+    let _ = uas.kill();
+    let _ = uas.wait();
+    assert!(ok, "sipp uac reported failed calls:\n{tail}");
+}
