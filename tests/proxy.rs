@@ -320,3 +320,84 @@ fn tcp_caller_udp_callee_gets_two_record_routes() {
     let r = read_tcp_response(&mut stream);
     assert_eq!(r.code, 486, "{}", r.text);
 }
+
+/// A foreign domain goes to the configured outbound proxy.
+#[test]
+fn foreign_domain_goes_to_the_outbound_proxy() {
+    let edge = Phone::new("edge");
+    let s = Sipfarm::start(&[
+        "--outbound-proxy",
+        &format!("sip:127.0.0.1:{};transport=udp", edge.ua.port),
+    ]);
+    let alice = Phone::new(&unique("alice"));
+    let m = invite(&alice, "carol", &unique("f"), 1, &unique("z9hG4bKf")).replace(
+        "sip:carol@example.test SIP/2.0",
+        "sip:carol@elsewhere.test SIP/2.0",
+    );
+    alice.ua.send(s.addr(), &m);
+    let got = edge.wait_request("INVITE");
+    assert_eq!(
+        got.msg.request_uri(),
+        Some("sip:carol@elsewhere.test"),
+        "Request-URI kept"
+    );
+    edge.respond(&got, 603, "Decline", "");
+    alice.wait_response(603, "INVITE");
+}
+
+/// A request too large for UDP (RFC 3261 18.1.1) reaches a callee whose contact names no
+/// transport over TCP, and the callee's answer on that connection comes back over UDP.
+#[test]
+fn large_request_switches_to_tcp() {
+    use std::io::{Read, Write};
+    let f = farm();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ua = Ua::new();
+    let r = ua.request(
+        f.a.addr(),
+        &ua.register(
+            "bigbob",
+            &[&format!("<sip:bigbob@127.0.0.1:{port}>")],
+            Some(300),
+            &unique("r"),
+            1,
+        ),
+    );
+    assert_eq!(r.code, 200);
+    let alice = Phone::new(&unique("alice"));
+    let body = "x".repeat(1500);
+    let m = format!(
+        "MESSAGE sip:bigbob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch={};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{}@example.test>;tag={}\r\nTo: <sip:bigbob@example.test>\r\nCall-ID: {}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        alice.ua.port,
+        unique("z9hG4bKbig"),
+        alice.user,
+        alice.tag,
+        unique("big"),
+        body.len()
+    );
+    alice.ua.send(f.b.addr(), &m);
+    listener.set_nonblocking(false).unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&buf).ends_with(&body) {
+        let n = conn.read(&mut chunk).unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let got = Sip::parse(&String::from_utf8_lossy(&buf));
+    assert!(got.all("Via")[0].starts_with("SIP/2.0/TCP"), "{}", got.text);
+    // Answer on the same connection.
+    let mut resp = "SIP/2.0 200 OK\r\n".to_owned();
+    for v in got.all("Via") {
+        resp.push_str(&format!("Via: {v}\r\n"));
+    }
+    for h in ["From", "To", "Call-ID", "CSeq"] {
+        resp.push_str(&format!("{h}: {}\r\n", got.header(h).unwrap()));
+    }
+    resp.push_str("Content-Length: 0\r\n\r\n");
+    conn.write_all(resp.as_bytes()).unwrap();
+    alice.wait_response(200, "MESSAGE");
+}

@@ -436,3 +436,46 @@ fn farm_layout_in_memcached() {
         "item TTL covers the binding plus a grace: {exp} vs {now}"
     );
 }
+
+/// A farm that does not answer (frozen by SIGSTOP) gets the client a 500 with Retry-After,
+/// never a hang; when it answers again, so does the registrar.
+#[test]
+fn frozen_farm_answers_500_with_retry_after() {
+    let mc = Memcached::start();
+    let s = Sipfarm::with_farm(&[&mc], &[]);
+    let ua = Ua::new();
+    mc.freeze();
+    let r = ua.request(
+        s.addr(),
+        &ua.register(
+            "frozen",
+            &["<sip:f@127.0.0.1:6600>"],
+            Some(300),
+            &unique("c"),
+            1,
+        ),
+    );
+    mc.thaw();
+    assert_eq!(r.code, 500, "{}", r.text);
+    assert_eq!(r.headers("retry-after"), vec!["5"]);
+    // Back to normal once the breaker's probe goes through.
+    let mut ok = false;
+    for _ in 0..50 {
+        let r = ua.request(
+            s.addr(),
+            &ua.register(
+                "frozen",
+                &["<sip:f@127.0.0.1:6600>"],
+                Some(300),
+                &unique("c"),
+                1,
+            ),
+        );
+        if r.code == 200 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ok, "registrations resume after the node answers again");
+}
