@@ -31,4 +31,5 @@ pub mod registrar;
 pub mod resolve;
 pub mod server;
 pub mod sip;
+pub mod status;
 pub mod transport;

@@ -17,6 +17,30 @@ struct Cli {
 enum Command {
     /// Run one instance (embedded in-memory location store unless --memcached is given).
     Serve(ServeArgs),
+    /// Look at the memcached farm.
+    #[command(subcommand)]
+    Farm(FarmCommand),
+}
+
+#[derive(Subcommand)]
+enum FarmCommand {
+    /// Each configured node: up or down, items, bytes, hit ratio and evictions (memcached's
+    /// own stats), and, with --instance, which nodes that running instance considers dead.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// TOML configuration file (its memcached.nodes and first UDP listen address are used).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// memcached nodes, comma-separated HOST:PORT (overrides the file).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    memcached: Option<String>,
+    /// A running instance to ask for its view (UDP IP:PORT). Default with --config: its first
+    /// UDP listen address.
+    #[arg(long, value_name = "IP:PORT")]
+    instance: Option<String>,
 }
 
 #[derive(Args)]
@@ -102,9 +126,61 @@ fn init_logging(level: &str) {
         .init();
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("sipfarm: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
+fn farm_status(args: StatusArgs) -> ExitCode {
+    let o = Overrides {
+        config: args.config.clone(),
+        memcached: args.memcached.clone(),
+        ..Default::default()
+    };
+    let cfg = match Config::load(&o) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sipfarm: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(mc) = cfg.memcached else {
+        eprintln!("sipfarm: farm status needs --memcached or a --config with memcached.nodes");
+        return ExitCode::from(2);
+    };
+    let instance = match &args.instance {
+        Some(i) => match i.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                eprintln!("sipfarm: --instance '{i}' is not IP:PORT");
+                return ExitCode::from(2);
+            }
+        },
+        None if args.config.is_some() => cfg
+            .listen
+            .iter()
+            .find(|l| l.proto == sipfarm::config::Proto::Udp)
+            .map(|l| l.addr),
+        None => None,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let nodes: Vec<String> = mc.nodes.iter().map(|(a, _)| a.clone()).collect();
+    print!("{}", rt.block_on(sipfarm::status::render(&nodes, instance)));
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Farm(FarmCommand::Status(args)) => farm_status(args),
         Command::Serve(args) => {
             let cfg = match Config::load(&args.overrides()) {
                 Ok(c) => c,

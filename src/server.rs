@@ -190,12 +190,19 @@ impl<S: LocationStore> Server<S> {
             return;
         }
         if for_us_as_uas {
-            let bytes = Response::new(&msg, peer.src, 200, "OK")
+            let mut resp = Response::new(&msg, peer.src, 200, "OK")
                 .header("Allow", ALLOW)
                 .header("Supported", SUPPORTED.join(", "))
-                .header("Accept", "application/sdp")
-                .build();
-            self.answer(&msg, &peer, bytes).await;
+                .header("Accept", "application/sdp");
+            // `sipfarm farm status` asks for our view of the nodes; only from this machine.
+            let asks = HeaderName::from_wire(crate::status::STATUS_HEADER);
+            if peer.src.ip().is_loopback() && msg.get(&asks).is_some() {
+                for (addr, dead) in self.store.node_states() {
+                    let state = if dead { "dead" } else { "up" };
+                    resp = resp.header(crate::status::NODE_HEADER, format!("{addr} {state}"));
+                }
+            }
+            self.answer(&msg, &peer, resp.build()).await;
             return;
         }
         proxy::route(self, msg, peer, uri, host).await;
@@ -270,6 +277,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                 item_limit: mc.item_limit,
             })
             .await?;
+            let farm = Arc::new(farm);
+            farm.spawn_monitor(std::time::Duration::from_millis(500));
             let (server, sockets) = bind(cfg, farm).await?;
             serve(server, sockets).await
         }

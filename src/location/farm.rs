@@ -12,8 +12,9 @@
 //! missing or older is rewritten (read repair). A lookup that misses on its owners also asks
 //! the nodes after them on the ring, so that a key moved by a new node is still found.
 
+use super::admin;
 use super::node::{Node, NodeError, Write};
-use super::record::{decode, encode, key};
+use super::record::{self, decode, encode, key};
 use super::ring::Ring;
 use super::{Binding, LocationStore, Record, StoreError, now_secs};
 use crate::sip::uri::Aor;
@@ -155,18 +156,168 @@ impl Farm {
         key: &str,
         record: &Record,
         now: u64,
-    ) -> Result<Vec<Write>, StoreError> {
+    ) -> Result<Vec<Result<Write, NodeError>>, StoreError> {
         let value = encode(record, self.item_limit)?;
         let ttl = ttl_for(record, now);
-        let writes = join_all(replicas.iter().map(|(node, current)| {
+        Ok(join_all(replicas.iter().map(|(node, current)| {
             let cas = current.as_ref().map(|(_, c)| *c);
             self.nodes[*node].store(key, &value, ttl, cas)
         }))
-        .await;
-        Ok(writes
+        .await)
+    }
+
+    /// Nodes after the owners on the ring, which held a key before nodes were added.
+    fn previous_owners(&self, key: &str, owners: &[usize]) -> Vec<usize> {
+        self.ring
+            .walk(key.as_bytes())
+            .filter(|i| !owners.contains(i) && self.nodes[*i].available())
+            .take(PREVIOUS_OWNERS)
+            .collect()
+    }
+
+    /// Records found on the previous owners of a key (growth: not yet moved to a new node).
+    async fn read_previous(&self, key: &str, owners: &[usize], aor: &str) -> Vec<Record> {
+        let previous = self.previous_owners(key, owners);
+        self.read_all(&previous, key, aor)
+            .await
             .into_iter()
-            .map(|w| w.unwrap_or(Write::Conflict))
-            .collect())
+            .filter_map(|(_, r)| r.map(|(r, _)| r))
+            .filter(|r| !r.aor.is_empty())
+            .collect()
+    }
+
+    /// Probe every node with `stats` once per `every`: a dead node whose probe succeeds rejoins
+    /// without waiting for traffic, and a node that came back (from dead, or restarted under
+    /// another pid) is refilled in the background from the others.
+    pub fn spawn_monitor(self: &std::sync::Arc<Self>, every: Duration) {
+        let farm = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for (i, node) in farm.nodes.iter().enumerate() {
+                    let was_dead = node.is_dead();
+                    let probe =
+                        admin::stats(&node.addr, node.timeout().max(Duration::from_millis(200)))
+                            .await;
+                    match probe {
+                        Ok(stats) => {
+                            let pid = admin::stat(&stats, "pid").unwrap_or("?");
+                            let started = match (
+                                admin::stat(&stats, "time"),
+                                admin::stat(&stats, "uptime"),
+                            ) {
+                                (Some(t), Some(u)) => {
+                                    t.parse::<i64>().unwrap_or(0) - u.parse::<i64>().unwrap_or(0)
+                                }
+                                _ => 0,
+                            };
+                            // Restart times may jitter by a second between probes.
+                            let restarted = node.new_incarnation(format!("{pid}@{}", started / 5));
+                            node.probed(Ok(()));
+                            if was_dead || restarted {
+                                tracing::warn!(node = %node.addr, restarted, "memcached node (re)joined: refilling it");
+                                let farm = farm.clone();
+                                tokio::spawn(async move { farm.refill(i).await });
+                            }
+                        }
+                        Err(e) => node.probed(Err(NodeError(format!("{}: {e}", node.addr)))),
+                    }
+                }
+            }
+        });
+    }
+
+    /// Copy to node `target` every record it should hold (it is among the first R nodes of the
+    /// key on the ring) from the nodes that have one, merged with whatever it holds. Walks the
+    /// keys of every other live node with `lru_crawler metadump`.
+    pub async fn refill(&self, target: usize) -> usize {
+        let started = std::time::Instant::now();
+        let mut copied = 0;
+        for (i, source) in self.nodes.iter().enumerate() {
+            if i == target || !source.available() {
+                continue;
+            }
+            let keys = match admin::keys(&source.addr, &self.prefix, Duration::from_secs(30)).await
+            {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(node = %source.addr, error = %e, "cannot list keys for a refill");
+                    continue;
+                }
+            };
+            let mine: Vec<String> = keys
+                .into_iter()
+                .filter(|k| {
+                    self.ring
+                        .walk(k.as_bytes())
+                        .take(self.replicas)
+                        .any(|n| n == target)
+                })
+                .collect();
+            for chunk in mine.chunks(64) {
+                let done = join_all(chunk.iter().map(|k| self.copy_one(k, i, target))).await;
+                copied += done.into_iter().filter(|d| *d).count();
+            }
+        }
+        tracing::warn!(
+            node = %self.nodes[target].addr,
+            records = copied,
+            ms = started.elapsed().as_millis() as u64,
+            "refill done"
+        );
+        copied
+    }
+
+    /// Merge one key from `source` into `target`. True when something was written.
+    async fn copy_one(&self, key: &str, source: usize, target: usize) -> bool {
+        let Ok(Some((value, _))) = self.nodes[source].gets(key).await else {
+            return false;
+        };
+        let Some(aor) = record::aor_of(&value) else {
+            return false;
+        };
+        if record::key(&self.prefix, &aor) != key {
+            return false;
+        }
+        let _one_at_a_time = self.stripe(key).lock().await;
+        for _ in 0..3 {
+            let Ok(theirs) = self.read(source, key, &aor).await else {
+                return false;
+            };
+            let Ok(mine) = self.read(target, key, &aor).await else {
+                return false;
+            };
+            let now = now_secs();
+            let mut merged = merge(
+                [&theirs.1, &mine.1]
+                    .into_iter()
+                    .flatten()
+                    .map(|(r, _)| r)
+                    .filter(|r| !r.aor.is_empty()),
+                &aor,
+            );
+            merged.prune(now);
+            if merged.bindings.is_empty() || mine.1.as_ref().is_some_and(|(r, _)| *r == merged) {
+                return false;
+            }
+            match self.write_all(&[mine], key, &merged, now).await {
+                Ok(w) if matches!(w.first(), Some(Ok(Write::Stored))) => return true,
+                Ok(w) if matches!(w.first(), Some(Ok(_))) => continue,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Which nodes this instance considers dead right now.
+    pub fn dead_nodes(&self) -> Vec<&str> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_dead())
+            .map(|n| n.addr.as_str())
+            .collect()
     }
 }
 
@@ -234,12 +385,17 @@ impl LocationStore for Farm {
                 return Err(StoreError::Unavailable("no memcached node answered".into()));
             }
             let now = now_secs();
-            let mut record = merge(
-                replicas
-                    .iter()
-                    .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r)),
-                aor.as_str(),
-            );
+            let found: Vec<&Record> = replicas
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r))
+                .collect();
+            // Growth: a key not yet on its new owners is taken from where it was.
+            let previous = if found.is_empty() {
+                self.read_previous(&key, &targets, aor.as_str()).await
+            } else {
+                Vec::new()
+            };
+            let mut record = merge(found.iter().copied().chain(previous.iter()), aor.as_str());
             record.prune(now);
             let before = record.clone();
             let outcome = change(&mut record, now);
@@ -254,12 +410,29 @@ impl LocationStore for Farm {
                 return Ok(outcome);
             }
             let writes = self.write_all(&replicas, &key, &record, now).await?;
-            if writes.iter().all(|w| *w == Write::Stored) {
+            let conflict = writes
+                .iter()
+                .any(|w| matches!(w, Ok(Write::Conflict) | Ok(Write::NotFound)));
+            let stored = writes.iter().any(|w| matches!(w, Ok(Write::Stored)));
+            if !conflict && stored {
+                // Replicas that failed are repaired later (read repair, refill).
                 return Ok(outcome);
+            }
+            if !conflict && !stored {
+                return Err(StoreError::Unavailable(
+                    "no replica could be written".into(),
+                ));
             }
             tracing::debug!(aor = %aor, attempt, "concurrent update, re-reading");
         }
         Err(StoreError::Contended)
+    }
+
+    fn node_states(&self) -> Vec<(String, bool)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.addr.clone(), n.is_dead()))
+            .collect()
     }
 
     async fn lookup(&self, aor: &Aor) -> Result<Option<Record>, StoreError> {
@@ -280,23 +453,12 @@ impl LocationStore for Farm {
         let found_any = !found.is_empty();
         let mut record = if found.is_empty() {
             // Not on its owners: a node may have joined since it was written. Ask the nodes
-            // that owned it before (the next ones on the ring) and move it over.
-            let previous: Vec<usize> = self
-                .ring
-                .walk(key.as_bytes())
-                .filter(|i| !targets.contains(i) && self.nodes[*i].available())
-                .take(PREVIOUS_OWNERS)
-                .collect();
-            let older = self.read_all(&previous, &key, aor.as_str()).await;
-            let older: Vec<&Record> = older
-                .iter()
-                .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r))
-                .filter(|r| !r.aor.is_empty())
-                .collect();
+            // that owned it before (the next ones on the ring); read repair moves it over.
+            let older = self.read_previous(&key, &targets, aor.as_str()).await;
             if older.is_empty() {
                 return Ok(None);
             }
-            merge(older, aor.as_str())
+            merge(older.iter(), aor.as_str())
         } else {
             merge(
                 found.iter().copied().filter(|r| !r.aor.is_empty()),

@@ -7,6 +7,7 @@
 //! farm shared by every instance: ketama placement in [`ring`], one node in [`node`], the
 //! value format in [`record`]).
 
+pub mod admin;
 pub mod farm;
 pub mod memory;
 pub mod node;
@@ -135,6 +136,35 @@ pub trait LocationStore: Send + Sync + 'static {
 
     /// The record of an AOR (expired entries pruned), None when there is none.
     fn lookup(&self, aor: &Aor) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
+
+    /// The nodes behind the store and whether each is considered dead right now (empty for
+    /// a store without nodes).
+    fn node_states(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
+}
+
+impl<T: LocationStore> LocationStore for std::sync::Arc<T> {
+    fn update<U, E, F>(
+        &self,
+        aor: &Aor,
+        change: F,
+    ) -> impl Future<Output = Result<Result<U, E>, StoreError>> + Send
+    where
+        U: Send,
+        E: Send,
+        F: FnMut(&mut Record, u64) -> Result<U, E> + Send,
+    {
+        (**self).update(aor, change)
+    }
+
+    fn lookup(&self, aor: &Aor) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send {
+        (**self).lookup(aor)
+    }
+
+    fn node_states(&self) -> Vec<(String, bool)> {
+        (**self).node_states()
+    }
 }
 
 /// Unix time in seconds.

@@ -39,6 +39,9 @@ pub struct Node {
     client: AsyncMetaClient,
     timeout: Duration,
     health: Mutex<Health>,
+    /// The memcached process last seen (`pid` and `time - uptime`): a change means the node
+    /// restarted, empty.
+    incarnation: Mutex<Option<String>>,
 }
 
 /// A failed call (timeout, refused connection, protocol error).
@@ -64,7 +67,22 @@ impl Node {
                 dead_until: None,
                 backoff: BACKOFF_MIN,
             }),
+            incarnation: Mutex::new(None),
         })
+    }
+
+    /// Record the outcome of a health probe made outside the data path.
+    pub fn probed(&self, result: Result<(), NodeError>) {
+        let _ = self.record(result);
+    }
+
+    /// Remember the process seen now; true when it differs from the one seen before (the
+    /// node restarted since, so it is empty).
+    pub fn new_incarnation(&self, seen: String) -> bool {
+        let mut last = self.incarnation.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = last.as_ref().is_some_and(|l| *l != seen);
+        *last = Some(seen);
+        changed
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {

@@ -39,6 +39,17 @@ pub fn encode(record: &Record, limit: usize) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
+/// The AOR a stored value names, without checking it against a key (the refill walks keys
+/// whose AOR it does not know; the caller checks `key(prefix, aor)` against the key).
+pub fn aor_of(value: &[u8]) -> Option<String> {
+    let rest = value.strip_prefix(MAGIC.as_slice())?;
+    let (&version, body) = rest.split_first()?;
+    match version {
+        1 => postcard::from_bytes::<Record>(body).ok().map(|r| r.aor),
+        _ => None,
+    }
+}
+
 /// Decode a value read from memcached and check that it belongs to `aor`.
 pub fn decode(value: &[u8], aor: &str) -> Result<Record, StoreError> {
     let Some(rest) = value.strip_prefix(MAGIC.as_slice()) else {

@@ -1,0 +1,136 @@
+//! memcached's administrative text commands, which the memcache crate does not cover:
+//! `stats` (health, restarts, the operator's status page) and `lru_crawler metadump all`
+//! (the list of keys, for refilling a node that came back empty).
+//!
+//! Every call has a deadline and a bound on what it reads: what comes from a node is never
+//! trusted to be small.
+
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// The most keys one metadump pass collects from one node.
+pub const MAX_DUMP_KEYS: usize = 5_000_000;
+/// The longest line accepted from a node.
+const MAX_LINE: usize = 4096;
+
+/// `stats`: name -> value.
+pub async fn stats(addr: &str, timeout: Duration) -> Result<Vec<(String, String)>, String> {
+    tokio::time::timeout(timeout, async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"stats\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(stream);
+        let mut out = Vec::new();
+        loop {
+            let line = read_line(&mut reader).await?;
+            if line == "END" {
+                return Ok(out);
+            }
+            let mut parts = line.splitn(3, ' ');
+            if let (Some("STAT"), Some(k), Some(v)) = (parts.next(), parts.next(), parts.next()) {
+                out.push((k.to_owned(), v.to_owned()));
+            } else {
+                return Err(format!("unexpected stats line: {line}"));
+            }
+            if out.len() > 1000 {
+                return Err("too many stats lines".into());
+            }
+        }
+    })
+    .await
+    .map_err(|_| "timed out".to_owned())?
+}
+
+/// Every key with `prefix` that the node holds (URL-decoded), by `lru_crawler metadump all`.
+pub async fn keys(addr: &str, prefix: &str, timeout: Duration) -> Result<Vec<String>, String> {
+    tokio::time::timeout(timeout, async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"lru_crawler metadump all\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(stream);
+        let mut out = Vec::new();
+        loop {
+            let line = read_line(&mut reader).await?;
+            if line == "END" {
+                return Ok(out);
+            }
+            if line.starts_with("ERROR")
+                || line.starts_with("BUSY")
+                || line.starts_with("CLIENT_ERROR")
+            {
+                return Err(line);
+            }
+            let Some(key) = line.strip_prefix("key=").and_then(|l| l.split(' ').next()) else {
+                continue;
+            };
+            let key = url_decode(key);
+            if key.starts_with(prefix) && out.len() < MAX_DUMP_KEYS {
+                out.push(key);
+            }
+        }
+    })
+    .await
+    .map_err(|_| "timed out".to_owned())?
+}
+
+async fn read_line(reader: &mut BufReader<TcpStream>) -> Result<String, String> {
+    let mut buf = Vec::new();
+    let n = (&mut *reader)
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut buf)
+        .await
+        .map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Err("connection closed".into());
+    }
+    if !buf.ends_with(b"\n") {
+        return Err("line too long".into());
+    }
+    Ok(String::from_utf8_lossy(&buf).trim_end().to_owned())
+}
+
+use tokio::io::AsyncReadExt as _;
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of one stat.
+pub fn stat<'a>(stats: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    stats
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding() {
+        assert_eq!(url_decode("sipfarm%3Aabc"), "sipfarm:abc");
+        assert_eq!(url_decode("a%2"), "a%2");
+        let s = vec![("pid".to_owned(), "12".to_owned())];
+        assert_eq!(stat(&s, "pid"), Some("12"));
+    }
+}

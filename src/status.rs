@@ -1,0 +1,171 @@
+//! `sipfarm farm status`: what each memcached node says of itself (`stats`), and which nodes
+//! a running instance considers dead right now (asked over SIP: an OPTIONS to the instance
+//! with `X-Sipfarm-Status: nodes`, answered only to loopback sources).
+
+use crate::location::admin;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Header that asks an instance for its view of the nodes.
+pub const STATUS_HEADER: &str = "X-Sipfarm-Status";
+/// One line per node in the answer: `<addr> up|dead`.
+pub const NODE_HEADER: &str = "X-Sipfarm-Node";
+
+/// One node as memcached reports it.
+#[derive(Debug, Clone)]
+pub struct NodeReport {
+    pub addr: String,
+    pub up: bool,
+    pub items: u64,
+    pub bytes: u64,
+    pub limit: u64,
+    pub hit_ratio: Option<f64>,
+    pub evictions: u64,
+    pub error: Option<String>,
+}
+
+pub async fn node_report(addr: &str) -> NodeReport {
+    match admin::stats(addr, Duration::from_secs(1)).await {
+        Ok(s) => {
+            let n = |k: &str| {
+                admin::stat(&s, k)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let (hits, misses) = (n("get_hits"), n("get_misses"));
+            NodeReport {
+                addr: addr.to_owned(),
+                up: true,
+                items: n("curr_items"),
+                bytes: n("bytes"),
+                limit: n("limit_maxbytes"),
+                hit_ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
+                evictions: n("evictions"),
+                error: None,
+            }
+        }
+        Err(e) => NodeReport {
+            addr: addr.to_owned(),
+            up: false,
+            items: 0,
+            bytes: 0,
+            limit: 0,
+            hit_ratio: None,
+            evictions: 0,
+            error: Some(e),
+        },
+    }
+}
+
+/// Ask a running instance which nodes it considers dead: node -> dead.
+pub async fn instance_view(instance: SocketAddr) -> Result<Vec<(String, bool)>, String> {
+    let bind: SocketAddr = if instance.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    }
+    .parse()
+    .map_err(|_| "bind")?;
+    let sock = tokio::net::UdpSocket::bind(bind)
+        .await
+        .map_err(|e| e.to_string())?;
+    let me = sock.local_addr().map_err(|e| e.to_string())?;
+    let call_id = format!(
+        "status-{}-{}",
+        std::process::id(),
+        crate::location::now_millis()
+    );
+    let uri = format!("sip:{}", crate::server::host_port(instance));
+    let req = format!(
+        "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{call_id};rport\r\nMax-Forwards: 70\r\nFrom: <sip:status@localhost>;tag=s\r\nTo: <{uri}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n{STATUS_HEADER}: nodes\r\nContent-Length: 0\r\n\r\n",
+        crate::server::host_port(me)
+    );
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..3 {
+        sock.send_to(req.as_bytes(), instance)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(700), sock.recv_from(&mut buf)).await
+        {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let prefix = format!("{NODE_HEADER}: ");
+            return Ok(text
+                .lines()
+                .filter_map(|l| l.strip_prefix(&prefix))
+                .filter_map(|v| {
+                    let (addr, state) = v.trim().rsplit_once(' ')?;
+                    Some((addr.to_owned(), state == "dead"))
+                })
+                .collect());
+        }
+    }
+    Err(format!("no answer from {instance}"))
+}
+
+/// The status table.
+pub async fn render(nodes: &[String], instance: Option<SocketAddr>) -> String {
+    let reports = futures::future::join_all(nodes.iter().map(|n| node_report(n))).await;
+    let view = match instance {
+        Some(i) => Some(instance_view(i).await),
+        None => None,
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:<5} {:>10} {:>12} {:>12} {:>9} {:>10}  {}",
+        "node", "state", "items", "bytes", "limit", "hit-ratio", "evictions", "instance view"
+    );
+    for r in &reports {
+        let seen = match &view {
+            Some(Ok(v)) => match v.iter().find(|(a, _)| *a == r.addr) {
+                Some((_, true)) => "dead",
+                Some((_, false)) => "alive",
+                None => "not in its list",
+            },
+            Some(Err(_)) => "?",
+            None => "-",
+        };
+        let hit = r.hit_ratio.map_or("-".to_owned(), |h| format!("{h:.3}"));
+        let _ = writeln!(
+            out,
+            "{:<24} {:<5} {:>10} {:>12} {:>12} {:>9} {:>10}  {}",
+            r.addr,
+            if r.up { "up" } else { "DOWN" },
+            r.items,
+            r.bytes,
+            r.limit,
+            hit,
+            r.evictions,
+            seen
+        );
+        if let Some(e) = &r.error {
+            let _ = writeln!(out, "    {}: {e}", r.addr);
+        }
+    }
+    match view {
+        Some(Ok(v)) => {
+            let dead: Vec<&str> = v
+                .iter()
+                .filter(|(_, d)| *d)
+                .map(|(a, _)| a.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "instance {}: dead now: {}",
+                instance.map(|i| i.to_string()).unwrap_or_default(),
+                if dead.is_empty() {
+                    "none".to_owned()
+                } else {
+                    dead.join(", ")
+                }
+            );
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(out, "instance: {e}");
+        }
+        None => {}
+    }
+    out
+}
