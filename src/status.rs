@@ -114,8 +114,8 @@ pub async fn render(nodes: &[String], instance: Option<SocketAddr>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:<5} {:>10} {:>12} {:>12} {:>9} {:>10}  {}",
-        "node", "state", "items", "bytes", "limit", "hit-ratio", "evictions", "instance view"
+        "{:<24} {:<5} {:>10} {:>12} {:>12} {:>9} {:>10}  instance view",
+        "node", "state", "items", "bytes", "limit", "hit-ratio", "evictions"
     );
     for r in &reports {
         let seen = match &view {
