@@ -223,7 +223,7 @@ fn frozen_node_then_stale_data_is_never_served() {
 
 #[test]
 fn tombstone_survives_a_frozen_replica() {
-    let mc = vec![Memcached::start(), Memcached::start()];
+    let mc = [Memcached::start(), Memcached::start()];
     let refs: Vec<&Memcached> = mc.iter().collect();
     let a = Sipfarm::with_farm(&refs, &["--replicas", "2"]);
     let b = Sipfarm::with_farm(&refs, &["--replicas", "2"]);
@@ -282,7 +282,7 @@ fn growth_adds_a_node_and_every_user_is_still_found() {
 
 #[test]
 fn farm_status_shows_nodes_and_the_instance_view() {
-    let mut mc = vec![Memcached::start(), Memcached::start()];
+    let mut mc = [Memcached::start(), Memcached::start()];
     let refs: Vec<&Memcached> = mc.iter().collect();
     let s = Sipfarm::with_farm(&refs, &["--replicas", "2"]);
     let list = format!("{},{}", mc[0].addr(), mc[1].addr());
