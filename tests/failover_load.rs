@@ -1,0 +1,241 @@
+//! A node dies under a bounded sipp load of registrations and calls: no failed call after
+//! the detection window. The window (from the kill to the instance marking the node dead)
+//! and the failed calls inside it are measured and printed (they are figures, not
+//! assertions on speed).
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn sipp_bin() -> String {
+    std::env::var("SIPP").unwrap_or_else(|_| "sipp".into())
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Start sipp with per-second statistics written to `stat`.
+fn start_sipp(args: &[String], stat: &Path) -> Child {
+    Command::new("timeout")
+        .arg("90")
+        .arg(sipp_bin())
+        .args(args)
+        .args([
+            "-nostdin",
+            "-trace_stat",
+            "-fd",
+            "1",
+            "-stf",
+            &stat.display().to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp")
+}
+
+/// (unix time, failed calls in that period) rows of a sipp statistics file.
+fn failures_by_time(stat: &Path) -> Vec<(f64, u64)> {
+    let text = std::fs::read_to_string(stat).unwrap_or_default();
+    let mut lines = text.lines();
+    let Some(head) = lines.next() else {
+        return vec![];
+    };
+    let cols: Vec<&str> = head.split(';').collect();
+    let time_col = cols.iter().position(|c| *c == "CurrentTime").unwrap();
+    let fail_col = cols.iter().position(|c| *c == "FailedCall(P)").unwrap();
+    lines
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(';').collect();
+            // CurrentTime is "date<TAB>time<TAB>unix-seconds".
+            let t = f
+                .get(time_col)?
+                .split('\t')
+                .nth(2)?
+                .trim()
+                .parse::<f64>()
+                .ok()?;
+            let n = f.get(fail_col)?.trim().parse::<u64>().ok()?;
+            Some((t, n))
+        })
+        .collect()
+}
+
+fn total_calls(stat: &Path, col: &str) -> u64 {
+    let text = std::fs::read_to_string(stat).unwrap_or_default();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap_or("").split(';').collect();
+    let c = head.iter().position(|h| *h == col).unwrap();
+    lines
+        .last()
+        .and_then(|l| l.split(';').nth(c))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// How long until instance `at` reports `node` dead (polling its status every 10 ms).
+fn detection_ms(at: std::net::SocketAddr, node: &str, since: Instant) -> u128 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    loop {
+        if let Ok(view) = rt.block_on(sipfarm::status::instance_view(at)) {
+            if view.iter().any(|(a, dead)| a == node && *dead) {
+                return since.elapsed().as_millis();
+            }
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(20),
+            "node never detected as dead"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn load_with_failure(how: &str) {
+    let mut mc = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let refs: Vec<&Memcached> = mc.iter().collect();
+    let a = Sipfarm::with_farm(&refs, &["--replicas", "2"]);
+    let b = Sipfarm::with_farm(&refs, &["--replicas", "2"]);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp");
+    let tmp = std::env::temp_dir().join(unique("sipfarm-failover-"));
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    // The callee: sipp's uas, registered through B.
+    let uas_port = free_port();
+    let ua = Ua::new();
+    let r = ua.request(
+        b.addr(),
+        &ua.register(
+            "loaduas",
+            &[&format!("<sip:loaduas@127.0.0.1:{uas_port}>")],
+            Some(600),
+            &unique("r"),
+            1,
+        ),
+    );
+    assert_eq!(r.code, 200);
+    let mut uas = Command::new(sipp_bin())
+        .args([
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas_port.to_string(),
+            "-nostdin",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // 10 s of load: 200 REGISTER/s through A, 20 calls/s through B to the uas.
+    let reg_stat = tmp.join("register.csv");
+    let call_stat = tmp.join("calls.csv");
+    let reg_args: Vec<String> = vec![
+        a.addr().to_string(),
+        "-sf".into(),
+        dir.join("register.xml").display().to_string(),
+        "-inf".into(),
+        dir.join("users.csv").display().to_string(),
+        "-r".into(),
+        "200".into(),
+        "-m".into(),
+        "2000".into(),
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        free_port().to_string(),
+        "-timeout".into(),
+        "40s".into(),
+    ];
+    let call_args: Vec<String> = vec![
+        b.addr().to_string(),
+        "-sf".into(),
+        dir.join("uac.xml").display().to_string(),
+        "-s".into(),
+        "loaduas".into(),
+        "-key".into(),
+        "domain".into(),
+        "example.test".into(),
+        "-r".into(),
+        "20".into(),
+        "-m".into(),
+        "200".into(),
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        free_port().to_string(),
+        "-timeout".into(),
+        "40s".into(),
+    ];
+    let mut reg = start_sipp(&reg_args, &reg_stat);
+    let mut calls = start_sipp(&call_args, &call_stat);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let victim = mc[0].addr();
+    let kill_time = unix_now();
+    let since = Instant::now();
+    match how {
+        "kill" => mc[0].crash(),
+        _ => mc[0].freeze(),
+    }
+    let window_a = detection_ms(a.addr(), &victim, since);
+    let window_b = detection_ms(b.addr(), &victim, since);
+    let window = window_a.max(window_b) as f64 / 1000.0;
+
+    let _ = reg.wait();
+    let _ = calls.wait();
+    let _ = uas.kill();
+    let _ = uas.wait();
+    if how != "kill" {
+        mc[0].thaw();
+    }
+    let mut inside = 0;
+    let mut after = 0;
+    let mut before = 0;
+    for stat in [&reg_stat, &call_stat] {
+        for (t, n) in failures_by_time(stat) {
+            // A row counts the second that ended at t.
+            if t <= kill_time {
+                before += n;
+            } else if t - 1.0 <= kill_time + window {
+                inside += n;
+            } else {
+                after += n;
+            }
+        }
+    }
+    let regs = total_calls(&reg_stat, "SuccessfulCall(C)");
+    let ok_calls = total_calls(&call_stat, "SuccessfulCall(C)");
+    eprintln!(
+        "FIGURES {how}: detection window {window_a} ms (instance A), {window_b} ms (instance B); failed calls before {before}, inside the window {inside}, after {after}; successful: {regs} registrations, {ok_calls} calls"
+    );
+    std::fs::remove_dir_all(&tmp).ok();
+    assert_eq!(before, 0, "failures before the node died");
+    assert_eq!(after, 0, "failed calls after the detection window");
+    assert!(
+        regs >= 1900 && ok_calls >= 190,
+        "the load ran: {regs} registrations, {ok_calls} calls"
+    );
+}
+
+#[test]
+fn load_survives_kill_9_of_a_node() {
+    load_with_failure("kill");
+}
+
+#[test]
+fn load_survives_a_frozen_node() {
+    load_with_failure("freeze");
+}
