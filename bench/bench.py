@@ -162,8 +162,9 @@ class System:
 
 
 class Sipfarm(System):
-    def __init__(self, binary, replicas=2, nodes=2):
-        self.name = "sipfarm"
+    def __init__(self, binary, replicas=2, nodes=2, pipelined=True):
+        self.name = "sipfarm" if pipelined else "sipfarm-crate"
+        self.pipelined = pipelined
         self.binary = binary
         self.replicas = replicas
         self.nodes = nodes
@@ -183,6 +184,11 @@ class Sipfarm(System):
         cmd = [self.binary, "serve", "--listen", f"udp:127.0.0.1:{self.port}", "--listen", f"tcp:127.0.0.1:{self.port}",
                "--domain", DOMAIN, "--memcached", nodes, "--replicas", str(self.replicas), "--max-contacts", "1",
                "--log-level", "warn"]
+        if not self.pipelined:
+            self.cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+            self.cfg.write("[memcached]\npipeline = false\n")
+            self.cfg.close()
+            cmd += ["--config", self.cfg.name]
         self.sf = Proc(cmd)
         self.procs.append(self.sf)
         if not wait_port(self.port):
@@ -431,7 +437,8 @@ def main():
         if not os.path.exists(path):
             users_csv(path, args.users, f"{scenario[0]}{transport[0]}")
         return path
-    makers = {"sipfarm": lambda: Sipfarm(args.binary), "kamailio": Kamailio,
+    makers = {"sipfarm": lambda: Sipfarm(args.binary), "sipfarm-crate": lambda: Sipfarm(args.binary, pipelined=False),
+              "kamailio": Kamailio,
               "kamailio+pg": KamailioPg, "kamailio+dmq": KamailioDmq}
     results = {}  # (system, scenario, transport, rate) -> [rows]
     systems = []

@@ -99,6 +99,7 @@ struct FileMemcached {
     timeout_ms: Option<u64>,
     key_prefix: Option<String>,
     item_limit: Option<usize>,
+    pipeline: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +164,8 @@ pub struct RegistrarConfig {
 
 #[derive(Debug, Clone)]
 pub struct MemcachedConfig {
+    /// One pipelined connection per node (true), or the memcache crate's pooled client.
+    pub pipeline: bool,
     pub nodes: Vec<(String, u32)>,
     pub replicas: usize,
     pub timeout: Duration,
@@ -387,6 +390,7 @@ impl Config {
                 ));
             }
             Some(MemcachedConfig {
+                pipeline: mc.pipeline.unwrap_or(true),
                 nodes,
                 replicas,
                 timeout: Duration::from_millis(timeout_ms),

@@ -275,6 +275,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                 prefix: mc.key_prefix.clone(),
                 timeout: mc.timeout,
                 item_limit: mc.item_limit,
+                pipelined: mc.pipeline,
             })
             .await?;
             let farm = Arc::new(farm);

@@ -32,6 +32,23 @@ impl Setup {
         }
     }
 
+    /// Two instances on one farm: one on the pipelined connection, one on the memcache
+    /// crate's client (`memcached.pipeline = false`): they must interoperate.
+    fn farm_mixed_clients() -> Setup {
+        let mc = vec![Memcached::start(), Memcached::start()];
+        let refs: Vec<&Memcached> = mc.iter().collect();
+        let dir = std::env::temp_dir().join(unique("sipfarm-mixed-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("crate-client.toml");
+        std::fs::write(&cfg, "[memcached]\npipeline = false\n").unwrap();
+        let a = Sipfarm::with_farm(&refs, &[]);
+        let b = Sipfarm::with_farm(&refs, &["--config", cfg.to_str().unwrap()]);
+        Setup {
+            _mc: mc,
+            farms: vec![a, b],
+        }
+    }
+
     /// Instance `i` (wrapping), so that tests alternate between instances of a farm.
     fn at(&self, i: usize) -> SocketAddr {
         self.farms[i % self.farms.len()].addr()
@@ -337,6 +354,13 @@ fn farm_rules_across_two_instances() {
 }
 
 #[test]
+fn farm_rules_with_the_crate_client_beside_the_pipelined_one() {
+    let s = Setup::farm_mixed_clients();
+    rules(&s);
+    hostile_users(&s);
+}
+
+#[test]
 fn farm_expiry() {
     expiry(&Setup::farm(&["--min-expires", "1"]));
 }
@@ -478,4 +502,49 @@ fn frozen_farm_answers_500_with_retry_after() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(ok, "registrations resume after the node answers again");
+}
+
+/// An instance refreshes from what it wrote last (one compare-and-swap); when the other
+/// instance wrote in between, the CAS fails and it re-reads: nothing is lost.
+#[test]
+fn farm_refresh_after_the_other_instance_wrote() {
+    let s = Setup::farm(&[]);
+    let ua = Ua::new();
+    let user = unique("alt");
+    let (c1, c2) = ("sip:alt@127.0.0.1:6701", "sip:alt@127.0.0.1:6702");
+    for round in 1..=20u32 {
+        let r = ua.request(
+            s.at(0),
+            &ua.register(
+                &user,
+                &[&format!("<{c1}>")],
+                Some(300 + round),
+                "alt-a",
+                round,
+            ),
+        );
+        assert_eq!(r.code, 200);
+        let r = ua.request(
+            s.at(1),
+            &ua.register(
+                &user,
+                &[&format!("<{c2}>")],
+                Some(600 + round),
+                "alt-b",
+                round,
+            ),
+        );
+        assert_eq!(r.code, 200);
+        assert_eq!(
+            r.contacts(),
+            vec![c1.to_owned(), c2.to_owned()],
+            "round {round}"
+        );
+        assert_eq!(
+            expires_of(&r, c1),
+            Some(300 + round),
+            "round {round}: {}",
+            r.text
+        );
+    }
 }

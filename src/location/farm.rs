@@ -38,9 +38,13 @@ pub struct FarmConfig {
     pub timeout: Duration,
     /// Largest value written (memcached's item size limit minus key and overhead).
     pub item_limit: usize,
+    /// Our pipelined connection per node (true), or the memcache crate's client.
+    pub pipelined: bool,
 }
 
 pub struct Farm {
+    /// What this instance last wrote, per key, with the CAS of each replica.
+    known: Known,
     nodes: Vec<Node>,
     ring: Ring,
     replicas: usize,
@@ -58,7 +62,11 @@ impl Farm {
     pub async fn connect(cfg: FarmConfig) -> Result<Farm, String> {
         let mut nodes = Vec::new();
         for (addr, _) in &cfg.nodes {
-            nodes.push(Node::new(addr, cfg.timeout).await.map_err(|e| e.0)?);
+            nodes.push(
+                Node::new(addr, cfg.timeout, cfg.pipelined)
+                    .await
+                    .map_err(|e| e.0)?,
+            );
         }
         let pings = join_all(nodes.iter().map(|n| n.ping())).await;
         let mut up = 0;
@@ -96,6 +104,7 @@ impl Farm {
             prefix: cfg.prefix,
             item_limit: cfg.item_limit,
             locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            known: Known::new(),
         })
     }
 
@@ -303,7 +312,7 @@ impl Farm {
                 return false;
             }
             match self.write_all(&[mine], key, &merged, now).await {
-                Ok(w) if matches!(w.first(), Some(Ok(Write::Stored))) => return true,
+                Ok(w) if matches!(w.first(), Some(Ok(Write::Stored(_)))) => return true,
                 Ok(w) if matches!(w.first(), Some(Ok(_))) => continue,
                 _ => return false,
             }
@@ -318,6 +327,78 @@ impl Farm {
             .filter(|n| n.is_dead())
             .map(|n| n.addr.as_str())
             .collect()
+    }
+}
+
+/// The records this instance wrote last, with the CAS each replica answered: a refresh of
+/// one of them is a single compare-and-swap round trip. Bounded: a full shard is emptied.
+struct Known {
+    shards: Vec<std::sync::Mutex<std::collections::HashMap<String, KnownRecord>>>,
+}
+
+#[derive(Clone)]
+struct KnownRecord {
+    record: Record,
+    /// (node, CAS) per replica, in ring order.
+    cas: Vec<(usize, u64)>,
+}
+
+const KNOWN_SHARDS: usize = 64;
+const KNOWN_PER_SHARD: usize = 2048;
+
+impl Known {
+    fn new() -> Known {
+        Known {
+            shards: (0..KNOWN_SHARDS)
+                .map(|_| std::sync::Mutex::new(Default::default()))
+                .collect(),
+        }
+    }
+
+    fn shard(
+        &self,
+        key: &str,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, KnownRecord>> {
+        let i = super::ring::key_hash(key.as_bytes()) as usize % KNOWN_SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &str) -> Option<KnownRecord> {
+        self.shard(key).get(key).cloned()
+    }
+
+    fn forget(&self, key: &str) {
+        self.shard(key).remove(key);
+    }
+
+    /// Keep `record` when every replica stored it and said its CAS; else forget the key.
+    fn remember(
+        &self,
+        key: &str,
+        replicas: &[Replica],
+        writes: &[Result<Write, NodeError>],
+        record: Record,
+    ) {
+        let cas: Option<Vec<(usize, u64)>> = replicas
+            .iter()
+            .zip(writes)
+            .map(|((n, _), w)| match w {
+                Ok(Write::Stored(Some(c))) => Some((*n, *c)),
+                _ => None,
+            })
+            .collect();
+        let mut shard = self.shard(key);
+        match cas {
+            Some(cas) => {
+                if shard.len() >= KNOWN_PER_SHARD {
+                    shard.clear();
+                }
+                shard.insert(key.to_owned(), KnownRecord { record, cas });
+            }
+            None => {
+                shard.remove(key);
+            }
+        }
     }
 }
 
@@ -371,6 +452,37 @@ impl LocationStore for Farm {
     {
         let key = key(&self.prefix, aor.as_str());
         let _one_at_a_time = self.stripe(&key).lock().await;
+        // A refresh of a record this instance wrote last: one round trip, a compare-and-swap
+        // on every replica with the CAS each gave back. Anything unusual (a refusal, no change,
+        // another writer in between) goes the long way, which reads the replicas first.
+        if let Some(known) = self.known.get(&key) {
+            let targets = self.targets(&key);
+            if known
+                .cas
+                .iter()
+                .map(|(n, _)| *n)
+                .eq(targets.iter().copied())
+            {
+                let now = now_secs();
+                let mut record = known.record.clone();
+                record.prune(now);
+                let before = record.clone();
+                let outcome = change(&mut record, now);
+                if outcome.is_ok() && record != before {
+                    let replicas: Vec<Replica> = known
+                        .cas
+                        .iter()
+                        .map(|(n, c)| (*n, Some((Record::default(), *c))))
+                        .collect();
+                    let writes = self.write_all(&replicas, &key, &record, now).await?;
+                    if writes.iter().all(|w| matches!(w, Ok(Write::Stored(_)))) {
+                        self.known.remember(&key, &replicas, &writes, record);
+                        return Ok(outcome);
+                    }
+                }
+            }
+            self.known.forget(&key);
+        }
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 let ms = fastrand::u64(1..=(4u64 << attempt.min(5)));
@@ -413,9 +525,10 @@ impl LocationStore for Farm {
             let conflict = writes
                 .iter()
                 .any(|w| matches!(w, Ok(Write::Conflict) | Ok(Write::NotFound)));
-            let stored = writes.iter().any(|w| matches!(w, Ok(Write::Stored)));
+            let stored = writes.iter().any(|w| matches!(w, Ok(Write::Stored(_))));
             if !conflict && stored {
                 // Replicas that failed are repaired later (read repair, refill).
+                self.known.remember(&key, &replicas, &writes, record);
                 return Ok(outcome);
             }
             if !conflict && !stored {

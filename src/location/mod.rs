@@ -11,6 +11,7 @@ pub mod admin;
 pub mod farm;
 pub mod memory;
 pub mod node;
+pub mod pipeline;
 pub mod record;
 pub mod ring;
 

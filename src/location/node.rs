@@ -5,9 +5,11 @@
 //! one call is let through as a probe, and a success closes the breaker again. A node that
 //! hangs (accepts, never answers) fails by the same deadline as one that is gone.
 //!
-//! I/O goes through the memcache crate's async meta-protocol client (`memcache::exp`), one
+//! I/O goes through one pipelined meta-protocol connection per node ([`super::pipeline`]), or,
+//! when configured, the memcache crate's async meta-protocol client (`memcache::exp`), one
 //! client per node: placement is ours (see [`super::ring`]), never the crate's.
 
+use super::pipeline::{Answer, Pipeline};
 use memcache::exp::{AsyncMetaClient, Get, GetStatus, Meta, MetaClientBuilder, MutationStatus};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,7 +22,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// What a conditional write answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {
-    Stored,
+    /// Stored; the item's new CAS when the node said it.
+    Stored(Option<u64>),
     /// Someone else wrote first (CAS mismatch, or `add` of an existing key).
     Conflict,
     /// The item vanished between read and write.
@@ -34,9 +37,16 @@ struct Health {
     backoff: Duration,
 }
 
+/// How this node is spoken to: our pipelined connection (the default), or the memcache
+/// crate's pooled client (kept to measure one against the other).
+enum Client {
+    Pipelined(Pipeline),
+    Crate(AsyncMetaClient),
+}
+
 pub struct Node {
     pub addr: String,
-    client: AsyncMetaClient,
+    client: Client,
     timeout: Duration,
     health: Mutex<Health>,
     /// The memcached process last seen (`pid` and `time - uptime`): a change means the node
@@ -50,14 +60,20 @@ pub struct NodeError(pub String);
 
 impl Node {
     /// Prepare a client; no connection is made until the first call.
-    pub async fn new(addr: &str, timeout: Duration) -> Result<Node, NodeError> {
-        let client = MetaClientBuilder::new()
-            .connect_timeout(Some(timeout))
-            .io_timeout(Some(timeout))
-            .max_idle(64)
-            .connect_async(addr)
-            .await
-            .map_err(|e| NodeError(format!("{addr}: {e}")))?;
+    pub async fn new(addr: &str, timeout: Duration, pipelined: bool) -> Result<Node, NodeError> {
+        let client = if pipelined {
+            Client::Pipelined(Pipeline::new(addr, timeout.max(Duration::from_millis(500))))
+        } else {
+            Client::Crate(
+                MetaClientBuilder::new()
+                    .connect_timeout(Some(timeout))
+                    .io_timeout(Some(timeout))
+                    .max_idle(64)
+                    .connect_async(addr)
+                    .await
+                    .map_err(|e| NodeError(format!("{addr}: {e}")))?,
+            )
+        };
         Ok(Node {
             addr: addr.to_owned(),
             client,
@@ -134,9 +150,9 @@ impl Node {
         result
     }
 
-    async fn call<T, Fut>(&self, fut: Fut) -> Result<T, NodeError>
+    async fn call<T, E: std::fmt::Display, Fut>(&self, fut: Fut) -> Result<T, NodeError>
     where
-        Fut: std::future::Future<Output = memcache::exp::Result<T>>,
+        Fut: std::future::Future<Output = Result<T, E>>,
     {
         let r = match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
@@ -148,8 +164,12 @@ impl Node {
 
     /// Read a value with its CAS token.
     pub async fn gets(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, NodeError> {
+        let client = match &self.client {
+            Client::Pipelined(p) => return self.call(p.get(key)).await,
+            Client::Crate(c) => c,
+        };
         let r = self
-            .call(self.client.run(Get::new(key).meta(Meta::NONE.cas())))
+            .call(client.run(Get::new(key).meta(Meta::NONE.cas())))
             .await?;
         match r.status {
             GetStatus::Hit => match (r.value, r.item.cas) {
@@ -171,14 +191,26 @@ impl Node {
         ttl: u32,
         cas: Option<u64>,
     ) -> Result<Write, NodeError> {
-        let set = self.client.set(key, value).ttl_raw(ttl.max(1));
+        let client = match &self.client {
+            Client::Pipelined(p) => {
+                return Ok(
+                    match self.call(p.store(key, value, ttl.max(1), cas)).await? {
+                        Answer::Stored(cas) => Write::Stored(cas),
+                        Answer::NotFound => Write::NotFound,
+                        _ => Write::Conflict,
+                    },
+                );
+            }
+            Client::Crate(c) => c,
+        };
+        let set = client.set(key, value).ttl_raw(ttl.max(1)).return_cas();
         let set = match cas {
             Some(c) => set.compare_cas(c),
             None => set.add(),
         };
         let r = self.call(set.send()).await?;
         Ok(match r.status {
-            MutationStatus::Applied => Write::Stored,
+            MutationStatus::Applied => Write::Stored(r.cas),
             MutationStatus::NotFound => Write::NotFound,
             _ => Write::Conflict,
         })
@@ -186,7 +218,10 @@ impl Node {
 
     /// A round trip that changes nothing (health probe, start-up check).
     pub async fn ping(&self) -> Result<(), NodeError> {
-        self.call(self.client.noop()).await
+        match &self.client {
+            Client::Pipelined(p) => self.call(p.noop()).await,
+            Client::Crate(c) => self.call(c.noop()).await,
+        }
     }
 
     pub fn timeout(&self) -> Duration {

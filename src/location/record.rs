@@ -17,11 +17,13 @@ pub const FORMAT_VERSION: u8 = 1;
 
 /// The memcached key of an AOR.
 pub fn key(prefix: &str, aor: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(aor.as_bytes());
     let mut k = String::with_capacity(prefix.len() + 32);
     k.push_str(prefix);
     for b in &digest[..16] {
-        k.push_str(&format!("{b:02x}"));
+        k.push(char::from(HEX[usize::from(b >> 4)]));
+        k.push(char::from(HEX[usize::from(b & 15)]));
     }
     k
 }

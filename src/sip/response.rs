@@ -71,10 +71,12 @@ pub fn local_tag(req: &Message) -> String {
     h.update([0]);
     h.update(req.cseq().map(|(n, _)| n).unwrap_or(0).to_be_bytes());
     let d = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(18);
     s.push_str("sf");
     for b in &d[..8] {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
     }
     s
 }
@@ -117,39 +119,49 @@ impl<'a> Response<'a> {
     /// Serialise. Header values that could not be copied (malformed request) are left out:
     /// the answer to a broken request is still sent, as far as it can be addressed.
     pub fn build(self) -> Vec<u8> {
+        fn line(out: &mut String, name: &str, value: &str) {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+            out.push_str("\r\n");
+        }
         let mut out = String::with_capacity(512 + self.headers.len());
-        let _ = write!(out, "SIP/2.0 {} {}\r\n", self.code, self.reason);
+        out.push_str("SIP/2.0 ");
+        let _ = write!(out, "{}", self.code);
+        out.push(' ');
+        out.push_str(self.reason);
+        out.push_str("\r\n");
         let vias = self.req.list(&HeaderName::Via).unwrap_or_default();
         for (i, v) in vias.iter().enumerate() {
             if i == 0 {
-                let _ = write!(out, "Via: {}\r\n", stamp_via(v, self.src));
+                line(&mut out, "Via", &stamp_via(v, self.src));
             } else {
-                let _ = write!(out, "Via: {v}\r\n");
+                line(&mut out, "Via", v);
             }
         }
         if let Some(from) = self.req.get(&HeaderName::From) {
-            let _ = write!(out, "From: {from}\r\n");
+            line(&mut out, "From", from);
         }
         if let Some(to) = self.req.get(&HeaderName::To) {
             let has_tag = super::addr::NameAddr::parse(to).is_ok_and(|a| a.tag().is_some());
+            line(&mut out, "To", to);
             if self.with_tag && !has_tag {
-                let _ = write!(out, "To: {to};tag={}\r\n", local_tag(self.req));
-            } else {
-                let _ = write!(out, "To: {to}\r\n");
+                out.truncate(out.len() - 2);
+                out.push_str(";tag=");
+                out.push_str(&local_tag(self.req));
+                out.push_str("\r\n");
             }
         }
         if let Some(cid) = self.req.call_id() {
-            let _ = write!(out, "Call-ID: {cid}\r\n");
+            line(&mut out, "Call-ID", cid);
         }
         if let Some(cseq) = self.req.get(&HeaderName::CSeq) {
-            let _ = write!(out, "CSeq: {cseq}\r\n");
+            line(&mut out, "CSeq", cseq);
         }
         out.push_str(&self.headers);
-        let _ = write!(
-            out,
-            "Server: sipfarm\r\nContent-Length: {}\r\n\r\n",
-            self.body.len()
-        );
+        out.push_str("Server: sipfarm\r\nContent-Length: ");
+        let _ = write!(out, "{}", self.body.len());
+        out.push_str("\r\n\r\n");
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(self.body);
         bytes

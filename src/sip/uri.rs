@@ -34,6 +34,10 @@ pub fn host(uri: &SipUri) -> Option<String> {
 
 /// RFC 3261 19.1.4 equality of two contact URIs (used to find an existing binding).
 pub fn same_contact(a: &str, b: &str) -> bool {
+    // The common case (a refresh names the contact exactly as before) needs no parsing.
+    if a == b {
+        return true;
+    }
     match (Uri::parse(a), Uri::parse(b)) {
         (Ok(a), Ok(b)) => a.equivalent(&b),
         _ => a == b,
