@@ -133,14 +133,10 @@ pub fn read(
         let mut out = Vec::with_capacity(contacts.len());
         for c in contacts {
             let a = NameAddr::parse(c).map_err(|_| refuse(400, "Bad Contact"))?;
-            match scheme(&a.uri).as_deref() {
-                Some("sip") | Some("sips") => {
-                    if parse_sip(&a.uri).is_none() {
-                        return Err(refuse(400, "Bad Contact URI"));
-                    }
-                }
-                Some(_) => {}
-                None => return Err(refuse(400, "Bad Contact URI")),
+            // The URI itself is checked in `apply`, only when it is not the one already bound
+            // (a refresh names it exactly as before).
+            if scheme(&a.uri).is_none() {
+                return Err(refuse(400, "Bad Contact URI"));
             }
             let expires = match a.param("expires") {
                 Some(Some(v)) => {
@@ -247,6 +243,13 @@ pub fn apply(
             }
         }
         Change::Set(contacts) => {
+            for c in contacts {
+                let known = record.bindings.iter().any(|b| b.contact == c.uri);
+                let sip = matches!(scheme(&c.uri).as_deref(), Some("sip") | Some("sips"));
+                if !known && sip && parse_sip(&c.uri).is_none() {
+                    return Err(refuse(400, "Bad Contact URI"));
+                }
+            }
             for c in contacts {
                 let stamp = hlc_stamp(seen);
                 let existing = record

@@ -65,7 +65,7 @@ impl<S: LocationStore> Server<S> {
     /// Answer a request over the path it came in on.
     pub async fn answer(&self, req: &Message, peer: &Peer, bytes: Vec<u8>) {
         let dest = match (&peer.path, req.top_via()) {
-            (Path::Udp(_), Ok(via)) => udp_response_target(&via, peer.src),
+            (Path::Udp(_), Ok(via)) => udp_response_target(via, peer.src),
             _ => peer.src,
         };
         transport::send(&peer.path, dest, Bytes::from(bytes)).await;

@@ -7,7 +7,7 @@
 //! line that does not change is copied as it arrived, never re-serialised.
 
 use super::header::HeaderName;
-use super::response::stamp_via;
+use super::response::stamp_parsed_via;
 use super::{Header, Message, StartLine};
 use std::net::SocketAddr;
 
@@ -36,11 +36,15 @@ fn push_line(out: &mut Vec<u8>, name: &str, value: &str) {
 
 /// The incoming top Via line with `received`/`rport` stamped on its first value; the other
 /// values of the same line follow on a line of their own.
-fn restamp_top_via(out: &mut Vec<u8>, h: &Header, src: SocketAddr) {
+fn restamp_top_via(out: &mut Vec<u8>, msg: &Message, h: &Header, src: SocketAddr) {
     let values = super::header::split_list(&h.value).unwrap_or_else(|_| vec![h.value.as_str()]);
     let mut iter = values.into_iter();
     if let Some(first) = iter.next() {
-        push_line(out, "Via", &stamp_via(first, src));
+        push_line(
+            out,
+            "Via",
+            &stamp_parsed_via(first, msg.top_via().ok(), src),
+        );
     }
     let rest: Vec<&str> = iter.collect();
     if !rest.is_empty() {
@@ -73,7 +77,7 @@ pub fn forward_request(msg: &Message, e: &RequestEdits<'_>) -> Vec<u8> {
         match &h.name {
             HeaderName::Via if !seen_via => {
                 seen_via = true;
-                restamp_top_via(&mut out, h, e.src);
+                restamp_top_via(&mut out, msg, h, e.src);
             }
             HeaderName::MaxForwards => {
                 seen_mf = true;

@@ -81,6 +81,8 @@ pub struct Message {
     pub body: Range<usize>,
     /// Bytes the datagram held after the body (RFC 4475 dblreq): never forwarded.
     pub trailing: usize,
+    /// The top Via, parsed once when first asked for.
+    top: std::sync::OnceLock<Result<via::Via, ParseError>>,
 }
 
 /// How a message arrived, which changes how its length is found (RFC 3261 18.3).
@@ -344,6 +346,7 @@ impl Message {
             headers,
             body,
             trailing,
+            top: std::sync::OnceLock::new(),
         })
     }
 
@@ -525,14 +528,19 @@ impl Message {
         Ok(out)
     }
 
-    /// The top Via, parsed.
-    pub fn top_via(&self) -> Result<via::Via, ParseError> {
-        let first = self
-            .list(&HeaderName::Via)?
-            .into_iter()
-            .next()
-            .ok_or(ParseError::Bad("Missing Via"))?;
-        via::Via::parse(first).map_err(|_| ParseError::Bad("Bad Via"))
+    /// The top Via, parsed (once).
+    pub fn top_via(&self) -> Result<&via::Via, ParseError> {
+        self.top
+            .get_or_init(|| {
+                let first = self
+                    .list(&HeaderName::Via)?
+                    .into_iter()
+                    .next()
+                    .ok_or(ParseError::Bad("Missing Via"))?;
+                via::Via::parse(first).map_err(|_| ParseError::Bad("Bad Via"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 

@@ -15,7 +15,11 @@ use std::net::SocketAddr;
 /// the source IP when the sent-by host differs (18.2.1), `rport` filled in when the client
 /// asked for it (RFC 3581 4).
 pub fn stamp_via(value: &str, src: SocketAddr) -> String {
-    let parsed = Via::parse(value).ok();
+    stamp_parsed_via(value, Via::parse(value).ok().as_ref(), src)
+}
+
+/// [`stamp_via`] for a value already parsed.
+pub fn stamp_parsed_via(value: &str, parsed: Option<&Via>, src: SocketAddr) -> String {
     let ip = src.ip().to_string();
     let wants_rport = parsed.as_ref().is_some_and(|v| v.param("rport").is_some());
     let host_differs = parsed.as_ref().is_none_or(|v| v.host_bare() != ip);
@@ -134,7 +138,11 @@ impl<'a> Response<'a> {
         let vias = self.req.list(&HeaderName::Via).unwrap_or_default();
         for (i, v) in vias.iter().enumerate() {
             if i == 0 {
-                line(&mut out, "Via", &stamp_via(v, self.src));
+                line(
+                    &mut out,
+                    "Via",
+                    &stamp_parsed_via(v, self.req.top_via().ok(), self.src),
+                );
             } else {
                 line(&mut out, "Via", v);
             }

@@ -53,6 +53,9 @@ pub struct Aor(String);
 impl Aor {
     /// From the URI of a To header. Only SIP and SIPS URIs name an AOR (RFC 4475 unksm2).
     pub fn from_uri(uri: &str) -> Result<Aor, &'static str> {
+        if let Some(aor) = Self::simple(uri) {
+            return Ok(aor);
+        }
         match scheme(uri).as_deref() {
             Some("sip") | Some("sips") => {}
             _ => return Err("Address-of-record must be a SIP or SIPS URI"),
@@ -70,6 +73,40 @@ impl Aor {
             None => "",
         };
         Ok(Aor(format!("{}@{}", canonical_user(user), domain)))
+    }
+
+    /// The common form `sip:user@host[:port][;params]` with a plain user (unreserved
+    /// characters only, no escapes) and a host name or IPv4 address, without a parser: the
+    /// canonical form is then the user and the lowercased host. Anything else: None.
+    fn simple(uri: &str) -> Option<Aor> {
+        let rest = uri
+            .strip_prefix("sip:")
+            .or_else(|| uri.strip_prefix("sips:"))?;
+        let (user, hostpart) = rest.split_once('@')?;
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.!~*'()+".contains(&b);
+        if user.is_empty() || !user.bytes().all(plain) {
+            return None;
+        }
+        let end = hostpart.find([';', '?']).unwrap_or(hostpart.len());
+        let (host, port) = match hostpart[..end].split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (&hostpart[..end], None),
+        };
+        let host_ok = !host.is_empty()
+            && !host.starts_with(['.', '-'])
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        let port_ok =
+            port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
+        if !host_ok || !port_ok {
+            return None;
+        }
+        let mut s = String::with_capacity(user.len() + 1 + host.len());
+        s.push_str(user);
+        s.push('@');
+        s.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+        Some(Aor(s))
     }
 
     /// From an already canonical string (as stored); no checks.
@@ -152,6 +189,36 @@ mod tests {
         assert!(Aor::from_uri("tel:+1234").is_err());
         assert!(Aor::from_uri("isbn:2983792873").is_err());
         assert_eq!(Aor::from_uri("sip:[::1]").unwrap().as_str(), "@::1");
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_parser() {
+        for u in [
+            "sip:bob@example.test",
+            "sip:Bob.Smith-1@EXAMPLE.Test:5060;transport=tcp",
+            "sips:a_b~c@10.0.0.1",
+            "sip:x@host?subject=1",
+        ] {
+            let fast = Aor::simple(u).unwrap();
+            let rest = &u[u.find(':').unwrap() + 1..];
+            let user = &rest[..rest.find('@').unwrap()];
+            let host = host(&parse_sip(u).unwrap()).unwrap();
+            assert_eq!(
+                fast.as_str(),
+                format!("{}@{host}", canonical_user(user)),
+                "{u}"
+            );
+        }
+        for u in [
+            "sip:%61@x",
+            "sip:a@[::1]",
+            "tel:+1",
+            "sip:a;p=1@x",
+            "sip:@x",
+            "sip:a@-x",
+        ] {
+            assert!(Aor::simple(u).is_none(), "{u}");
+        }
     }
 
     #[test]
