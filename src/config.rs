@@ -80,6 +80,7 @@ struct FileServer {
     max_message_size: Option<usize>,
     tcp_idle_timeout: Option<u64>,
     log_level: Option<String>,
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +134,7 @@ pub struct Overrides {
     pub default_expires: Option<u32>,
     pub max_contacts: Option<usize>,
     pub log_level: Option<String>,
+    pub threads: Option<usize>,
     pub no_record_route: bool,
     pub farm_uri: Option<String>,
     pub outbound_proxy: Option<String>,
@@ -182,6 +184,8 @@ pub struct Config {
     pub max_message_size: usize,
     pub tcp_idle_timeout: Duration,
     pub log_level: String,
+    /// Event-loop threads (each with its own sockets).
+    pub threads: usize,
     pub registrar: RegistrarConfig,
     /// None: the embedded in-memory store.
     pub memcached: Option<MemcachedConfig>,
@@ -455,7 +459,29 @@ impl Config {
             dns_server,
         };
 
+        let threads = match o.threads.or(server.threads) {
+            Some(0) => {
+                let origin = if o.threads.is_some() {
+                    "--threads".to_owned()
+                } else {
+                    at("server.threads")
+                };
+                return Err(format!("{origin}: must be at least 1"));
+            }
+            Some(n) if n > 256 => {
+                let origin = if o.threads.is_some() {
+                    "--threads".to_owned()
+                } else {
+                    at("server.threads")
+                };
+                return Err(format!("{origin}: {n} is more than 256"));
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+
         Ok(Config {
+            threads,
             proxy,
             listen,
             domains,

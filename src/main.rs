@@ -79,6 +79,10 @@ struct ServeArgs {
     /// error, warn, info (default), debug or trace.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Threads, each running its own event loop with its own sockets on the listen addresses
+    /// (SO_REUSEPORT). Default: the number of cores.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// The URI that names the farm in Record-Route (no user part), e.g. sip:farm.example.test.
     /// Every instance treats a Route to it as its own. Default: sip:<first domain>.
     #[arg(long, value_name = "URI")]
@@ -108,6 +112,7 @@ impl ServeArgs {
             default_expires: self.default_expires,
             max_contacts: self.max_contacts,
             log_level: self.log_level.clone(),
+            threads: self.threads,
             no_record_route: self.no_record_route,
             farm_uri: self.farm_uri.clone(),
             outbound_proxy: self.outbound_proxy.clone(),
@@ -190,17 +195,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&cfg.log_level);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("sipfarm: cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match rt.block_on(sipfarm::server::run(cfg)) {
+            match sipfarm::server::run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sipfarm: {e}");

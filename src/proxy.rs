@@ -455,7 +455,7 @@ async fn forward<S: LocationStore>(
         },
     );
     tracing::debug!(%dest, proto = proto.as_str(), request_uri, "forwarding request");
-    if !send(server, proto, dest, Bytes::from(bytes)).await {
+    if !send(server, peer, proto, dest, Bytes::from(bytes)).await {
         reply(
             server,
             msg,
@@ -471,14 +471,27 @@ async fn forward<S: LocationStore>(
 /// a new one. False when it could not be sent.
 async fn send<S: LocationStore>(
     server: &Arc<Server<S>>,
+    via: &Peer,
     proto: Proto,
     dest: SocketAddr,
     bytes: Bytes,
 ) -> bool {
+    // Over UDP, the socket the message came in on when it fits (it belongs to this thread's
+    // event loop); else one of ours of the right family.
+    let local = match &via.path {
+        Path::Udp(sock)
+            if sock
+                .local_addr()
+                .is_ok_and(|a| a.is_ipv4() == dest.is_ipv4()) =>
+        {
+            Some(sock)
+        }
+        _ => None,
+    };
     match proto {
-        Proto::Udp => match server.proxy.udp_socket(dest) {
+        Proto::Udp => match local.or_else(|| server.proxy.udp_socket(dest)) {
             Some(sock) => sock.send_to(&bytes, dest).await.is_ok(),
-            None => Box::pin(send(server, Proto::Tcp, dest, bytes)).await,
+            None => Box::pin(send(server, via, Proto::Tcp, dest, bytes)).await,
         },
         Proto::Tcp => {
             let conn = match server.conns.by_addr(dest) {
@@ -505,11 +518,7 @@ async fn send<S: LocationStore>(
 
 /// A response: 16.7 item 3 / 16.11. Our Via must be on top; it is removed and the response
 /// follows the next Via.
-pub async fn forward_response<S: LocationStore>(
-    server: &Arc<Server<S>>,
-    msg: Message,
-    _peer: Peer,
-) {
+pub async fn forward_response<S: LocationStore>(server: &Arc<Server<S>>, msg: Message, peer: Peer) {
     let proxy = &server.proxy;
     let vias = match msg.vias() {
         Ok(v) => v,
@@ -555,7 +564,7 @@ pub async fn forward_response<S: LocationStore>(
     } else {
         Proto::Udp
     };
-    if !send(server, proto, dest, bytes).await {
+    if !send(server, &peer, proto, dest, bytes).await {
         tracing::info!(%dest, "could not forward a response");
     }
 }

@@ -5,7 +5,7 @@
 //! (by the deterministic To tag of `sip::response::local_tag`), 18.2.2 (where answers go).
 //! REGISTER for one of our domains goes to the registrar; everything else to the proxy.
 
-use crate::config::{Config, Proto};
+use crate::config::{Config, Listen, Proto};
 use crate::location::LocationStore;
 use crate::proxy;
 use crate::registrar;
@@ -248,16 +248,73 @@ pub fn host_port(addr: SocketAddr) -> String {
     }
 }
 
-/// Bind every listen address, open the location store and serve until the process ends.
-/// Errors (a socket that cannot be bound, no memcached node answering) are returned for
-/// `main` to print; they happen before anything is served.
-pub async fn run(cfg: Config) -> Result<(), String> {
+thread_local! {
+    /// Which of the per-core runtimes this thread drives (0 for the first).
+    static RUNTIME: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The index of the runtime the calling thread drives: per-runtime resources (one pipelined
+/// connection per memcached node per runtime) are picked by it.
+pub fn runtime_index() -> usize {
+    RUNTIME.with(|r| r.get())
+}
+
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))
+}
+
+/// Serve until the process ends: one single-threaded runtime per core (`server.threads`),
+/// each with its own sockets on the same addresses (SO_REUSEPORT), sharing one location
+/// store and one connection table. A request never hops between threads: the task that
+/// reads it answers it. Errors (a socket that cannot be bound, no memcached node answering)
+/// are returned for `main` to print; they happen before anything is served.
+pub fn run(cfg: Config) -> Result<(), String> {
+    let threads = cfg.threads.max(1);
+    let rt = current_thread_runtime()?;
+    let (first, server) = rt.block_on(async {
+        let first = bind_sockets(&cfg.listen, threads > 1).await?;
+        let server = build(cfg.clone(), &first).await?;
+        Ok::<_, String>((first, server))
+    })?;
+    let mut handles = Vec::new();
+    for i in 1..threads {
+        let server = server.clone();
+        let listen: Vec<Listen> = first.bound.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("sipfarm-{i}"))
+                .spawn(move || -> Result<(), String> {
+                    RUNTIME.with(|r| r.set(i));
+                    let rt = current_thread_runtime()?;
+                    rt.block_on(async move {
+                        let sockets = bind_sockets(&listen, true).await?;
+                        serve(server, sockets).await
+                    })
+                })
+                .map_err(|e| format!("cannot start thread {i}: {e}"))?,
+        );
+    }
+    let result = rt.block_on(server.run_tasks(first));
+    for h in handles {
+        let _ = h.join();
+    }
+    result
+}
+
+/// The store and server, built once and shared by every runtime.
+async fn build(cfg: Config, sockets: &Sockets) -> Result<Arc<dyn Runner>, String> {
     use crate::location::farm::{Farm, FarmConfig};
     use crate::location::memory::MemoryStore;
+    let locals: Vec<(Proto, SocketAddr)> =
+        sockets.bound.iter().map(|l| (l.proto, l.addr)).collect();
+    let proxy = proxy::Proxy::new(&cfg, &locals, &sockets.udp);
     match cfg.memcached.clone() {
         None => {
             tracing::info!("location store: embedded memory (bindings are lost at exit)");
-            let (server, sockets) = bind(cfg, MemoryStore::new()).await?;
+            let server = Arc::new(Server::new(cfg, Arc::new(MemoryStore::new()), proxy));
             let sweeper = server.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
@@ -266,7 +323,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                     sweeper.store.sweep();
                 }
             });
-            serve(server, sockets).await
+            Ok(server)
         }
         Some(mc) => {
             let farm = Farm::connect(FarmConfig {
@@ -276,62 +333,137 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                 timeout: mc.timeout,
                 item_limit: mc.item_limit,
                 pipelined: mc.pipeline,
+                connections: cfg.threads.max(1),
             })
             .await?;
             let farm = Arc::new(farm);
             farm.spawn_monitor(std::time::Duration::from_millis(500));
-            let (server, sockets) = bind(cfg, farm).await?;
-            serve(server, sockets).await
+            Ok(Arc::new(Server::new(cfg, farm, proxy)))
         }
     }
 }
 
-/// The bound sockets of one instance.
+/// A server of any store, as the runtimes see it.
+pub trait Runner: Send + Sync + 'static {
+    fn run_tasks(
+        self: Arc<Self>,
+        sockets: Sockets,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+}
+
+impl<S: LocationStore> Runner for Server<S> {
+    fn run_tasks(
+        self: Arc<Self>,
+        sockets: Sockets,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        Box::pin(serve_server(self, sockets))
+    }
+}
+
+async fn serve(server: Arc<dyn Runner>, sockets: Sockets) -> Result<(), String> {
+    server.run_tasks(sockets).await
+}
+
+/// The bound sockets of one runtime.
 pub struct Sockets {
     udp: Vec<Arc<tokio::net::UdpSocket>>,
     tcp: Vec<tokio::net::TcpListener>,
+    /// The addresses actually bound (port 0 resolved).
+    bound: Vec<Listen>,
 }
 
-async fn bind<S: LocationStore>(
-    cfg: Config,
-    store: S,
-) -> Result<(Arc<Server<S>>, Sockets), String> {
+fn reuse_udp(addr: SocketAddr, reuse: bool) -> std::io::Result<std::net::UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if reuse {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Bind every listen address. With `reuse` (several runtimes), sockets share the address by
+/// SO_REUSEPORT; a first probe without it makes sure no other process holds the port.
+async fn bind_sockets(listen: &[Listen], reuse: bool) -> Result<Sockets, String> {
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
-    let mut locals = Vec::new();
-    for l in &cfg.listen {
+    let mut bound = Vec::new();
+    for l in listen {
         match l.proto {
             Proto::Udp => {
-                let s = transport::udp::bind(l.addr)
-                    .await
+                if reuse && l.addr.port() != 0 && RUNTIME.with(|r| r.get()) == 0 {
+                    std::net::UdpSocket::bind(l.addr)
+                        .map_err(|e| format!("--listen {l}: cannot bind: {e}"))?;
+                }
+                let std_sock = reuse_udp(l.addr, reuse)
                     .map_err(|e| format!("--listen {l}: cannot bind: {e}"))?;
-                locals.push((Proto::Udp, s.local_addr().unwrap_or(l.addr)));
-                udp.push(s);
+                let s = tokio::net::UdpSocket::from_std(std_sock)
+                    .map_err(|e| format!("--listen {l}: {e}"))?;
+                let addr = s.local_addr().unwrap_or(l.addr);
+                bound.push(Listen {
+                    proto: Proto::Udp,
+                    addr,
+                });
+                udp.push(Arc::new(s));
             }
             Proto::Tcp => {
-                let s = tokio::net::TcpListener::bind(l.addr)
-                    .await
+                if reuse && l.addr.port() != 0 && RUNTIME.with(|r| r.get()) == 0 {
+                    std::net::TcpListener::bind(l.addr)
+                        .map_err(|e| format!("--listen {l}: cannot bind: {e}"))?;
+                }
+                let sock = if l.addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+                .map_err(|e| format!("--listen {l}: {e}"))?;
+                let _ = sock.set_reuseaddr(true);
+                if reuse {
+                    sock.set_reuseport(true)
+                        .map_err(|e| format!("--listen {l}: {e}"))?;
+                }
+                sock.bind(l.addr)
                     .map_err(|e| format!("--listen {l}: cannot bind: {e}"))?;
-                locals.push((Proto::Tcp, s.local_addr().unwrap_or(l.addr)));
-                tcp.push(s);
+                let listener = sock
+                    .listen(1024)
+                    .map_err(|e| format!("--listen {l}: cannot listen: {e}"))?;
+                let addr = listener.local_addr().unwrap_or(l.addr);
+                bound.push(Listen {
+                    proto: Proto::Tcp,
+                    addr,
+                });
+                tcp.push(listener);
             }
         }
     }
-    let proxy = proxy::Proxy::new(&cfg, &locals, &udp);
-    Ok((
-        Arc::new(Server::new(cfg, store, proxy)),
-        Sockets { udp, tcp },
-    ))
+    Ok(Sockets { udp, tcp, bound })
 }
 
-async fn serve<S: LocationStore>(server: Arc<Server<S>>, sockets: Sockets) -> Result<(), String> {
+async fn serve_server<S: LocationStore>(
+    server: Arc<Server<S>>,
+    sockets: Sockets,
+) -> Result<(), String> {
     let mut tasks = tokio::task::JoinSet::new();
+    let first = runtime_index() == 0;
     for s in sockets.udp {
-        tracing::info!(listen = %format!("udp:{}", host_port(s.local_addr().map_err(|e| e.to_string())?)), "listening");
+        if first {
+            tracing::info!(listen = %format!("udp:{}", host_port(s.local_addr().map_err(|e| e.to_string())?)), "listening");
+        }
         tasks.spawn(transport::udp::serve(s, server.clone()));
     }
     for l in sockets.tcp {
-        tracing::info!(listen = %format!("tcp:{}", host_port(l.local_addr().map_err(|e| e.to_string())?)), "listening");
+        if first {
+            tracing::info!(listen = %format!("tcp:{}", host_port(l.local_addr().map_err(|e| e.to_string())?)), "listening");
+        }
         tasks.spawn(transport::tcp::serve(
             l,
             server.clone(),

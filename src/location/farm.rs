@@ -40,6 +40,8 @@ pub struct FarmConfig {
     pub item_limit: usize,
     /// Our pipelined connection per node (true), or the memcache crate's client.
     pub pipelined: bool,
+    /// Pipelined connections per node: one per event-loop thread.
+    pub connections: usize,
 }
 
 pub struct Farm {
@@ -63,7 +65,7 @@ impl Farm {
         let mut nodes = Vec::new();
         for (addr, _) in &cfg.nodes {
             nodes.push(
-                Node::new(addr, cfg.timeout, cfg.pipelined)
+                Node::new(addr, cfg.timeout, cfg.pipelined, cfg.connections)
                     .await
                     .map_err(|e| e.0)?,
             );

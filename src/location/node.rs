@@ -40,7 +40,8 @@ struct Health {
 /// How this node is spoken to: our pipelined connection (the default), or the memcache
 /// crate's pooled client (kept to measure one against the other).
 enum Client {
-    Pipelined(Pipeline),
+    /// One connection per event-loop thread, each driven by its own thread.
+    Pipelined(Vec<Pipeline>),
     Crate(AsyncMetaClient),
 }
 
@@ -54,15 +55,30 @@ pub struct Node {
     incarnation: Mutex<Option<String>>,
 }
 
+/// The connection of the calling thread's event loop.
+fn pick(pipelines: &[Pipeline]) -> &Pipeline {
+    &pipelines[crate::server::runtime_index() % pipelines.len()]
+}
+
 /// A failed call (timeout, refused connection, protocol error).
 #[derive(Debug, Clone)]
 pub struct NodeError(pub String);
 
 impl Node {
     /// Prepare a client; no connection is made until the first call.
-    pub async fn new(addr: &str, timeout: Duration, pipelined: bool) -> Result<Node, NodeError> {
+    pub async fn new(
+        addr: &str,
+        timeout: Duration,
+        pipelined: bool,
+        connections: usize,
+    ) -> Result<Node, NodeError> {
         let client = if pipelined {
-            Client::Pipelined(Pipeline::new(addr, timeout.max(Duration::from_millis(500))))
+            let connect = timeout.max(Duration::from_millis(500));
+            Client::Pipelined(
+                (0..connections.max(1))
+                    .map(|_| Pipeline::new(addr, connect))
+                    .collect(),
+            )
         } else {
             Client::Crate(
                 MetaClientBuilder::new()
@@ -165,7 +181,7 @@ impl Node {
     /// Read a value with its CAS token.
     pub async fn gets(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, NodeError> {
         let client = match &self.client {
-            Client::Pipelined(p) => return self.call(p.get(key)).await,
+            Client::Pipelined(p) => return self.call(pick(p).get(key)).await,
             Client::Crate(c) => c,
         };
         let r = self
@@ -194,7 +210,10 @@ impl Node {
         let client = match &self.client {
             Client::Pipelined(p) => {
                 return Ok(
-                    match self.call(p.store(key, value, ttl.max(1), cas)).await? {
+                    match self
+                        .call(pick(p).store(key, value, ttl.max(1), cas))
+                        .await?
+                    {
                         Answer::Stored(cas) => Write::Stored(cas),
                         Answer::NotFound => Write::NotFound,
                         _ => Write::Conflict,
@@ -219,7 +238,7 @@ impl Node {
     /// A round trip that changes nothing (health probe, start-up check).
     pub async fn ping(&self) -> Result<(), NodeError> {
         match &self.client {
-            Client::Pipelined(p) => self.call(p.noop()).await,
+            Client::Pipelined(p) => self.call(pick(p).noop()).await,
             Client::Crate(c) => self.call(c.noop()).await,
         }
     }
