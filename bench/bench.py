@@ -11,11 +11,15 @@ work to the sender). Steps are repeated, interleaving the systems, and medians r
 
 Everything runs on 127.0.0.1 with bounded counts and timeouts, and every process this script
 starts is stopped by its pid. Standard library only.
+
+The box figure sums the CPU of every process alive through the step plus the sipp client:
+/proc/stat's tick sampling was measured here to miss most of a bursty loopback load.
 """
 
 import argparse
 import datetime
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -96,10 +100,20 @@ def cpu_ticks(pids):
     return total
 
 
-def box_ticks():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v) - v[3] - v[4]  # all but idle and iowait
+def all_ticks():
+    """utime + stime of every process on the box, by pid. (/proc/stat's tick sampling was
+    measured here to miss most of a bursty load: 12 ticks for the box while the proxy
+    alone used 74, so the box figure is summed from the processes instead.)"""
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                out[int(d)] = int(fields[11]) + int(fields[12])
+            except OSError:
+                pass
+    return out
 
 
 class Proc:
@@ -324,9 +338,15 @@ def run_sipp(work, scenario, port, rate, count, transport, csv, keys, timeout):
     for k, v in keys.items():
         cmd += ["-key", k, str(v)]
     start = time.time()
-    p = subprocess.run(["timeout", str(timeout + 15)] + cmd, cwd=work, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, text=True, errors="replace")
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            errors="replace")
+    try:
+        _, err = proc.communicate(timeout=timeout + 15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
     elapsed = time.time() - start
+    err = err or ""
     base = os.path.splitext(scenario)[0]
     stat = rtt = None
     for f in os.listdir(work):
@@ -351,9 +371,15 @@ def run_sipp(work, scenario, port, rate, count, transport, csv, keys, timeout):
             except (IndexError, ValueError):
                 pass
         os.remove(rtt)
-    if p.returncode not in (0, 1) and ok == 0:
-        log(f"sipp exited {p.returncode}: {' '.join(cmd)}\n{p.stderr[-600:]}")
+    if proc.returncode not in (0, 1) and ok == 0:
+        log(f"sipp exited {proc.returncode}: {' '.join(cmd)}\n{err[-600:]}")
     return ok, failed, elapsed, rtts
+
+
+def children_cpu():
+    """CPU seconds of every child this script has waited for (the sipp clients)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 class Uas:
@@ -377,10 +403,15 @@ def pct(values, q):
 def measure(system, work, scenario, port, rate, duration, transport, csv, keys):
     count = max(1, int(rate * duration))
     proxy, store = system.proxy_pids(), system.store_pids()
-    c0, s0, b0 = cpu_ticks(proxy), cpu_ticks(store), box_ticks()
+    c0, s0, a0, k0 = cpu_ticks(proxy), cpu_ticks(store), all_ticks(), children_cpu()
     ok, failed, elapsed, rtts = run_sipp(work, scenario, port, rate, count, transport, csv, keys,
                                          timeout=int(duration * 3 + 20))
-    c1, s1, b1 = cpu_ticks(proxy), cpu_ticks(store), box_ticks()
+    c1, s1, a1, k1 = cpu_ticks(proxy), cpu_ticks(store), all_ticks(), children_cpu()
+    # The box: every process that lived through the step, plus the sipp client that ended.
+    b0 = 0
+    b1 = sum(t - a0[p] for p, t in a1.items() if p in a0 and p != os.getpid()) + (k1 - k0) * CLK_TCK
+    if os.environ.get("BENCH_DEBUG"):
+        log(f"ticks: proxy {c1 - c0} store {s1 - s0} box {b1 - b0:.0f} pids {proxy} {store}")
     us = 1e6 / CLK_TCK
     done = max(ok, 1)
     return {
