@@ -447,8 +447,12 @@ def main():
     ap.add_argument("--ladder", default="", help="override, e.g. register=2000:4000,call=200")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "sipfarm"))
     ap.add_argument("--out", default="", help="write the markdown report here too")
-    ap.add_argument("--preload", type=int, default=0, help="users registered before the ladder (scale)")
+    ap.add_argument("--scale", type=int, default=0,
+                    help="scale check instead of the ladder: CPU per REGISTER and MESSAGE of sipfarm with "
+                         "1,000 then SCALE registered users, and memcached bytes per binding")
     args = ap.parse_args()
+    if args.scale:
+        return scale(args)
 
     ladders = dict(SMOKE if args.smoke else LADDERS)
     for part in filter(None, args.ladder.split(",")):
@@ -529,6 +533,74 @@ def main():
         if dead:
             log(f"smoke: no successful call in {dead}")
             return 1
+    return 0
+
+
+def memcached_bytes(system):
+    total = 0
+    for _, port in system.mc:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+            c.sendall(b"stats\r\n")
+            data = b""
+            while not data.endswith(b"END\r\n"):
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        for line in data.decode().splitlines():
+            if line.startswith("STAT bytes "):
+                total += int(line.split()[2])
+    return total
+
+
+def scale(args):
+    """CPU per request with few and with many registered users: two farms side by side (one
+    holding 1,000 users, one holding SCALE), measured in turn at the same rate and counts."""
+    work = tempfile.mkdtemp(prefix="sipfarm-scale-")
+    rate, count = 4000, 20000
+    sizes = [1000, args.scale]
+    farms = {n: Sipfarm(args.binary) for n in sizes}
+    rows = {n: [] for n in sizes}
+    per_binding = {}
+    uas = None
+    try:
+        for f in farms.values():
+            f.start()
+        uas = Uas(work, "message_uas.xml", "udp")
+        keys = {"contact_host": "127.0.0.1", "contact_port": uas.port, "contact_transport": "udp"}
+        csvs = {}
+        for n, f in farms.items():
+            csvs[n] = os.path.join(work, f"users-{n}.csv")
+            users_csv(csvs[n], n, f"s{n}-")
+            before = memcached_bytes(f)
+            ok, failed, _, _ = run_sipp(work, "register.xml", f.port, 10000, n, "udp", csvs[n], keys, timeout=120)
+            per_binding[n] = (memcached_bytes(f) - before) / max(ok, 1) / f.replicas
+            log(f"{n} users registered ({failed} failed); {per_binding[n]:.0f} bytes per binding per replica")
+        for rep in range(args.repeats):
+            for n in (sizes if rep % 2 == 0 else list(reversed(sizes))):
+                f = farms[n]
+                reg = measure(f, work, "register.xml", f.port, rate, count / rate, "udp", csvs[n], keys)
+                msg = measure(f, work, "message.xml", f.port, rate, count / rate, "udp", csvs[n], {})
+                rows[n].append((reg, msg))
+                log(f"{n:7} users #{rep}: REGISTER proxy {reg['cpu_proxy']:.1f} store {reg['cpu_store']:.1f} us, "
+                    f"MESSAGE proxy {msg['cpu_proxy']:.1f} store {msg['cpu_store']:.1f} us")
+    finally:
+        if uas:
+            uas.stop()
+        for f in farms.values():
+            f.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    out = [f"Scale check: {rate}/s, {count} requests per step, {args.repeats} repeats interleaved, medians.\n",
+           "| registered users | REGISTER proxy us | REGISTER memcached us | MESSAGE proxy us | "
+           "MESSAGE memcached us | failed | memcached bytes per binding (per replica) |",
+           "|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in sizes:
+        def med(f, n=n):
+            return statistics.median(f(r) for r in rows[n])
+        out.append(f"| {n} | {med(lambda r: r[0]['cpu_proxy']):.1f} | {med(lambda r: r[0]['cpu_store']):.1f} | "
+                   f"{med(lambda r: r[1]['cpu_proxy']):.1f} | {med(lambda r: r[1]['cpu_store']):.1f} | "
+                   f"{sum(r[0]['failed'] + r[1]['failed'] for r in rows[n])} | {per_binding[n]:.0f} |")
+    print("\n".join(out))
     return 0
 
 

@@ -101,6 +101,7 @@ struct FileMemcached {
     key_prefix: Option<String>,
     item_limit: Option<usize>,
     pipeline: Option<bool>,
+    refresh_cache: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +169,8 @@ pub struct RegistrarConfig {
 pub struct MemcachedConfig {
     /// One pipelined connection per node (true), or the memcache crate's pooled client.
     pub pipeline: bool,
+    /// Records this instance remembers to refresh them in one round trip (0: off).
+    pub refresh_cache: usize,
     pub nodes: Vec<(String, u32)>,
     pub replicas: usize,
     pub timeout: Duration,
@@ -395,6 +398,7 @@ impl Config {
             }
             Some(MemcachedConfig {
                 pipeline: mc.pipeline.unwrap_or(true),
+                refresh_cache: mc.refresh_cache.unwrap_or(262_144).min(16 << 20),
                 nodes,
                 replicas,
                 timeout: Duration::from_millis(timeout_ms),

@@ -334,6 +334,7 @@ async fn build(cfg: Config, sockets: &Sockets) -> Result<Arc<dyn Runner>, String
                 item_limit: mc.item_limit,
                 pipelined: mc.pipeline,
                 connections: cfg.threads.max(1),
+                refresh_cache: mc.refresh_cache,
             })
             .await?;
             let farm = Arc::new(farm);

@@ -207,7 +207,13 @@ fn tcp_keepalive_and_size_limit() {
 fn a_port_in_use_exits_2() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let (code, text) = run(&["serve", "--listen", &format!("udp:127.0.0.1:{port}"), "--threads", "2"]);
+    let (code, text) = run(&[
+        "serve",
+        "--listen",
+        &format!("udp:127.0.0.1:{port}"),
+        "--threads",
+        "2",
+    ]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("cannot bind"), "{text}");
 }

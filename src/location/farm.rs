@@ -42,6 +42,8 @@ pub struct FarmConfig {
     pub pipelined: bool,
     /// Pipelined connections per node: one per event-loop thread.
     pub connections: usize,
+    /// Records remembered for one-round-trip refreshes (0: off).
+    pub refresh_cache: usize,
 }
 
 pub struct Farm {
@@ -106,7 +108,7 @@ impl Farm {
             prefix: cfg.prefix,
             item_limit: cfg.item_limit,
             locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            known: Known::new(),
+            known: Known::new(cfg.refresh_cache),
         })
     }
 
@@ -335,6 +337,8 @@ impl Farm {
 /// The records this instance wrote last, with the CAS each replica answered: a refresh of
 /// one of them is a single compare-and-swap round trip. Bounded: a full shard is emptied.
 struct Known {
+    /// Entries per shard (0: the cache is off).
+    per_shard: usize,
     shards: Vec<std::sync::Mutex<std::collections::HashMap<String, KnownRecord>>>,
 }
 
@@ -346,11 +350,11 @@ struct KnownRecord {
 }
 
 const KNOWN_SHARDS: usize = 64;
-const KNOWN_PER_SHARD: usize = 2048;
 
 impl Known {
-    fn new() -> Known {
+    fn new(capacity: usize) -> Known {
         Known {
+            per_shard: capacity.div_ceil(KNOWN_SHARDS),
             shards: (0..KNOWN_SHARDS)
                 .map(|_| std::sync::Mutex::new(Default::default()))
                 .collect(),
@@ -392,8 +396,11 @@ impl Known {
         let mut shard = self.shard(key);
         match cas {
             Some(cas) => {
-                if shard.len() >= KNOWN_PER_SHARD {
+                if shard.len() >= self.per_shard {
                     shard.clear();
+                }
+                if self.per_shard == 0 {
+                    return;
                 }
                 shard.insert(key.to_owned(), KnownRecord { record, cas });
             }
