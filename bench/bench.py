@@ -333,7 +333,7 @@ def run_sipp(work, scenario, port, rate, count, transport, csv, keys, timeout):
     cmd = ["sipp", f"127.0.0.1:{port}", "-sf", os.path.join(SIPP_DIR, scenario), "-inf", csv,
            "-r", str(rate), "-m", str(count), "-l", str(max(rate * 4, 100)), "-t", sipp_transport(transport),
            "-i", "127.0.0.1", "-p", str(local), "-nostdin", "-key", "domain", DOMAIN,
-           "-timeout", f"{timeout}s", "-timeout_error", "-max_socket", "2000",
+           "-timeout", f"{timeout}s", "-timeout_error", "-recv_timeout", "3000", "-max_socket", "2000",
            "-trace_stat", "-fd", "1", "-trace_rtt", "-rtt_freq", "1"]
     for k, v in keys.items():
         cmd += ["-key", k, str(v)]
@@ -405,7 +405,7 @@ def measure(system, work, scenario, port, rate, duration, transport, csv, keys):
     proxy, store = system.proxy_pids(), system.store_pids()
     c0, s0, a0, k0 = cpu_ticks(proxy), cpu_ticks(store), all_ticks(), children_cpu()
     ok, failed, elapsed, rtts = run_sipp(work, scenario, port, rate, count, transport, csv, keys,
-                                         timeout=int(duration * 3 + 20))
+                                         timeout=int(duration * 2 + 10))
     c1, s1, a1, k1 = cpu_ticks(proxy), cpu_ticks(store), all_ticks(), children_cpu()
     # The box: every process that lived through the step, plus the sipp client that ended.
     b0 = 0
