@@ -117,25 +117,23 @@ fn wait_items(m: &Memcached, want: usize, what: &str) {
     }
 }
 
-fn three_nodes() -> Vec<Memcached> {
-    vec![Memcached::start(), Memcached::start(), Memcached::start()]
+/// 3 memcached nodes, two instances with R=2, and every user registered.
+fn three_nodes_two_instances_1000_users() -> (Vec<Memcached>, Sipfarm, Sipfarm, Callee) {
+    let mc = vec![Memcached::start(), Memcached::start(), Memcached::start()];
+    let refs: Vec<&Memcached> = mc.iter().collect();
+    let a = Sipfarm::with_farm(&refs, &["--replicas", "2"]);
+    let b = Sipfarm::with_farm(&refs, &["--replicas", "2"]);
+    let callee = Callee {
+        phone: Phone::new("callee"),
+    };
+    register_all(&[a.addr(), b.addr()], &callee);
+    (mc, a, b, callee)
 }
 
 #[test]
 fn kill_one_node_restart_it_empty_refill_then_kill_another() {
-    let mut mc = three_nodes();
-    let (a, b) = {
-        let refs: Vec<&Memcached> = mc.iter().collect();
-        (
-            Sipfarm::with_farm(&refs, &["--replicas", "2"]),
-            Sipfarm::with_farm(&refs, &["--replicas", "2"]),
-        )
-    };
+    let (mut mc, a, b, callee) = three_nodes_two_instances_1000_users();
     let instances = [a.addr(), b.addr()];
-    let callee = Callee {
-        phone: Phone::new("callee"),
-    };
-    register_all(&instances, &callee);
     let all = |u: &str| Some(callee.contact(u));
     check_all(&instances, &callee, &all);
 
@@ -159,19 +157,8 @@ fn kill_one_node_restart_it_empty_refill_then_kill_another() {
 
 #[test]
 fn frozen_node_then_stale_data_is_never_served() {
-    let mut mc = three_nodes();
-    let (a, b) = {
-        let refs: Vec<&Memcached> = mc.iter().collect();
-        (
-            Sipfarm::with_farm(&refs, &["--replicas", "2"]),
-            Sipfarm::with_farm(&refs, &["--replicas", "2"]),
-        )
-    };
+    let (mut mc, a, b, callee) = three_nodes_two_instances_1000_users();
     let instances = [a.addr(), b.addr()];
-    let callee = Callee {
-        phone: Phone::new("callee"),
-    };
-    register_all(&instances, &callee);
 
     mc[0].freeze();
     check_all(&instances, &callee, &|u: &str| Some(callee.contact(u)));

@@ -6,10 +6,6 @@ use common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-fn sipp_bin() -> String {
-    std::env::var("SIPP").unwrap_or_else(|_| "sipp".into())
-}
-
 /// Run sipp with a bound on time; returns its exit status and the last lines of its output.
 pub fn run_sipp(args: &[String]) -> (bool, String) {
     let out = Command::new("timeout")

@@ -14,68 +14,65 @@ pub const MAX_DUMP_KEYS: usize = 5_000_000;
 /// The longest line accepted from a node.
 const MAX_LINE: usize = 4096;
 
-/// `stats`: name -> value.
-pub async fn stats(addr: &str, timeout: Duration) -> Result<Vec<(String, String)>, String> {
+/// Send one command and hand every answer line to `line` until `END`.
+async fn command(
+    addr: &str,
+    cmd: &[u8],
+    timeout: Duration,
+    mut line: impl FnMut(String) -> Result<(), String>,
+) -> Result<(), String> {
     tokio::time::timeout(timeout, async {
         let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        stream
-            .write_all(b"stats\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
+        stream.write_all(cmd).await.map_err(|e| e.to_string())?;
         let mut reader = BufReader::new(stream);
-        let mut out = Vec::new();
         loop {
-            let line = read_line(&mut reader).await?;
-            if line == "END" {
-                return Ok(out);
+            let l = read_line(&mut reader).await?;
+            if l == "END" {
+                return Ok(());
             }
-            let mut parts = line.splitn(3, ' ');
-            if let (Some("STAT"), Some(k), Some(v)) = (parts.next(), parts.next(), parts.next()) {
-                out.push((k.to_owned(), v.to_owned()));
-            } else {
-                return Err(format!("unexpected stats line: {line}"));
-            }
-            if out.len() > 1000 {
-                return Err("too many stats lines".into());
-            }
+            line(l)?;
         }
     })
     .await
     .map_err(|_| "timed out".to_owned())?
 }
 
+/// `stats`: name -> value.
+pub async fn stats(addr: &str, timeout: Duration) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    command(addr, b"stats\r\n", timeout, |line| {
+        let mut parts = line.splitn(3, ' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("STAT"), Some(k), Some(v)) if out.len() < 1000 => {
+                out.push((k.to_owned(), v.to_owned()));
+                Ok(())
+            }
+            (Some("STAT"), _, _) => Err("too many stats lines".into()),
+            _ => Err(format!("unexpected stats line: {line}")),
+        }
+    })
+    .await?;
+    Ok(out)
+}
+
 /// Every key with `prefix` that the node holds (URL-decoded), by `lru_crawler metadump all`.
 pub async fn keys(addr: &str, prefix: &str, timeout: Duration) -> Result<Vec<String>, String> {
-    tokio::time::timeout(timeout, async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        stream
-            .write_all(b"lru_crawler metadump all\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut reader = BufReader::new(stream);
-        let mut out = Vec::new();
-        loop {
-            let line = read_line(&mut reader).await?;
-            if line == "END" {
-                return Ok(out);
-            }
-            if line.starts_with("ERROR")
-                || line.starts_with("BUSY")
-                || line.starts_with("CLIENT_ERROR")
-            {
-                return Err(line);
-            }
-            let Some(key) = line.strip_prefix("key=").and_then(|l| l.split(' ').next()) else {
-                continue;
-            };
+    let mut out = Vec::new();
+    command(addr, b"lru_crawler metadump all\r\n", timeout, |line| {
+        if line.starts_with("ERROR") || line.starts_with("BUSY") || line.starts_with("CLIENT_ERROR")
+        {
+            return Err(line);
+        }
+        if let Some(key) = line.strip_prefix("key=").and_then(|l| l.split(' ').next()) {
             let key = url_decode(key);
             if key.starts_with(prefix) && out.len() < MAX_DUMP_KEYS {
                 out.push(key);
             }
         }
+        Ok(())
     })
-    .await
-    .map_err(|_| "timed out".to_owned())?
+    .await?;
+    Ok(out)
 }
 
 async fn read_line(reader: &mut BufReader<TcpStream>) -> Result<String, String> {

@@ -153,6 +153,24 @@ impl Farm {
         ))
     }
 
+    /// The key's live owners and what each holds; an error when none can be asked or none
+    /// answers.
+    async fn read_replicas(
+        &self,
+        key: &str,
+        aor: &str,
+    ) -> Result<(Vec<usize>, Vec<Replica>), StoreError> {
+        let targets = self.targets(key);
+        if targets.is_empty() {
+            return Err(StoreError::Unavailable("no live memcached node".into()));
+        }
+        let replicas = self.read_all(&targets, key, aor).await;
+        if replicas.is_empty() {
+            return Err(StoreError::Unavailable("no memcached node answered".into()));
+        }
+        Ok((targets, replicas))
+    }
+
     /// Read the replicas concurrently; node errors drop that replica.
     async fn read_all(&self, nodes: &[usize], key: &str, aor: &str) -> Vec<Replica> {
         join_all(nodes.iter().map(|n| self.read(*n, key, aor)))
@@ -411,6 +429,14 @@ impl Known {
     }
 }
 
+/// The records found among replicas (misses left out).
+fn records(replicas: &[Replica]) -> Vec<&Record> {
+    replicas
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r))
+        .collect()
+}
+
 /// The TTL of an item: covers the latest expiry (bindings and tombstones) plus a grace.
 pub fn ttl_for(record: &Record, now: u64) -> u32 {
     let until = record.max_expiry().unwrap_or(now);
@@ -497,19 +523,9 @@ impl LocationStore for Farm {
                 let ms = fastrand::u64(1..=(4u64 << attempt.min(5)));
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-            let targets = self.targets(&key);
-            if targets.is_empty() {
-                return Err(StoreError::Unavailable("no live memcached node".into()));
-            }
-            let replicas = self.read_all(&targets, &key, aor.as_str()).await;
-            if replicas.is_empty() {
-                return Err(StoreError::Unavailable("no memcached node answered".into()));
-            }
+            let (targets, replicas) = self.read_replicas(&key, aor.as_str()).await?;
             let now = now_secs();
-            let found: Vec<&Record> = replicas
-                .iter()
-                .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r))
-                .collect();
+            let found = records(&replicas);
             // Growth: a key not yet on its new owners is taken from where it was.
             let previous = if found.is_empty() {
                 self.read_previous(&key, &targets, aor.as_str()).await
@@ -559,19 +575,9 @@ impl LocationStore for Farm {
 
     async fn lookup(&self, aor: &Aor) -> Result<Option<Record>, StoreError> {
         let key = key(&self.prefix, aor.as_str());
-        let targets = self.targets(&key);
-        if targets.is_empty() {
-            return Err(StoreError::Unavailable("no live memcached node".into()));
-        }
-        let replicas = self.read_all(&targets, &key, aor.as_str()).await;
-        if replicas.is_empty() {
-            return Err(StoreError::Unavailable("no memcached node answered".into()));
-        }
+        let (targets, replicas) = self.read_replicas(&key, aor.as_str()).await?;
         let now = now_secs();
-        let found: Vec<&Record> = replicas
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r))
-            .collect();
+        let found = records(&replicas);
         let found_any = !found.is_empty();
         let mut record = if found.is_empty() {
             // Not on its owners: a node may have joined since it was written. Ask the nodes

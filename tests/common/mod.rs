@@ -30,6 +30,10 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+pub fn sipp_bin() -> String {
+    std::env::var("SIPP").unwrap_or_else(|_| "sipp".into())
+}
+
 pub fn memcached_bin() -> String {
     std::env::var("MEMCACHED").unwrap_or_else(|_| "memcached".into())
 }
