@@ -101,80 +101,38 @@ fn load_with_failure(how: &str) {
     let refs: Vec<&Memcached> = mc.iter().collect();
     let a = Sipfarm::with_farm(&refs, &["--replicas", "2"]);
     let b = Sipfarm::with_farm(&refs, &["--replicas", "2"]);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp");
     let tmp = std::env::temp_dir().join(unique("sipfarm-failover-"));
     std::fs::create_dir_all(&tmp).unwrap();
 
     // The callee: sipp's uas, registered through B.
-    let uas_port = free_port();
-    let ua = Ua::new();
-    let r = ua.request(
-        b.addr(),
-        &ua.register(
-            "loaduas",
-            &[&format!("<sip:loaduas@127.0.0.1:{uas_port}>")],
-            Some(600),
-            &unique("r"),
-            1,
-        ),
-    );
-    assert_eq!(r.code, 200);
-    let mut uas = Command::new(sipp_bin())
-        .args([
-            "-sn",
-            "uas",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &uas_port.to_string(),
-            "-nostdin",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut uas = registered_uas(b.addr(), "loaduas", &[]);
 
     // 10 s of load: 200 REGISTER/s through A, 20 calls/s through B to the uas.
     let reg_stat = tmp.join("register.csv");
     let call_stat = tmp.join("calls.csv");
-    let reg_args: Vec<String> = vec![
-        a.addr().to_string(),
-        "-sf".into(),
-        dir.join("register.xml").display().to_string(),
-        "-inf".into(),
-        dir.join("users.csv").display().to_string(),
-        "-r".into(),
-        "200".into(),
-        "-m".into(),
-        "2000".into(),
-        "-i".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        free_port().to_string(),
-        "-timeout".into(),
-        "40s".into(),
-    ];
-    let call_args: Vec<String> = vec![
-        b.addr().to_string(),
-        "-sf".into(),
-        dir.join("uac.xml").display().to_string(),
-        "-s".into(),
-        "loaduas".into(),
-        "-key".into(),
-        "domain".into(),
-        "example.test".into(),
-        "-r".into(),
-        "20".into(),
-        "-m".into(),
-        "200".into(),
-        "-i".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        free_port().to_string(),
-        "-timeout".into(),
-        "40s".into(),
-    ];
+    let users = sipp_file("users.csv");
+    let (reg_args, _) = sipp_client(
+        a.addr(),
+        "register.xml",
+        &["-inf", &users, "-r", "200", "-m", "2000", "-timeout", "40s"],
+    );
+    let (call_args, _) = sipp_client(
+        b.addr(),
+        "uac.xml",
+        &[
+            "-s",
+            "loaduas",
+            "-key",
+            "domain",
+            "example.test",
+            "-r",
+            "20",
+            "-m",
+            "200",
+            "-timeout",
+            "40s",
+        ],
+    );
     let mut reg = start_sipp(&reg_args, &reg_stat);
     let mut calls = start_sipp(&call_args, &call_stat);
     std::thread::sleep(Duration::from_secs(3));

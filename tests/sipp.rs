@@ -3,7 +3,6 @@
 
 mod common;
 use common::*;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Run sipp with a bound on time; returns its exit status and the last lines of its output.
@@ -30,31 +29,24 @@ fn sipp_registers_1000_users_through_the_farm() {
     let mc2 = Memcached::start();
     let a = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
     let b = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp");
-    let sipp_port = free_port();
-    let args: Vec<String> = [
-        format!("127.0.0.1:{}", a.port),
-        "-sf".into(),
-        dir.join("register.xml").display().to_string(),
-        "-inf".into(),
-        dir.join("users.csv").display().to_string(),
-        "-m".into(),
-        "1000".into(),
-        "-r".into(),
-        "250".into(),
-        "-l".into(),
-        "200".into(),
-        "-i".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        sipp_port.to_string(),
-        "-nostdin".into(),
-        "-timeout".into(),
-        "60s".into(),
-        "-timeout_error".into(),
-    ]
-    .into_iter()
-    .collect();
+    let csv = sipp_file("users.csv");
+    let (args, sipp_port) = sipp_client(
+        a.addr(),
+        "register.xml",
+        &[
+            "-inf",
+            &csv,
+            "-m",
+            "1000",
+            "-r",
+            "250",
+            "-l",
+            "200",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+        ],
+    );
     let (ok, tail) = run_sipp(&args);
     assert!(ok, "sipp reported failed calls:\n{tail}");
     // Every user is there, seen through the other instance.
@@ -79,68 +71,27 @@ fn sipp_uac_calls_uas_across_two_instances() {
     let mc2 = Memcached::start();
     let a = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
     let b = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp");
-    let uas_port = free_port();
-    // Register the uas through instance B (a third-party REGISTER naming its address).
-    let ua = Ua::new();
-    let r = ua.request(
-        b.addr(),
-        &ua.register(
+    let mut uas = registered_uas(b.addr(), "sippuas", &["-m", "200", "-timeout", "90s"]);
+    let (args, _) = sipp_client(
+        a.addr(),
+        "uac.xml",
+        &[
+            "-s",
             "sippuas",
-            &[&format!("<sip:sippuas@127.0.0.1:{uas_port}>")],
-            Some(600),
-            &unique("r"),
-            1,
-        ),
-    );
-    assert_eq!(r.code, 200);
-    let mut uas = std::process::Command::new(sipp_bin())
-        .args([
-            "-sn",
-            "uas",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &uas_port.to_string(),
+            "-key",
+            "domain",
+            "example.test",
             "-m",
             "200",
-            "-nostdin",
+            "-r",
+            "50",
+            "-l",
+            "100",
             "-timeout",
-            "90s",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let uac_port = free_port();
-    let args: Vec<String> = [
-        format!("127.0.0.1:{}", a.port),
-        "-sf".into(),
-        dir.join("uac.xml").display().to_string(),
-        "-s".into(),
-        "sippuas".into(),
-        "-key".into(),
-        "domain".into(),
-        "example.test".into(),
-        "-m".into(),
-        "200".into(),
-        "-r".into(),
-        "50".into(),
-        "-l".into(),
-        "100".into(),
-        "-i".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        uac_port.to_string(),
-        "-nostdin".into(),
-        "-timeout".into(),
-        "60s".into(),
-        "-timeout_error".into(),
-    ]
-    .into_iter()
-    .collect();
+            "60s",
+            "-timeout_error",
+        ],
+    );
     let (ok, tail) = run_sipp(&args);
     let _ = uas.kill();
     let _ = uas.wait();

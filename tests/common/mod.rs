@@ -612,3 +612,67 @@ impl Memcached {
         let _ = self.child.wait();
     }
 }
+
+/// The arguments of a sipp client run against `target` with a scenario of tests/sipp: local
+/// address on loopback, a free port (returned too), no keyboard, then `extra`.
+pub fn sipp_client(target: SocketAddr, scenario: &str, extra: &[&str]) -> (Vec<String>, u16) {
+    let port = free_port();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp");
+    let mut args = vec![
+        target.to_string(),
+        "-sf".into(),
+        dir.join(scenario).display().to_string(),
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+        "-nostdin".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    (args, port)
+}
+
+/// The path of a file of tests/sipp.
+pub fn sipp_file(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// sipp's built-in uas on a free port, registered as `user@example.test` through `instance`
+/// (a third-party REGISTER naming its address). Stop it with kill() on the child.
+pub fn registered_uas(instance: SocketAddr, user: &str, extra: &[&str]) -> Child {
+    let port = free_port();
+    let ua = Ua::new();
+    let r = ua.request(
+        instance,
+        &ua.register(
+            user,
+            &[&format!("<sip:{user}@127.0.0.1:{port}>")],
+            Some(600),
+            &unique("r"),
+            1,
+        ),
+    );
+    assert_eq!(r.code, 200, "{}", r.text);
+    let child = Command::new(sipp_bin())
+        .args([
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-nostdin",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp must be installed (apt-get install sip-tester)");
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
