@@ -15,9 +15,20 @@
 //!   -> location::LocationStore
 //!        memory  the embedded default (one process)
 //!        farm    the memcached farm: ring (ketama), node (one memcached, timeout, breaker),
-//!                record (versioned value), replicas merged binding by binding
-//!   -> the answer or the forwarded request, sent back through transport
+//!                pipeline (one pipelined meta-protocol connection per node and thread),
+//!                record (versioned value), admin (stats, metadump for refills),
+//!                replicas merged binding by binding
+//!   -> the answer or the forwarded request (sip::edit: edits over the received bytes),
+//!      next hops found by resolve (RFC 3263), sent back through transport
 //! ```
+//!
+//! ## Threads
+//! `server::run` starts one single-threaded tokio runtime per core, each with its own sockets
+//! on every listen address (SO_REUSEPORT) and its own connection to each memcached node; the
+//! store, the TCP connection table and the configuration are shared. A request is read,
+//! decided and answered on one thread.
+//!
+//! `status` serves `sipfarm farm status`.
 //!
 //! ## Seams
 //! The registrar and proxy decide, the location store stores, the transport moves bytes. The
