@@ -146,10 +146,12 @@ impl<S: LocationStore> Server<S> {
             return;
         }
         let host = uri_host(&uri).unwrap_or_default();
+        // OPTIONS to the instance itself (monitoring, keep-alive pings): to one of our
+        // addresses, or to one of our domains without a user part.
         let for_us_as_uas = (method == "REGISTER" && self.is_ours(&host))
             || (method == "OPTIONS"
-                && uri.user().is_none()
-                && (self.is_ours(&host) || self.is_local_address(&host, uri.port())));
+                && (self.is_local_address(&host, uri.port())
+                    || (uri.user().is_none() && self.is_ours(&host))));
         // Proxy-Require always (we are a proxy in front of everything); Require where we
         // are the UAS.
         let mut unknown: Vec<String> = Vec::new();

@@ -286,9 +286,15 @@ fn options_to_the_instance_itself() {
     let f = farm();
     let ua = Ua::new();
     for s in [&f.a, &f.b] {
-        let r = ua.request(s.addr(), &ua.options(&format!("sip:127.0.0.1:{}", s.port)));
-        assert_eq!(r.code, 200);
-        assert!(!r.headers("allow").is_empty());
+        for uri in [
+            format!("sip:127.0.0.1:{}", s.port),
+            format!("sip:ping@127.0.0.1:{}", s.port),
+            "sip:example.test".to_owned(),
+        ] {
+            let r = ua.request(s.addr(), &ua.options(&uri));
+            assert_eq!(r.code, 200, "{uri}");
+            assert!(!r.headers("allow").is_empty());
+        }
     }
 }
 

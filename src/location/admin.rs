@@ -99,8 +99,9 @@ fn url_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
@@ -127,6 +128,7 @@ mod tests {
     fn decoding() {
         assert_eq!(url_decode("sipfarm%3Aabc"), "sipfarm:abc");
         assert_eq!(url_decode("a%2"), "a%2");
+        assert_eq!(url_decode("%é%"), "%é%");
         let s = vec![("pid".to_owned(), "12".to_owned())];
         assert_eq!(stat(&s, "pid"), Some("12"));
     }

@@ -559,7 +559,7 @@ pub fn parse_delta(v: &str) -> Option<u32> {
 
 fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
     let text = std::str::from_utf8(line).map_err(|_| ParseError::Bad("Start line is not UTF-8"))?;
-    if text.len() >= 4 && text[..4].eq_ignore_ascii_case("SIP/") {
+    if text.len() >= 4 && text.as_bytes()[..4].eq_ignore_ascii_case(b"SIP/") {
         // Status-Line: SIP-Version SP Status-Code SP Reason-Phrase
         let mut parts = text.splitn(3, ' ');
         let version = parts.next().unwrap_or("");
@@ -597,7 +597,7 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
         return Err(ParseError::Bad("Malformed Request-URI"));
     }
     if !version.eq_ignore_ascii_case("SIP/2.0") {
-        return if version.len() > 4 && version[..4].eq_ignore_ascii_case("SIP/") {
+        return if version.len() > 4 && version.as_bytes()[..4].eq_ignore_ascii_case(b"SIP/") {
             Err(ParseError::Version)
         } else {
             Err(ParseError::Bad("Malformed Request-Line"))
