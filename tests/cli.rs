@@ -217,3 +217,61 @@ fn a_port_in_use_exits_2() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("cannot bind"), "{text}");
 }
+
+/// Idle TCP connections time out, but not before the bindings registered over them expire.
+#[test]
+fn tcp_idle_timeout_waits_for_bindings_registered_over_the_connection() {
+    use std::io::ErrorKind;
+    let dir = std::env::temp_dir().join(unique("sipfarm-idle-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("idle.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\ntcp_idle_timeout = 1\n[registrar]\nmin_expires = 1\n",
+    )
+    .unwrap();
+    let s = Sipfarm::start(&["--config", cfg.to_str().unwrap()]);
+    let closed_after = |stream: &mut std::net::TcpStream| -> Duration {
+        let start = std::time::Instant::now();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return start.elapsed(),
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    return Duration::from_secs(99);
+                }
+                Err(_) => return start.elapsed(),
+            }
+        }
+    };
+    // An idle connection: closed after about the idle timeout.
+    let mut idle = std::net::TcpStream::connect(s.addr()).unwrap();
+    let t = closed_after(&mut idle);
+    assert!(t < Duration::from_secs(4), "idle connection open for {t:?}");
+    // A connection that registered a 5 s binding stays open at least that long.
+    let ua = Ua::new();
+    let reg = ua
+        .register(
+            "idler",
+            &["<sip:idler@127.0.0.1:7200;transport=tcp>"],
+            Some(5),
+            &unique("c"),
+            1,
+        )
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let mut held = std::net::TcpStream::connect(s.addr()).unwrap();
+    held.write_all(reg.as_bytes()).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let r = read_tcp_response(&mut held);
+    assert_eq!(r.code, 200);
+    let t = closed_after(&mut held);
+    assert!(
+        t >= Duration::from_secs(3),
+        "closed {t:?} after the REGISTER, before its binding expired"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -407,3 +407,23 @@ fn large_request_switches_to_tcp() {
     conn.write_all(resp.as_bytes()).unwrap();
     alice.wait_response(200, "MESSAGE");
 }
+
+/// RFC 3261 16.4: a strict router upstream put our Record-Route URI in the Request-URI and
+/// the real target in the last Route: it is restored and the request reaches it.
+#[test]
+fn strict_router_request_uri_is_restored() {
+    let f = farm();
+    let bob = Phone::new(&unique("bob"));
+    let alice = Phone::new(&unique("alice"));
+    let m = format!(
+        "BYE sip:example.test;lr SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch={};rport\r\nMax-Forwards: 70\r\nRoute: <{}>\r\nFrom: <sip:a@example.test>;tag=1\r\nTo: <sip:b@example.test>;tag=2\r\nCall-ID: {}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        alice.ua.port,
+        unique("z9hG4bKs"),
+        bob.contact(),
+        unique("strict")
+    );
+    alice.ua.send(f.a.addr(), &m);
+    let got = bob.wait_request("BYE");
+    assert_eq!(got.msg.request_uri(), Some(bob.contact().as_str()));
+    assert!(got.all("Route").is_empty(), "{}", got.text);
+}
