@@ -130,24 +130,29 @@ impl std::fmt::Display for Aor {
     }
 }
 
-/// Undo every `%HH` escape, then escape again exactly the octets outside RFC 3261's
-/// `unreserved / user-unreserved`, with upper-case hex: `%61lice` == `alice`, `%0d` == `%0D`.
-pub fn canonical_user(user: &str) -> String {
-    let bytes = user.as_bytes();
-    let mut raw = Vec::with_capacity(bytes.len());
+/// Undo every valid `%HH` escape (a `%` not followed by two hex digits stays as it is).
+pub fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
             if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                raw.push((h * 16 + l) as u8);
+                out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
         }
-        raw.push(bytes[i]);
+        out.push(bytes[i]);
         i += 1;
     }
+    out
+}
+
+/// Undo every `%HH` escape, then escape again exactly the octets outside RFC 3261's
+/// `unreserved / user-unreserved`, with upper-case hex: `%61lice` == `alice`, `%0d` == `%0D`.
+pub fn canonical_user(user: &str) -> String {
+    let raw = percent_decode(user.as_bytes());
     let mut out = String::with_capacity(raw.len());
     for b in raw {
         if b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b) {
