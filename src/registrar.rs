@@ -318,43 +318,46 @@ pub async fn handle<S: LocationStore>(
         Err(refusal) => return refused(req, src, &refusal),
     };
     let max = cfg.max_contacts;
+    // The Contact lines of the answer are written from the record inside the update, so the
+    // record itself is not copied out.
     let result = store
         .update(&r.aor, |record, now| {
             apply(&r, record, now, max)?;
-            Ok::<_, Refusal>((record.clone(), now))
+            let mut contacts = String::new();
+            let mut hold_until = None;
+            for b in record.live(now) {
+                let _ = write!(
+                    contacts,
+                    "Contact: <{}>;expires={}",
+                    b.contact,
+                    b.expires_at - now
+                );
+                if let Some(q) = b.q {
+                    let _ = write!(contacts, ";q={}", format_q(q));
+                }
+                contacts.push_str(&b.params);
+                contacts.push_str("\r\n");
+                if b.source == r.source {
+                    hold_until = hold_until.max(Some(b.expires_at));
+                }
+            }
+            Ok::<_, Refusal>((contacts, hold_until))
         })
         .await;
     match result {
-        Ok(Ok((record, now))) => {
+        Ok(Ok((contacts, hold_until))) => {
             let supports_path = req
                 .option_tags(&HeaderName::Supported)
                 .unwrap_or_default()
                 .iter()
                 .any(|t| t.eq_ignore_ascii_case("path"));
-            let mut contacts = String::new();
-            let mut resp = Response::new(req, src, 200, "OK");
-            let mut hold_until = None;
-            for b in record.live(now) {
-                contacts.clear();
-                let _ = write!(contacts, "<{}>;expires={}", b.contact, b.expires_at - now);
-                if let Some(q) = b.q {
-                    let _ = write!(contacts, ";q={}", format_q(q));
-                }
-                contacts.push_str(&b.params);
-                resp = resp.header("Contact", &contacts);
-                if b.source == r.source {
-                    hold_until = hold_until.max(Some(b.expires_at));
-                }
-            }
+            let mut resp = Response::new(req, src, 200, "OK").lines(&contacts);
             if supports_path {
                 for p in &r.path {
                     resp = resp.header("Path", p);
                 }
             }
-            resp = resp.header(
-                "Date",
-                httpdate::fmt_http_date(std::time::SystemTime::now()),
-            );
+            resp = resp.header("Date", crate::sip::response::http_date());
             if !r.path.is_empty() || supports_path {
                 resp = resp.header("Supported", "path");
             }

@@ -46,7 +46,12 @@ fn register_all(instances: &[SocketAddr], callee: &Callee) {
 }
 
 /// Every user found as `expect` says, by a query and by INVITE routing, through each instance.
-fn check_all(instances: &[SocketAddr], callee: &Callee, expect: &dyn Fn(&str) -> Option<String>) {
+fn check_all(
+    phase: &str,
+    instances: &[SocketAddr],
+    callee: &Callee,
+    expect: &dyn Fn(&str) -> Option<String>,
+) {
     let ua = Ua::new();
     let caller = Phone::new("caller");
     for (n, inst) in instances.iter().enumerate() {
@@ -54,11 +59,11 @@ fn check_all(instances: &[SocketAddr], callee: &Callee, expect: &dyn Fn(&str) ->
             let u = user(i);
             let want = expect(&u);
             let q = ua.request(*inst, &ua.register(&u, &[], None, &unique("q"), 1));
-            assert_eq!(q.code, 200, "{u} via instance {n}: {}", q.text);
+            assert_eq!(q.code, 200, "{phase}: {u} via instance {n}: {}", q.text);
             assert_eq!(
                 q.contacts(),
                 want.iter().cloned().collect::<Vec<_>>(),
-                "{u} via instance {n}"
+                "{phase}: {u} via instance {n}"
             );
             let cid = unique("inv");
             let inv = format!(
@@ -135,12 +140,12 @@ fn kill_one_node_restart_it_empty_refill_then_kill_another() {
     let (mut mc, a, b, callee) = three_nodes_two_instances_1000_users();
     let instances = [a.addr(), b.addr()];
     let all = |u: &str| Some(callee.contact(u));
-    check_all(&instances, &callee, &all);
+    check_all("all up", &instances, &callee, &all);
 
     // kill -9 the first node: every user is still found through each instance.
     let port0 = mc[0].port;
     mc[0].crash();
-    check_all(&instances, &callee, &all);
+    check_all("first node killed", &instances, &callee, &all);
 
     // Restart it empty; the instances refill it in the background.
     mc[0] = Memcached::start_on(port0);
@@ -152,7 +157,12 @@ fn kill_one_node_restart_it_empty_refill_then_kill_another() {
 
     // Now lose a second node, with no lookup in between: still everyone.
     mc[1].crash();
-    check_all(&instances, &callee, &all);
+    check_all(
+        "second node killed after the refill",
+        &instances,
+        &callee,
+        &all,
+    );
 }
 
 #[test]
@@ -161,7 +171,9 @@ fn frozen_node_then_stale_data_is_never_served() {
     let instances = [a.addr(), b.addr()];
 
     mc[0].freeze();
-    check_all(&instances, &callee, &|u: &str| Some(callee.contact(u)));
+    check_all("first node frozen", &instances, &callee, &|u: &str| {
+        Some(callee.contact(u))
+    });
 
     // While it is frozen: 100 users move to a new contact, 50 unregister.
     let ua = Ua::new();
@@ -203,9 +215,9 @@ fn frozen_node_then_stale_data_is_never_served() {
             .cloned()
             .unwrap_or_else(|| Some(callee.contact(u)))
     };
-    check_all(&instances, &callee, &expect);
+    check_all("frozen node resumed", &instances, &callee, &expect);
     mc[1].crash();
-    check_all(&instances, &callee, &expect);
+    check_all("another node killed", &instances, &callee, &expect);
 }
 
 #[test]
@@ -262,9 +274,12 @@ fn growth_adds_a_node_and_every_user_is_still_found() {
         moved > 200 && moved < 470,
         "about a third of the keys belong to the new node: {moved}"
     );
-    check_all(&[a.addr(), b.addr()], &callee, &|u: &str| {
-        Some(callee.contact(u))
-    });
+    check_all(
+        "after growth",
+        &[a.addr(), b.addr()],
+        &callee,
+        &|u: &str| Some(callee.contact(u)),
+    );
 }
 
 #[test]

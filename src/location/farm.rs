@@ -197,18 +197,24 @@ impl Farm {
         .await)
     }
 
-    /// Nodes after the owners on the ring, which held a key before nodes were added.
-    fn previous_owners(&self, key: &str, owners: &[usize]) -> Vec<usize> {
-        self.ring
+    /// Where else a key may be when none of the nodes asked had it: its own owners that were
+    /// skipped as dead (a breaker can open on a slow but living node, and absence must not
+    /// be concluded from the stand-ins alone), then the nodes after the owners on the ring,
+    /// which held it before nodes were added.
+    fn previous_owners(&self, key: &str, asked: &[usize]) -> Vec<usize> {
+        let owners: Vec<usize> = self.ring.walk(key.as_bytes()).take(self.replicas).collect();
+        let skipped = owners.iter().copied().filter(|i| !asked.contains(i));
+        let before = self
+            .ring
             .walk(key.as_bytes())
-            .filter(|i| !owners.contains(i) && self.nodes[*i].available())
-            .take(PREVIOUS_OWNERS)
-            .collect()
+            .filter(|i| !asked.contains(i) && !owners.contains(i) && self.nodes[*i].available())
+            .take(PREVIOUS_OWNERS);
+        skipped.chain(before).collect()
     }
 
     /// Records found on the previous owners of a key (growth: not yet moved to a new node).
-    async fn read_previous(&self, key: &str, owners: &[usize], aor: &str) -> Vec<Record> {
-        let previous = self.previous_owners(key, owners);
+    async fn read_previous(&self, key: &str, asked: &[usize], aor: &str) -> Vec<Record> {
+        let previous = self.previous_owners(key, asked);
         self.read_all(&previous, key, aor)
             .await
             .into_iter()
@@ -387,8 +393,9 @@ impl Known {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, key: &str) -> Option<KnownRecord> {
-        self.shard(key).get(key).cloned()
+    /// Take the entry out (it is put back by `remember` after a successful write).
+    fn take(&self, key: &str) -> Option<KnownRecord> {
+        self.shard(key).remove(key)
     }
 
     fn forget(&self, key: &str) {
@@ -490,7 +497,7 @@ impl LocationStore for Farm {
         // A refresh of a record this instance wrote last: one round trip, a compare-and-swap
         // on every replica with the CAS each gave back. Anything unusual (a refusal, no change,
         // another writer in between) goes the long way, which reads the replicas first.
-        if let Some(known) = self.known.get(&key) {
+        if let Some(known) = self.known.take(&key) {
             let targets = self.targets(&key);
             if known
                 .cas
@@ -499,7 +506,7 @@ impl LocationStore for Farm {
                 .eq(targets.iter().copied())
             {
                 let now = now_secs();
-                let mut record = known.record.clone();
+                let mut record = known.record;
                 record.prune(now);
                 let before = record.clone();
                 let outcome = change(&mut record, now);

@@ -85,6 +85,25 @@ pub fn local_tag(req: &Message) -> String {
     s
 }
 
+/// The Date header value (RFC 3261 20.17), formatted once per second per thread.
+pub fn http_date() -> std::rc::Rc<str> {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, std::rc::Rc<str>)> =
+            std::cell::RefCell::new((0, std::rc::Rc::from("")));
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            *c = (secs, std::rc::Rc::from(httpdate::fmt_http_date(now)));
+        }
+        c.1.clone()
+    })
+}
+
 /// Builder for one response to `req`.
 pub struct Response<'a> {
     req: &'a Message,
@@ -107,6 +126,12 @@ impl<'a> Response<'a> {
             body: b"",
             with_tag: code > 100,
         }
+    }
+
+    /// Add complete header lines (each ending in CRLF).
+    pub fn lines(mut self, lines: &str) -> Self {
+        self.headers.push_str(lines);
+        self
     }
 
     /// Add one header line.
