@@ -280,7 +280,7 @@ pub async fn route<S: LocationStore>(
     let mut routes_changed = routes.len() != original_routes;
 
     // 16.5: the target, and the URI of the next hop.
-    let mut prefer_conn: Option<tcp_conn::Hint> = None;
+    let mut prefer_conn: Option<SocketAddr> = None;
     let next_hop: SipUri;
     if let Some(first) = routes.first() {
         let Some(u) = route_uri(first) else {
@@ -345,7 +345,7 @@ pub async fn route<S: LocationStore>(
                 }
             }
         } else {
-            prefer_conn = tcp_conn::hint(&b.source);
+            prefer_conn = registered_over_tcp(&b.source);
             next_hop = contact;
         }
     } else if proxy.is_self(&host, ruri.port()) {
@@ -359,11 +359,8 @@ pub async fn route<S: LocationStore>(
     }
 
     // Where the next hop is.
-    let target = match prefer_conn
-        .as_ref()
-        .and_then(|h| server.conns.by_addr(h.addr).map(|c| (h.addr, c)))
-    {
-        Some((addr, _)) => Target {
+    let target = match prefer_conn.filter(|a| server.conns.by_addr(*a).is_some()) {
+        Some(addr) => Target {
             proto: Proto::Tcp,
             addr,
             explicit: true,
@@ -588,19 +585,9 @@ fn response_destination(via: &Via) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// Reusing the connection a UA registered over (its binding's `source`).
-mod tcp_conn {
-    use std::net::SocketAddr;
-
-    pub struct Hint {
-        pub addr: SocketAddr,
-    }
-
-    /// `tcp:IP:PORT` -> the address of that connection's far end.
-    pub fn hint(source: &str) -> Option<Hint> {
-        let addr = source.strip_prefix("tcp:")?.parse().ok()?;
-        Some(Hint { addr })
-    }
+/// The far end of the TCP connection a binding was registered over (`tcp:IP:PORT`).
+fn registered_over_tcp(source: &str) -> Option<SocketAddr> {
+    source.strip_prefix("tcp:")?.parse().ok()
 }
 
 #[cfg(test)]

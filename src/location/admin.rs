@@ -6,7 +6,7 @@
 //! trusted to be small.
 
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// The most keys one metadump pass collects from one node.
@@ -77,21 +77,9 @@ pub async fn keys(addr: &str, prefix: &str, timeout: Duration) -> Result<Vec<Str
 
 async fn read_line(reader: &mut BufReader<TcpStream>) -> Result<String, String> {
     let mut buf = Vec::new();
-    let n = (&mut *reader)
-        .take(MAX_LINE as u64)
-        .read_until(b'\n', &mut buf)
-        .await
-        .map_err(|e| e.to_string())?;
-    if n == 0 {
-        return Err("connection closed".into());
-    }
-    if !buf.ends_with(b"\n") {
-        return Err("line too long".into());
-    }
+    super::pipeline::read_line(reader, &mut buf, MAX_LINE as u64).await?;
     Ok(String::from_utf8_lossy(&buf).trim_end().to_owned())
 }
-
-use tokio::io::AsyncReadExt as _;
 
 fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&crate::sip::uri::percent_decode(s.as_bytes())).into_owned()

@@ -112,14 +112,6 @@ impl Farm {
         })
     }
 
-    pub fn ring_identity(&self) -> &str {
-        self.ring.identity()
-    }
-
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
-    }
-
     /// The first R nodes on the ring that may be called now.
     fn targets(&self, key: &str) -> Vec<usize> {
         self.ring
@@ -312,7 +304,7 @@ impl Farm {
         let Ok(Some((value, _))) = self.nodes[source].gets(key).await else {
             return false;
         };
-        let Some(aor) = record::aor_of(&value) else {
+        let Ok(aor) = record::decode_any(&value).map(|r| r.aor) else {
             return false;
         };
         if record::key(&self.prefix, &aor) != key {
@@ -346,15 +338,6 @@ impl Farm {
             }
         }
         false
-    }
-
-    /// Which nodes this instance considers dead right now.
-    pub fn dead_nodes(&self) -> Vec<&str> {
-        self.nodes
-            .iter()
-            .filter(|n| n.is_dead())
-            .map(|n| n.addr.as_str())
-            .collect()
     }
 }
 

@@ -218,23 +218,38 @@ async fn read_answers(mut rd: BufReader<tokio::net::tcp::OwnedReadHalf>, q: InFl
     }
 }
 
-/// Read one answer. Err(String) for a broken connection (ends the connection); Ok(Err) for an
-/// error answer to one request (the connection goes on).
-async fn read_one(
-    rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+/// Read one line of memcached's into `line` (its end kept), at most `max` bytes: a longer or
+/// cut line is an error, never a bigger buffer. (`lru_crawler metadump` ends its lines in a
+/// bare LF; protocol answers end in CRLF, which the caller checks.)
+pub async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    rd: &mut R,
     line: &mut Vec<u8>,
-) -> Result<Result<Answer, String>, String> {
+    max: u64,
+) -> Result<(), String> {
     line.clear();
     let n = (&mut *rd)
-        .take(1024)
+        .take(max)
         .read_until(b'\n', line)
         .await
         .map_err(|e| e.to_string())?;
     if n == 0 {
         return Err("connection closed".into());
     }
+    if !line.ends_with(b"\n") {
+        return Err("line too long or cut".into());
+    }
+    Ok(())
+}
+
+/// Read one answer. Err(String) for a broken connection (ends the connection); Ok(Err) for an
+/// error answer to one request (the connection goes on).
+async fn read_one(
+    rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    line: &mut Vec<u8>,
+) -> Result<Result<Answer, String>, String> {
+    read_line(rd, line, 1024).await?;
     if !line.ends_with(b"\r\n") {
-        return Err("answer line too long or cut".into());
+        return Err("answer line not ended by CRLF".into());
     }
     let text =
         std::str::from_utf8(&line[..line.len() - 2]).map_err(|_| "answer not text".to_owned())?;

@@ -41,29 +41,24 @@ pub fn encode(record: &Record, limit: usize) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
-/// The AOR a stored value names, without checking it against a key (the refill walks keys
-/// whose AOR it does not know; the caller checks `key(prefix, aor)` against the key).
-pub fn aor_of(value: &[u8]) -> Option<String> {
-    let rest = value.strip_prefix(MAGIC.as_slice())?;
-    let (&version, body) = rest.split_first()?;
-    match version {
-        1 => postcard::from_bytes::<Record>(body).ok().map(|r| r.aor),
-        _ => None,
-    }
-}
-
-/// Decode a value read from memcached and check that it belongs to `aor`.
-pub fn decode(value: &[u8], aor: &str) -> Result<Record, StoreError> {
+/// Decode a value read from memcached, whatever AOR it names (the refill walks keys whose
+/// AOR it does not know; it checks `key(prefix, record.aor)` against the key).
+pub fn decode_any(value: &[u8]) -> Result<Record, StoreError> {
     let Some(rest) = value.strip_prefix(MAGIC.as_slice()) else {
         return Err(StoreError::Corrupt("not a sipfarm record".into()));
     };
     let (&version, body) = rest
         .split_first()
         .ok_or_else(|| StoreError::Corrupt("truncated record".into()))?;
-    let record: Record = match version {
-        1 => postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        v => return Err(StoreError::Corrupt(format!("unknown record format {v}"))),
-    };
+    match version {
+        1 => postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(e.to_string())),
+        v => Err(StoreError::Corrupt(format!("unknown record format {v}"))),
+    }
+}
+
+/// Decode a value read from memcached and check that it belongs to `aor`.
+pub fn decode(value: &[u8], aor: &str) -> Result<Record, StoreError> {
+    let record = decode_any(value)?;
     if record.aor != aor {
         return Err(StoreError::Corrupt("record belongs to another AOR".into()));
     }

@@ -63,14 +63,6 @@ impl Ring {
         &self.identity
     }
 
-    pub fn len(&self) -> usize {
-        self.nodes
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes == 0
-    }
-
     /// The owner of a key.
     pub fn owner(&self, key: &[u8]) -> Option<usize> {
         self.walk(key).next()

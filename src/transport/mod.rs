@@ -109,14 +109,6 @@ impl Connections {
             .filter(|c| !c.tx.is_closed())
             .cloned()
     }
-
-    pub fn len(&self) -> usize {
-        lock(&self.by_id).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
