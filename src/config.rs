@@ -9,60 +9,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-/// Transport of a listening socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Proto {
-    Udp,
-    Tcp,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Udp => "udp",
-            Proto::Tcp => "tcp",
-        }
-    }
-
-    /// As written in a Via (upper case).
-    pub fn via(self) -> &'static str {
-        match self {
-            Proto::Udp => "UDP",
-            Proto::Tcp => "TCP",
-        }
-    }
-}
-
-/// One `udp:HOST:PORT` / `tcp:HOST:PORT` listen address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listen {
-    pub proto: Proto,
-    pub addr: SocketAddr,
-}
-
-impl Listen {
-    /// `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
-    pub fn parse(s: &str) -> Result<Listen, String> {
-        let (proto, rest) = s
-            .split_once(':')
-            .ok_or_else(|| format!("'{s}': expected udp:HOST:PORT or tcp:HOST:PORT"))?;
-        let proto = match proto.to_ascii_lowercase().as_str() {
-            "udp" => Proto::Udp,
-            "tcp" => Proto::Tcp,
-            other => return Err(format!("'{s}': unknown transport '{other}' (udp or tcp)")),
-        };
-        let addr: SocketAddr = rest
-            .parse()
-            .map_err(|_| format!("'{s}': '{rest}' is not an IP:PORT (IPv6 as [::1]:5060)"))?;
-        Ok(Listen { proto, addr })
-    }
-}
-
-impl std::fmt::Display for Listen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.proto.as_str(), self.addr)
-    }
-}
+pub use crate::location::MemcachedConfig;
+pub use crate::proxy::ProxyConfig;
+pub use crate::registrar::RegistrarConfig;
+pub use crate::transport::{Listen, Proto};
 
 /// A memcached node: `host:port`, optionally weighted.
 #[derive(Debug, Clone, Deserialize)]
@@ -140,42 +90,6 @@ pub struct Overrides {
     pub farm_uri: Option<String>,
     pub outbound_proxy: Option<String>,
     pub dns_server: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    /// Add Record-Route to dialog-creating requests.
-    pub record_route: bool,
-    /// The URI (no user part) that names the farm in Record-Route; every instance treats a
-    /// Route to it as its own.
-    pub farm_uri: String,
-    /// Lower-cased host of `farm_uri`.
-    pub farm_host: String,
-    /// Where requests for foreign domains go, instead of RFC 3263 resolution.
-    pub outbound_proxy: Option<String>,
-    /// DNS server for RFC 3263 (None: the system's).
-    pub dns_server: Option<SocketAddr>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RegistrarConfig {
-    pub min_expires: u32,
-    pub max_expires: u32,
-    pub default_expires: u32,
-    pub max_contacts: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct MemcachedConfig {
-    /// One pipelined connection per node (true), or the memcache crate's pooled client.
-    pub pipeline: bool,
-    /// Records this instance remembers to refresh them in one round trip (0: off).
-    pub refresh_cache: usize,
-    pub nodes: Vec<(String, u32)>,
-    pub replicas: usize,
-    pub timeout: Duration,
-    pub key_prefix: String,
-    pub item_limit: usize,
 }
 
 /// The checked configuration.
@@ -417,7 +331,7 @@ impl Config {
             match domains.iter().find(|d| *d != "localhost") {
                 Some(d) if d.contains(':') => format!("sip:[{d}]"),
                 Some(d) => format!("sip:{d}"),
-                None => format!("sip:{}", crate::server::host_port(listen[0].addr)),
+                None => format!("sip:{}", crate::sip::uri::host_port(listen[0].addr)),
             }
         });
         let parsed = crate::sip::uri::parse_sip(&farm_uri)

@@ -35,6 +35,7 @@
 //! registrar never speaks memcached; the farm never parses SIP. Configuration is read and
 //! checked once ([`config`]).
 
+pub mod clock;
 pub mod config;
 pub mod location;
 pub mod proxy;

@@ -21,17 +21,18 @@
 //!   next Via (received, rport), or back on the TCP connection its request came in on (the
 //!   connection id travels in our Via as `sfc`).
 
-use crate::config::{Config, Proto};
+use crate::config::Config;
 use crate::location::{Binding, LocationStore};
 use crate::resolve::{Resolver, Target};
-use crate::server::{Server, host_port};
+use crate::server::Server;
 use crate::sip::Message;
 use crate::sip::addr::NameAddr;
 use crate::sip::edit::{RequestEdits, forward_request, pop_via};
 use crate::sip::header::HeaderName;
 use crate::sip::response::Response;
-use crate::sip::uri::{Aor, host as uri_host, parse_sip};
+use crate::sip::uri::{Aor, host as uri_host, host_port, parse_sip};
 use crate::sip::via::Via;
+use crate::transport::Proto;
 use crate::transport::{Path, Peer, tcp};
 use bytes::Bytes;
 use md5::{Digest, Md5};
@@ -50,6 +51,22 @@ const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Methods that create dialogs: Record-Route is added to them (when they are not in-dialog).
 const DIALOG_CREATING: &[&str] = &["INVITE", "SUBSCRIBE", "REFER", "NOTIFY"];
+
+/// What `[proxy]` configures.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Add Record-Route to dialog-creating requests.
+    pub record_route: bool,
+    /// The URI (no user part) that names the farm in Record-Route; every instance treats a
+    /// Route to it as its own.
+    pub farm_uri: String,
+    /// Lower-cased host of `farm_uri`.
+    pub farm_host: String,
+    /// Where requests for foreign domains go, instead of RFC 3263 resolution.
+    pub outbound_proxy: Option<String>,
+    /// DNS server for RFC 3263 (None: the system's).
+    pub dns_server: Option<SocketAddr>,
+}
 
 pub struct Proxy {
     locals: Vec<(Proto, SocketAddr)>,
@@ -324,7 +341,7 @@ pub async fn route<S: LocationStore>(
             reply(server, &msg, &peer, 404, "Not Found").await;
             return;
         };
-        let now = crate::location::now_secs();
+        let now = crate::clock::now_secs();
         let Some(b) = choose(record.live(now)) else {
             reply(server, &msg, &peer, 480, "Temporarily Unavailable").await;
             return;

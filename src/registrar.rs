@@ -16,15 +16,25 @@
 //! 7. per contact: Call-ID/CSeq ordering, add / refresh / remove;
 //! 8. 200 OK with every current binding and its expiry, and a Date header.
 
-use crate::config::{Proto, RegistrarConfig};
-use crate::location::{Binding, LocationStore, Record, StoreError, hlc_stamp};
+use crate::clock::hlc_stamp;
+use crate::location::{Binding, LocationStore, Record, StoreError};
 use crate::sip::addr::NameAddr;
 use crate::sip::header::{HeaderName, unquote};
 use crate::sip::response::Response;
 use crate::sip::uri::{Aor, parse_sip, scheme};
 use crate::sip::{Message, parse_delta};
+use crate::transport::Proto;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+
+/// What `[registrar]` configures.
+#[derive(Debug, Clone)]
+pub struct RegistrarConfig {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub max_contacts: usize,
+}
 
 /// The answer, and for how long the connection it came on must be kept open (the latest
 /// expiry of bindings registered over it, Unix seconds).

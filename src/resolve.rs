@@ -3,7 +3,7 @@
 //! request, its retransmissions, its CANCEL and its ACK leave for the same place (RFC 3261
 //! 16.11). Only UDP and TCP are supported; TLS/SIPS targets are refused.
 
-use crate::config::Proto;
+use crate::transport::Proto;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;

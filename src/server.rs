@@ -12,8 +12,9 @@ use crate::registrar;
 use crate::sip::addr::NameAddr;
 use crate::sip::header::HeaderName;
 use crate::sip::response::{Response, local_tag, udp_response_target};
-use crate::sip::uri::{host as uri_host, parse_sip, scheme};
+use crate::sip::uri::{host as uri_host, host_port, parse_sip, scheme};
 use crate::sip::{Framing, Message, ParseError};
+use crate::transport::bind::{Sockets, bind_sockets};
 use crate::transport::{self, Handler, Path, Peer};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -242,25 +243,6 @@ impl<S: LocationStore> Handler for Server<S> {
     }
 }
 
-/// Our own address as a `host:port` string for a listen socket.
-pub fn host_port(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-    }
-}
-
-thread_local! {
-    /// Which of the per-core runtimes this thread drives (0 for the first).
-    static RUNTIME: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// The index of the runtime the calling thread drives: per-runtime resources (one pipelined
-/// connection per memcached node per runtime) are picked by it.
-pub fn runtime_index() -> usize {
-    RUNTIME.with(|r| r.get())
-}
-
 fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -289,7 +271,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             std::thread::Builder::new()
                 .name(format!("sipfarm-{i}"))
                 .spawn(move || -> Result<(), String> {
-                    RUNTIME.with(|r| r.set(i));
+                    crate::clock::set_runtime_index(i);
                     let rt = current_thread_runtime()?;
                     rt.block_on(async move {
                         let sockets = bind_sockets(&listen, true).await?;
@@ -367,96 +349,12 @@ async fn serve(server: Arc<dyn Runner>, sockets: Sockets) -> Result<(), String> 
     server.run_tasks(sockets).await
 }
 
-/// The bound sockets of one runtime.
-pub struct Sockets {
-    udp: Vec<Arc<tokio::net::UdpSocket>>,
-    tcp: Vec<tokio::net::TcpListener>,
-    /// The addresses actually bound (port 0 resolved).
-    bound: Vec<Listen>,
-}
-
-fn reuse_udp(addr: SocketAddr, reuse: bool) -> std::io::Result<std::net::UdpSocket> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    if reuse {
-        s.set_reuse_port(true)?;
-    }
-    s.set_nonblocking(true)?;
-    let _ = s.set_recv_buffer_size(4 << 20);
-    let _ = s.set_send_buffer_size(4 << 20);
-    s.bind(&addr.into())?;
-    Ok(s.into())
-}
-
-/// Bind every listen address. With `reuse` (several runtimes), sockets share the address by
-/// SO_REUSEPORT; a first probe without it makes sure no other process holds the port.
-async fn bind_sockets(listen: &[Listen], reuse: bool) -> Result<Sockets, String> {
-    let mut udp = Vec::new();
-    let mut tcp = Vec::new();
-    let mut bound = Vec::new();
-    for l in listen {
-        match l.proto {
-            Proto::Udp => {
-                if reuse && l.addr.port() != 0 && RUNTIME.with(|r| r.get()) == 0 {
-                    std::net::UdpSocket::bind(l.addr)
-                        .map_err(|e| format!("--listen {l}: cannot bind: {e}"))?;
-                }
-                let std_sock = reuse_udp(l.addr, reuse)
-                    .map_err(|e| format!("--listen {l}: cannot bind: {e}"))?;
-                let s = tokio::net::UdpSocket::from_std(std_sock)
-                    .map_err(|e| format!("--listen {l}: {e}"))?;
-                let addr = s.local_addr().unwrap_or(l.addr);
-                bound.push(Listen {
-                    proto: Proto::Udp,
-                    addr,
-                });
-                udp.push(Arc::new(s));
-            }
-            Proto::Tcp => {
-                if reuse && l.addr.port() != 0 && RUNTIME.with(|r| r.get()) == 0 {
-                    std::net::TcpListener::bind(l.addr)
-                        .map_err(|e| format!("--listen {l}: cannot bind: {e}"))?;
-                }
-                let sock = if l.addr.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()
-                } else {
-                    tokio::net::TcpSocket::new_v6()
-                }
-                .map_err(|e| format!("--listen {l}: {e}"))?;
-                let _ = sock.set_reuseaddr(true);
-                if reuse {
-                    sock.set_reuseport(true)
-                        .map_err(|e| format!("--listen {l}: {e}"))?;
-                }
-                sock.bind(l.addr)
-                    .map_err(|e| format!("--listen {l}: cannot bind: {e}"))?;
-                let listener = sock
-                    .listen(1024)
-                    .map_err(|e| format!("--listen {l}: cannot listen: {e}"))?;
-                let addr = listener.local_addr().unwrap_or(l.addr);
-                bound.push(Listen {
-                    proto: Proto::Tcp,
-                    addr,
-                });
-                tcp.push(listener);
-            }
-        }
-    }
-    Ok(Sockets { udp, tcp, bound })
-}
-
 async fn serve_server<S: LocationStore>(
     server: Arc<Server<S>>,
     sockets: Sockets,
 ) -> Result<(), String> {
     let mut tasks = tokio::task::JoinSet::new();
-    let first = runtime_index() == 0;
+    let first = crate::clock::runtime_index() == 0;
     for s in sockets.udp {
         if first {
             tracing::info!(listen = %format!("udp:{}", host_port(s.local_addr().map_err(|e| e.to_string())?)), "listening");

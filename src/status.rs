@@ -74,12 +74,12 @@ pub async fn instance_view(instance: SocketAddr) -> Result<Vec<(String, bool)>, 
     let call_id = format!(
         "status-{}-{}",
         std::process::id(),
-        crate::location::now_millis()
+        crate::clock::now_millis()
     );
-    let uri = format!("sip:{}", crate::server::host_port(instance));
+    let uri = format!("sip:{}", crate::sip::uri::host_port(instance));
     let req = format!(
         "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{call_id};rport\r\nMax-Forwards: 70\r\nFrom: <sip:status@localhost>;tag=s\r\nTo: <{uri}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n{STATUS_HEADER}: nodes\r\nContent-Length: 0\r\n\r\n",
-        crate::server::host_port(me)
+        crate::sip::uri::host_port(me)
     );
     let mut buf = vec![0u8; 65536];
     for _ in 0..3 {

@@ -1,7 +1,8 @@
 //! The embedded store: one process, no dependencies. The default, so that `sipfarm serve`
 //! starts with nothing else installed; bindings are lost when the process stops.
 
-use super::{LocationStore, Record, StoreError, now_secs};
+use super::{LocationStore, Record, StoreError};
+use crate::clock::now_secs;
 use crate::sip::uri::Aor;
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -14,11 +14,28 @@ pub mod node;
 pub mod pipeline;
 pub mod record;
 pub mod ring;
+pub mod store;
+
+pub use store::Store;
 
 use crate::sip::uri::{Aor, same_contact};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+/// What `[memcached]` configures (the farm).
+#[derive(Debug, Clone)]
+pub struct MemcachedConfig {
+    /// One pipelined connection per node (true), or the memcache crate's pooled client.
+    pub pipeline: bool,
+    /// Records this instance remembers to refresh them in one round trip (0: off).
+    pub refresh_cache: usize,
+    pub nodes: Vec<(String, u32)>,
+    pub replicas: usize,
+    pub timeout: Duration,
+    pub key_prefix: String,
+    pub item_limit: usize,
+}
 
 /// One contact bound to an AOR. Plain data: what the registrar decided, what the proxy needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,36 +182,5 @@ impl<T: LocationStore> LocationStore for std::sync::Arc<T> {
 
     fn node_states(&self) -> Vec<(String, bool)> {
         (**self).node_states()
-    }
-}
-
-/// Unix time in seconds.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Unix time in milliseconds.
-pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-static HLC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// A hybrid logical clock (milliseconds): never behind the wall clock, never behind anything
-/// this instance has seen (`seen`), strictly increasing here. Instances whose clocks are
-/// roughly in sync order their writes by it; causally later writes always sort later.
-pub fn hlc_stamp(seen: u64) -> u64 {
-    use std::sync::atomic::Ordering;
-    let mut last = HLC.load(Ordering::Relaxed);
-    loop {
-        let next = now_millis().max(last + 1).max(seen + 1);
-        match HLC.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(actual) => last = actual,
-        }
     }
 }

@@ -57,7 +57,7 @@ pub struct Node {
 
 /// The connection of the calling thread's event loop.
 fn pick(pipelines: &[Pipeline]) -> &Pipeline {
-    &pipelines[crate::server::runtime_index() % pipelines.len()]
+    &pipelines[crate::clock::runtime_index() % pipelines.len()]
 }
 
 /// A failed call (timeout, refused connection, protocol error).

@@ -18,6 +18,14 @@ pub fn scheme(uri: &str) -> Option<String> {
     ok.then(|| s.to_ascii_lowercase())
 }
 
+/// A socket address as the host:port of a URI or Via (IPv6 in brackets).
+pub fn host_port(addr: std::net::SocketAddr) -> String {
+    match addr {
+        std::net::SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
 /// Parse a SIP or SIPS URI.
 pub fn parse_sip(uri: &str) -> Option<SipUri> {
     match Uri::parse(uri).ok()? {

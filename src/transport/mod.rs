@@ -4,10 +4,10 @@
 //! The transport layer moves bytes and knows nothing of SIP beyond framing: each framed
 //! message is handed to a [`Handler`] with its [`Peer`], the way to answer it.
 
+pub mod bind;
 pub mod tcp;
 pub mod udp;
 
-use crate::config::Proto;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,6 +15,61 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+
+/// Transport of a listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+
+    /// As written in a Via (upper case).
+    pub fn via(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+        }
+    }
+}
+
+/// One `udp:HOST:PORT` / `tcp:HOST:PORT` listen address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub proto: Proto,
+    pub addr: SocketAddr,
+}
+
+impl Listen {
+    /// `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
+    pub fn parse(s: &str) -> Result<Listen, String> {
+        let (proto, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("'{s}': expected udp:HOST:PORT or tcp:HOST:PORT"))?;
+        let proto = match proto.to_ascii_lowercase().as_str() {
+            "udp" => Proto::Udp,
+            "tcp" => Proto::Tcp,
+            other => return Err(format!("'{s}': unknown transport '{other}' (udp or tcp)")),
+        };
+        let addr: SocketAddr = rest
+            .parse()
+            .map_err(|_| format!("'{s}': '{rest}' is not an IP:PORT (IPv6 as [::1]:5060)"))?;
+        Ok(Listen { proto, addr })
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.proto.as_str(), self.addr)
+    }
+}
 
 /// A TCP connection as seen by the rest of the element: send bytes on it, and ask it to
 /// stay open at least until a given time (bindings registered over it).

@@ -5,9 +5,8 @@
 //! stream cannot be resynchronised. Idle connections time out, but never before the bindings
 //! registered over them expire (the registrar raises [`Conn::hold`]).
 
-use super::{Conn, Connections, Handler, Path, Peer};
-use crate::config::Proto;
-use crate::location::now_secs;
+use super::{Conn, Connections, Handler, Path, Peer, Proto};
+use crate::clock::now_secs;
 use crate::sip::response::Response;
 use crate::sip::{self, Message, ParseError};
 use bytes::{Buf, Bytes, BytesMut};

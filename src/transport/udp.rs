@@ -2,8 +2,7 @@
 //! task of its own, so that a slow location lookup never holds up the socket; responses,
 //! which need no lookup, are forwarded in order from the receive loop.
 
-use super::{Handler, Path, Peer};
-use crate::config::Proto;
+use super::{Handler, Path, Peer, Proto};
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio::net::UdpSocket;

@@ -1,0 +1,96 @@
+//! The one store an instance runs on, chosen at start: the embedded memory store or the
+//! memcached farm. Each owns its background work (the memory store's sweeper, the farm's
+//! health monitor and refills), started here, so that nothing above the location layer
+//! needs to know which backend it talks to.
+
+use super::farm::{Farm, FarmConfig};
+use super::memory::MemoryStore;
+use super::{LocationStore, MemcachedConfig, Record, StoreError};
+use crate::sip::uri::Aor;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the memory store drops expired bindings.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How often the farm probes every node.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub enum Store {
+    Memory(Arc<MemoryStore>),
+    Farm(Arc<Farm>),
+}
+
+impl Store {
+    /// Open the store that `memcached` describes (None: the embedded memory store) and start
+    /// its background work on the current runtime. `loops` is the number of event loops that
+    /// will call it (the farm opens one pipelined connection per node and loop). Fails when no
+    /// memcached node answers.
+    pub async fn open(memcached: Option<&MemcachedConfig>, loops: usize) -> Result<Store, String> {
+        match memcached {
+            None => {
+                tracing::info!("location store: embedded memory (bindings are lost at exit)");
+                let store = Arc::new(MemoryStore::new());
+                let sweeper = store.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(SWEEP_EVERY);
+                    loop {
+                        tick.tick().await;
+                        sweeper.sweep();
+                    }
+                });
+                Ok(Store::Memory(store))
+            }
+            Some(mc) => {
+                let farm = Arc::new(
+                    Farm::connect(FarmConfig {
+                        nodes: mc.nodes.clone(),
+                        replicas: mc.replicas,
+                        prefix: mc.key_prefix.clone(),
+                        timeout: mc.timeout,
+                        item_limit: mc.item_limit,
+                        pipelined: mc.pipeline,
+                        connections: loops.max(1),
+                        refresh_cache: mc.refresh_cache,
+                    })
+                    .await?,
+                );
+                farm.spawn_monitor(PROBE_EVERY);
+                Ok(Store::Farm(farm))
+            }
+        }
+    }
+
+    /// An embedded memory store without its sweeper (unit tests).
+    pub fn memory() -> Store {
+        Store::Memory(Arc::new(MemoryStore::new()))
+    }
+}
+
+impl LocationStore for Store {
+    async fn update<T, E, F>(&self, aor: &Aor, change: F) -> Result<Result<T, E>, StoreError>
+    where
+        T: Send,
+        E: Send,
+        F: FnMut(&mut Record, u64) -> Result<T, E> + Send,
+    {
+        match self {
+            Store::Memory(m) => m.update(aor, change).await,
+            Store::Farm(f) => f.update(aor, change).await,
+        }
+    }
+
+    async fn lookup(&self, aor: &Aor) -> Result<Option<Record>, StoreError> {
+        match self {
+            Store::Memory(m) => m.lookup(aor).await,
+            Store::Farm(f) => f.lookup(aor).await,
+        }
+    }
+
+    fn node_states(&self) -> Vec<(String, bool)> {
+        match self {
+            Store::Memory(_) => Vec::new(),
+            Store::Farm(f) => f.node_states(),
+        }
+    }
+}

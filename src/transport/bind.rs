@@ -1,0 +1,92 @@
+//! Binding the listen sockets of one event loop. Several loops share each address through
+//! SO_REUSEPORT (the kernel spreads datagrams and connections over them); a first probe
+//! without it makes sure no other process already holds the port, so that a second
+//! `sipfarm serve` on the same address fails at start instead of silently sharing it.
+
+use super::{Listen, Proto};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The bound sockets of one runtime.
+pub struct Sockets {
+    pub udp: Vec<Arc<tokio::net::UdpSocket>>,
+    pub tcp: Vec<tokio::net::TcpListener>,
+    /// The addresses actually bound (port 0 resolved).
+    pub bound: Vec<Listen>,
+}
+
+fn reuse_udp(addr: SocketAddr, reuse: bool) -> std::io::Result<std::net::UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if reuse {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Bind every listen address. With `reuse` (several runtimes), sockets share the address by
+/// SO_REUSEPORT; a first probe without it makes sure no other process holds the port.
+pub async fn bind_sockets(listen: &[Listen], reuse: bool) -> Result<Sockets, String> {
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    let mut bound = Vec::new();
+    for l in listen {
+        match l.proto {
+            Proto::Udp => {
+                if reuse && l.addr.port() != 0 && crate::clock::runtime_index() == 0 {
+                    std::net::UdpSocket::bind(l.addr)
+                        .map_err(|e| format!("--listen {l}: cannot bind: {e}"))?;
+                }
+                let std_sock = reuse_udp(l.addr, reuse)
+                    .map_err(|e| format!("--listen {l}: cannot bind: {e}"))?;
+                let s = tokio::net::UdpSocket::from_std(std_sock)
+                    .map_err(|e| format!("--listen {l}: {e}"))?;
+                let addr = s.local_addr().unwrap_or(l.addr);
+                bound.push(Listen {
+                    proto: Proto::Udp,
+                    addr,
+                });
+                udp.push(Arc::new(s));
+            }
+            Proto::Tcp => {
+                if reuse && l.addr.port() != 0 && crate::clock::runtime_index() == 0 {
+                    std::net::TcpListener::bind(l.addr)
+                        .map_err(|e| format!("--listen {l}: cannot bind: {e}"))?;
+                }
+                let sock = if l.addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+                .map_err(|e| format!("--listen {l}: {e}"))?;
+                let _ = sock.set_reuseaddr(true);
+                if reuse {
+                    sock.set_reuseport(true)
+                        .map_err(|e| format!("--listen {l}: {e}"))?;
+                }
+                sock.bind(l.addr)
+                    .map_err(|e| format!("--listen {l}: cannot bind: {e}"))?;
+                let listener = sock
+                    .listen(1024)
+                    .map_err(|e| format!("--listen {l}: cannot listen: {e}"))?;
+                let addr = listener.local_addr().unwrap_or(l.addr);
+                bound.push(Listen {
+                    proto: Proto::Tcp,
+                    addr,
+                });
+                tcp.push(listener);
+            }
+        }
+    }
+    Ok(Sockets { udp, tcp, bound })
+}
