@@ -37,6 +37,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod identity;
 pub mod location;
 pub mod proxy;
 pub mod registrar;

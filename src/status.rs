@@ -7,10 +7,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Header that asks an instance for its view of the nodes.
-pub const STATUS_HEADER: &str = "X-Sipfarm-Status";
-/// One line per node in the answer: `<addr> up|dead`.
-pub const NODE_HEADER: &str = "X-Sipfarm-Node";
+pub use crate::sip::header::{NODE_HEADER, STATUS_HEADER};
 
 /// One node as memcached reports it.
 #[derive(Debug, Clone)]

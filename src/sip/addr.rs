@@ -92,6 +92,13 @@ impl NameAddr {
     }
 }
 
+/// The SIP URI inside a Route, Record-Route or Path value, typed.
+pub fn route_uri(value: &str) -> Option<sip_uri::SipUri> {
+    NameAddr::parse(value)
+        .ok()
+        .and_then(|a| super::uri::parse_sip(&a.uri))
+}
+
 /// Position of the `<` that opens the URI, outside any quoted display name.
 fn find_angle(v: &str) -> Result<Option<usize>, ParseError> {
     let bytes = v.as_bytes();

@@ -5,6 +5,12 @@
 
 use super::ParseError;
 
+/// Our own header asking an instance, from loopback only, for its view of the memcached
+/// nodes (`sipfarm farm status`); the answer carries one [`NODE_HEADER`] per node.
+pub const STATUS_HEADER: &str = "X-Sipfarm-Status";
+/// One line per node in the answer to [`STATUS_HEADER`]: `<addr> up|dead`.
+pub const NODE_HEADER: &str = "X-Sipfarm-Node";
+
 /// Header names the element acts on; every other name is kept as written (lowercased for
 /// comparison) and passes through untouched.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -104,6 +104,49 @@ pub fn http_date() -> std::rc::Rc<str> {
     })
 }
 
+/// A request refused: the answer it gets, as a value. One type for every layer that decides
+/// (the dispatcher's common checks, the registrar, the proxy); only the server turns it into
+/// bytes and sends it, so that rules such as "an ACK is never answered" live in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: u16,
+    pub reason: std::borrow::Cow<'static, str>,
+    /// Extra header lines of the answer (Retry-After, Min-Expires, Unsupported, ...).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Refusal {
+    pub fn new(code: u16, reason: impl Into<std::borrow::Cow<'static, str>>) -> Refusal {
+        Refusal {
+            code,
+            reason: reason.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same refusal with one more header line.
+    pub fn with(mut self, name: &'static str, value: impl std::fmt::Display) -> Refusal {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+
+    /// The answer to `req`, received from `src`.
+    pub fn response(&self, req: &Message, src: SocketAddr) -> Vec<u8> {
+        let mut resp = Response::new(req, src, self.code, &self.reason);
+        for (name, value) in &self.headers {
+            resp = resp.header(name, value);
+        }
+        resp.build()
+    }
+}
+
+impl From<super::ParseError> for Refusal {
+    fn from(e: super::ParseError) -> Refusal {
+        let (code, reason) = e.status();
+        Refusal::new(code, reason)
+    }
+}
+
 /// Builder for one response to `req`.
 pub struct Response<'a> {
     req: &'a Message,
@@ -198,6 +241,18 @@ impl<'a> Response<'a> {
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(self.body);
         bytes
+    }
+}
+
+impl super::ParseError {
+    /// The answer a request that fails this way gets: status code and reason phrase.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            super::ParseError::Version => (505, "Version Not Supported"),
+            super::ParseError::TooLarge => (513, "Message Too Large"),
+            super::ParseError::Bad(why) => (400, why),
+            super::ParseError::Incomplete => (400, "Incomplete message"),
+        }
     }
 }
 

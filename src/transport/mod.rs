@@ -8,6 +8,7 @@ pub mod bind;
 pub mod tcp;
 pub mod udp;
 
+use crate::sip::ParseError;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -87,9 +88,10 @@ impl Conn {
     }
 }
 
-/// Where a message came from and how to answer on the same path.
+/// How to answer a message on the path it came in on (not RFC 3327 Path): the UDP socket
+/// it arrived at, or its TCP connection.
 #[derive(Clone, Debug)]
-pub enum Path {
+pub enum ReplyPath {
     Udp(Arc<UdpSocket>),
     Tcp(Conn),
 }
@@ -99,10 +101,11 @@ pub struct Peer {
     pub proto: Proto,
     pub src: SocketAddr,
     pub local: SocketAddr,
-    pub path: Path,
+    pub path: ReplyPath,
 }
 
-/// What handles each framed message. Implemented by the server.
+/// What handles each framed message. Implemented by the server: the transport moves bytes
+/// and never builds SIP answers itself.
 pub trait Handler: Send + Sync + 'static {
     /// `data` is one datagram (UDP) or one framed message (TCP).
     fn on_message(
@@ -110,17 +113,27 @@ pub trait Handler: Send + Sync + 'static {
         data: Bytes,
         peer: Peer,
     ) -> impl std::future::Future<Output = ()> + Send;
+
+    /// A stream whose framing broke (`err`); `data` is what was buffered. The handler may
+    /// answer on `peer` before this returns; the connection is closed after it, since the
+    /// stream cannot be resynchronised.
+    fn on_unframed(
+        self: Arc<Self>,
+        data: Bytes,
+        peer: Peer,
+        err: ParseError,
+    ) -> impl std::future::Future<Output = ()> + Send;
 }
 
 /// Send bytes back along a path: over UDP to `dest`, over TCP on the connection.
-pub async fn send(path: &Path, dest: SocketAddr, bytes: Bytes) {
+pub async fn send(path: &ReplyPath, dest: SocketAddr, bytes: Bytes) {
     match path {
-        Path::Udp(sock) => {
+        ReplyPath::Udp(sock) => {
             if let Err(e) = sock.send_to(&bytes, dest).await {
                 tracing::debug!(%dest, error = %e, "udp send failed");
             }
         }
-        Path::Tcp(conn) => {
+        ReplyPath::Tcp(conn) => {
             if conn.tx.send(bytes).await.is_err() {
                 tracing::debug!(%dest, "tcp connection gone before the answer");
             }

@@ -1,14 +1,13 @@
 //! TCP: messages framed by Content-Length (RFC 3261 18.3) — one message split over many
 //! reads, or several in one read, both work. CRLF CRLF keep-alives are answered with CRLF
-//! (RFC 5626 3.5.1). A message over the size limit is answered 513 and the connection closed;
-//! broken framing (RFC 4475 ncl, mcl01) is answered 400 and the connection closed, since the
-//! stream cannot be resynchronised. Idle connections time out, but never before the bindings
+//! (RFC 5626 3.5.1). A message over the size limit or with broken framing (RFC 4475 ncl,
+//! mcl01) is handed to the handler, which answers it (513, 400), and the connection is closed,
+//! since the stream cannot be resynchronised. Idle connections time out, but never before the bindings
 //! registered over them expire (the registrar raises [`Conn::hold`]).
 
-use super::{Conn, Connections, Handler, Path, Peer, Proto};
+use super::{Conn, Connections, Handler, Peer, Proto, ReplyPath};
 use crate::clock::now_secs;
-use crate::sip::response::Response;
-use crate::sip::{self, Message, ParseError};
+use crate::sip::{self, ParseError};
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -110,7 +109,7 @@ async fn connection<H: Handler>(
         proto: Proto::Tcp,
         src,
         local,
-        path: Path::Tcp(conn.clone()),
+        path: ReplyPath::Tcp(conn.clone()),
     };
     let mut buf = BytesMut::with_capacity(8192);
     'conn: loop {
@@ -142,17 +141,9 @@ async fn connection<H: Handler>(
                 }
                 Err(ParseError::Incomplete) => break,
                 Err(e) => {
-                    let (code, reason) = match e {
-                        ParseError::TooLarge => (513, "Message Too Large"),
-                        ParseError::Bad(why) => (400, why),
-                        _ => (400, "Bad Request"),
-                    };
-                    tracing::info!(%src, code, reason, "closing tcp connection after a framing error");
-                    let head = Message::parse_head(buf.split().freeze());
-                    if let Some(m) = head.filter(|m| m.is_request() && m.method() != Some("ACK")) {
-                        let resp = Response::new(&m, src, code, reason).build();
-                        let _ = conn.tx.send(Bytes::from(resp)).await;
-                    }
+                    tracing::info!(%src, error = %e, "closing tcp connection after a framing error");
+                    let data = buf.split().freeze();
+                    handler.clone().on_unframed(data, peer.clone(), e).await;
                     break 'conn;
                 }
             }

@@ -2,7 +2,7 @@
 //! task of its own, so that a slow location lookup never holds up the socket; responses,
 //! which need no lookup, are forwarded in order from the receive loop.
 
-use super::{Handler, Path, Peer, Proto};
+use super::{Handler, Peer, Proto, ReplyPath};
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
@@ -32,7 +32,7 @@ pub async fn serve<H: Handler>(sock: Arc<UdpSocket>, handler: Arc<H>) {
                     proto: Proto::Udp,
                     src,
                     local,
-                    path: Path::Udp(sock.clone()),
+                    path: ReplyPath::Udp(sock.clone()),
                 };
                 if data.starts_with(b"SIP/") {
                     // Responses need no lookup: forwarding them in the receive loop keeps

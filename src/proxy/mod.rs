@@ -1,0 +1,315 @@
+//! The stateless proxy: RFC 3261 section 16 with 16.11, RFC 3327 (Path becomes the route
+//! set toward a registered UA) and RFC 3263 (foreign domains, see [`crate::resolve`]).
+//!
+//! Every instance routes for every user: the target comes from the shared location store
+//! through [`crate::registrar::lookup`]. The proxy decides and returns a value, a
+//! [`Forward`] (the bytes and where they go) or a [`Refusal`]; the server sends it.
+//!
+//! - 16.3 validation ([`Proxy::check`]): Max-Forwards 0 gets 483; a loop gets 482 (our own
+//!   Via, carrying the loop-detection part of the branch computed for this very request, is
+//!   already there).
+//! - 16.4 route pre-processing ([`Proxy::preprocess`]): a Route naming the farm is removed; a
+//!   Request-URI that is our Record-Route URI (a strict router upstream) is replaced by the
+//!   last Route.
+//! - 16.5 targets ([`Proxy::target`]): a Request-URI in one of our domains is looked up
+//!   (CANCEL and ACK too); anything else is forwarded to its Request-URI (or the outbound
+//!   proxy) without a lookup: in-dialog requests never touch memcached.
+//! - 16.6 forwarding ([`Proxy::forward`]): Request-URI, Max-Forwards, our Via (branch per
+//!   16.11, see [`branch`]), Route, Record-Route naming the farm (two entries when the
+//!   transport changes), all as edits over the received bytes ([`crate::sip::edit`]).
+//! - 16.7 / 16.11 responses: [`response`].
+
+mod branch;
+mod response;
+
+pub use branch::{BRANCH_PREFIX, branch, loop_part};
+pub use response::forward_response;
+
+use crate::identity::Identity;
+use crate::location::LocationStore;
+use crate::registrar;
+use crate::resolve::Resolver;
+use crate::sip::Message;
+use crate::sip::addr::{NameAddr, route_uri};
+use crate::sip::edit::{RequestEdits, forward_request};
+use crate::sip::header::HeaderName;
+use crate::sip::response::Refusal;
+use crate::sip::uri::{host as uri_host, host_port, parse_sip};
+use crate::transport::{Connections, Peer, Proto, ReplyPath};
+use bytes::Bytes;
+use sip_uri::SipUri;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// RFC 3261 18.1.1: a request larger than this goes over a congestion-controlled transport
+/// when the target does not insist on UDP.
+pub const UDP_MTU_LIMIT: usize = 1300;
+
+/// Methods that create dialogs: Record-Route is added to them (when they are not in-dialog).
+const DIALOG_CREATING: &[&str] = &["INVITE", "SUBSCRIBE", "REFER", "NOTIFY"];
+
+/// What `[proxy]` configures.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Add Record-Route to dialog-creating requests.
+    pub record_route: bool,
+    /// The URI (no user part) that names the farm in Record-Route; every instance treats a
+    /// Route to it as its own.
+    pub farm_uri: String,
+    /// Lower-cased host of `farm_uri`.
+    pub farm_host: String,
+    /// Where requests for foreign domains go, instead of RFC 3263 resolution.
+    pub outbound_proxy: Option<String>,
+    /// DNS server for RFC 3263 (None: the system's).
+    pub dns_server: Option<SocketAddr>,
+}
+
+/// A message to send, decided: its bytes and where they go.
+#[derive(Debug)]
+pub struct Forward {
+    pub bytes: Bytes,
+    pub to: NextHop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// A transport address: over UDP from one of our sockets, over TCP on an open connection
+    /// to it or a new one.
+    Addr { proto: Proto, dest: SocketAddr },
+    /// The open TCP connection with this id (a response going back the way its request came).
+    Conn(u64),
+}
+
+pub struct Proxy {
+    identity: Arc<Identity>,
+    record_route: bool,
+    outbound: Option<SipUri>,
+    resolver: Resolver,
+}
+
+/// A request as route pre-processing (16.4) leaves it.
+struct Routing {
+    request_uri: String,
+    ruri: SipUri,
+    /// Lowercased host of `ruri`.
+    host: String,
+    routes: Vec<String>,
+    /// Whether `routes` differs from the Route lines received (they are rewritten then).
+    routes_changed: bool,
+}
+
+/// Never send to these (RFC 4475 bcast: a Via naming a broadcast address is not followed).
+pub(crate) fn forbidden_destination(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified(),
+        IpAddr::V6(v6) => v6.is_multicast() || v6.is_unspecified(),
+    }
+}
+
+impl Proxy {
+    pub fn new(cfg: &ProxyConfig, identity: Arc<Identity>) -> Proxy {
+        Proxy {
+            identity,
+            record_route: cfg.record_route,
+            outbound: cfg.outbound_proxy.as_deref().and_then(parse_sip),
+            resolver: Resolver::new(cfg.dns_server),
+        }
+    }
+
+    /// Route one request that is not for us as UAS (16.3 to 16.6). `conns` tells which TCP
+    /// connections are open (a UA registered over TCP is reached over its connection).
+    pub async fn route(
+        &self,
+        store: &impl LocationStore,
+        conns: &Connections,
+        msg: &Message,
+        peer: &Peer,
+        ruri: SipUri,
+    ) -> Result<Forward, Refusal> {
+        let loop_hash = self.check(msg)?;
+        let mut routing = self.preprocess(msg, ruri)?;
+        let (next_hop, tcp_hint) = self.target(store, &mut routing).await?;
+        let (proto, dest) = self.locate(&next_hop, tcp_hint, conns, msg).await?;
+        Ok(self.forward(msg, peer, &routing, proto, dest, &loop_hash))
+    }
+
+    /// 16.3 items 3 and 4; returns the loop-detection part of our branch.
+    fn check(&self, msg: &Message) -> Result<String, Refusal> {
+        if msg.max_forwards().ok().flatten() == Some(0) {
+            return Err(Refusal::new(483, "Too Many Hops"));
+        }
+        // Our own Via with this request's loop part means it came back unchanged.
+        let loop_hash = loop_part(msg);
+        let suffix = format!(".{loop_hash}");
+        let looped = msg.vias().unwrap_or_default().iter().any(|v| {
+            self.identity.is_local(v.host_bare(), v.port)
+                && v.branch()
+                    .is_some_and(|b| b.starts_with(BRANCH_PREFIX) && b.ends_with(&suffix))
+        });
+        if looped {
+            return Err(Refusal::new(482, "Loop Detected"));
+        }
+        Ok(loop_hash)
+    }
+
+    /// 16.4: strict-router repair, then every leading Route that names the farm removed.
+    fn preprocess(&self, msg: &Message, ruri: SipUri) -> Result<Routing, Refusal> {
+        let bad_route = || Refusal::new(400, "Bad Route");
+        let mut routes: Vec<String> = msg
+            .list(&HeaderName::Route)
+            .unwrap_or_default()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let received = routes.len();
+        let mut request_uri = msg.request_uri().unwrap_or_default().to_owned();
+        let mut ruri = ruri;
+        if self.identity.names_farm(&ruri) {
+            // A strict router put our Record-Route URI in the Request-URI.
+            if let Some(last) = routes.pop() {
+                request_uri = NameAddr::parse(&last).map_err(|_| bad_route())?.uri;
+                ruri = parse_sip(&request_uri)
+                    .ok_or_else(|| Refusal::new(416, "Unsupported URI Scheme"))?;
+            }
+        }
+        while let Some(first) = routes.first() {
+            match route_uri(first) {
+                Some(u) if self.identity.names_farm(&u) => {
+                    routes.remove(0);
+                }
+                Some(_) => break,
+                None => return Err(bad_route()),
+            }
+        }
+        Ok(Routing {
+            host: uri_host(&ruri).unwrap_or_default(),
+            routes_changed: routes.len() != received,
+            request_uri,
+            ruri,
+            routes,
+        })
+    }
+
+    /// 16.5 and 16.6 item 6: the URI of the next hop, and the TCP connection to prefer.
+    async fn target(
+        &self,
+        store: &impl LocationStore,
+        r: &mut Routing,
+    ) -> Result<(SipUri, Option<SocketAddr>), Refusal> {
+        if let Some(first) = r.routes.first() {
+            let u = route_uri(first).ok_or_else(|| Refusal::new(400, "Bad Route"))?;
+            if u.param("lr").is_none() {
+                // A strict router next: it gets the Request-URI slot.
+                let strict = r.routes.remove(0);
+                r.routes.push(format!("<{}>", r.request_uri));
+                r.request_uri = NameAddr::parse(&strict).map(|a| a.uri).unwrap_or_default();
+                r.routes_changed = true;
+            }
+            return Ok((u, None));
+        }
+        if self.identity.serves_domain(&r.host) {
+            let t = registrar::lookup(store, &r.ruri, &r.request_uri).await?;
+            r.request_uri = t.request_uri;
+            if let Some(route_set) = t.route_set {
+                r.routes = route_set;
+                r.routes_changed = true;
+            }
+            return Ok((t.next_hop, t.tcp_hint));
+        }
+        if self.identity.is_local(&r.host, r.ruri.port()) {
+            // Addressed to this instance but not to a domain we serve: nowhere to go.
+            return Err(Refusal::new(404, "Not Found"));
+        }
+        Ok((
+            self.outbound.clone().unwrap_or_else(|| r.ruri.clone()),
+            None,
+        ))
+    }
+
+    /// Where the next hop is: an open connection to the binding's TCP source, else RFC 3263.
+    async fn locate(
+        &self,
+        next_hop: &SipUri,
+        tcp_hint: Option<SocketAddr>,
+        conns: &Connections,
+        msg: &Message,
+    ) -> Result<(Proto, SocketAddr), Refusal> {
+        if let Some(addr) = tcp_hint.filter(|a| conns.by_addr(*a).is_some()) {
+            return Ok((Proto::Tcp, addr));
+        }
+        let target = self.resolver.resolve(next_hop).await.map_err(|e| {
+            tracing::info!(next_hop = %next_hop, error = %e, "cannot resolve the next hop");
+            Refusal::new(503, "Service Unavailable (next hop unresolvable)")
+        })?;
+        if forbidden_destination(target.addr.ip()) {
+            return Err(Refusal::new(403, "Forbidden destination"));
+        }
+        let estimate = msg.framed_len() + 300;
+        let proto = if target.proto == Proto::Udp && !target.explicit && estimate > UDP_MTU_LIMIT {
+            Proto::Tcp // 18.1.1
+        } else {
+            target.proto
+        };
+        Ok((proto, target.addr))
+    }
+
+    /// 16.6: the forwarded request, as edits over the received bytes.
+    fn forward(
+        &self,
+        msg: &Message,
+        peer: &Peer,
+        r: &Routing,
+        proto: Proto,
+        dest: SocketAddr,
+        loop_hash: &str,
+    ) -> Forward {
+        let method = msg.method().unwrap_or_default();
+        let in_dialog = msg
+            .get(&HeaderName::To)
+            .and_then(|t| NameAddr::parse(t).ok())
+            .is_some_and(|a| a.tag().is_some());
+        let mut record_route = Vec::new();
+        if self.record_route && !in_dialog && DIALOG_CREATING.contains(&method) {
+            // Top entry faces the callee (the next hop), the second the caller, when they differ.
+            record_route.push(self.rr_value(proto));
+            if proto != peer.proto {
+                record_route.push(self.rr_value(peer.proto));
+            }
+        }
+        let conn_token = match &peer.path {
+            ReplyPath::Tcp(c) => format!(";sfc={}", c.id),
+            ReplyPath::Udp(_) => String::new(),
+        };
+        let via = format!(
+            "SIP/2.0/{} {};branch={}{};rport",
+            proto.via(),
+            host_port(self.identity.sent_by(proto, dest)),
+            branch(msg, loop_hash),
+            conn_token
+        );
+        let bytes = forward_request(
+            msg,
+            &RequestEdits {
+                request_uri: &r.request_uri,
+                via: &via,
+                record_route: &record_route,
+                routes: r.routes_changed.then_some(r.routes.as_slice()),
+                src: peer.src,
+                need_length: proto == Proto::Tcp,
+            },
+        );
+        tracing::debug!(%dest, proto = proto.as_str(), request_uri = %r.request_uri, "forwarding request");
+        Forward {
+            bytes: Bytes::from(bytes),
+            to: NextHop::Addr { proto, dest },
+        }
+    }
+
+    /// Our Record-Route value for one side of a request.
+    fn rr_value(&self, proto: Proto) -> String {
+        match proto {
+            Proto::Udp => format!("<{};lr>", self.identity.farm_uri()),
+            Proto::Tcp => format!("<{};transport=tcp;lr>", self.identity.farm_uri()),
+        }
+    }
+}

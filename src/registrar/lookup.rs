@@ -1,0 +1,134 @@
+//! Turning a location into a target (Kamailio's registrar lookup.c): RFC 3261 16.5 for a
+//! Request-URI in one of our domains, RFC 3327 (the binding's Path is the route set toward
+//! the UA).
+//!
+//! A stateless proxy has no transaction to remember which binding it chose, so the choice is
+//! a pure function of the record: the highest q, ties broken by the contact URI, never by
+//! refresh time. A request, its retransmissions, its CANCEL and its ACK all reach the same
+//! binding (16.11).
+
+use crate::location::{Binding, LocationStore};
+use crate::sip::addr::route_uri;
+use crate::sip::response::Refusal;
+use crate::sip::uri::{Aor, parse_sip};
+use sip_uri::SipUri;
+use std::net::SocketAddr;
+
+/// Where a request for one of our users goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The new Request-URI: the chosen binding's contact.
+    pub request_uri: String,
+    /// The URI whose transport address is the next hop: the first Path entry, else the
+    /// contact.
+    pub next_hop: SipUri,
+    /// The route set toward the UA (the binding's Path), when it has one.
+    pub route_set: Option<Vec<String>>,
+    /// The far end of the TCP connection the binding was registered over: the request goes
+    /// over that connection while it is open (a UA behind NAT is reachable only there).
+    pub tcp_hint: Option<SocketAddr>,
+}
+
+/// The target of a request whose Request-URI (`ruri`, written `request_uri`) is in one of our
+/// domains.
+pub async fn lookup(
+    store: &impl LocationStore,
+    ruri: &SipUri,
+    request_uri: &str,
+) -> Result<Target, Refusal> {
+    if ruri.user().is_none() {
+        return Err(Refusal::new(404, "Not Found"));
+    }
+    let aor = Aor::from_uri(request_uri).map_err(|why| Refusal::new(400, why))?;
+    let record = match store.lookup(&aor).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(aor = %aor, error = %e, "location lookup failed");
+            return Err(Refusal::new(500, "Location Service Unavailable").with("Retry-After", 5));
+        }
+    };
+    let record = record.ok_or_else(|| Refusal::new(404, "Not Found"))?;
+    let now = crate::clock::now_secs();
+    let unavailable = || Refusal::new(480, "Temporarily Unavailable");
+    let b = choose(record.live(now)).ok_or_else(unavailable)?;
+    let contact = parse_sip(&b.contact).ok_or_else(unavailable)?;
+    if b.path.is_empty() {
+        return Ok(Target {
+            request_uri: b.contact.clone(),
+            next_hop: contact,
+            route_set: None,
+            tcp_hint: registered_over_tcp(&b.source),
+        });
+    }
+    let first = b
+        .path
+        .first()
+        .and_then(|p| route_uri(p))
+        .ok_or_else(|| Refusal::new(500, "Bad Path in binding"))?;
+    Ok(Target {
+        request_uri: b.contact.clone(),
+        next_hop: first,
+        route_set: Some(b.path.clone()),
+        tcp_hint: None,
+    })
+}
+
+/// The binding a stateless proxy forwards to: highest q (no q counts as 1.0), ties broken by
+/// the contact URI.
+pub fn choose<'a>(bindings: impl Iterator<Item = &'a Binding>) -> Option<&'a Binding> {
+    bindings.min_by(|a, b| {
+        let qa = a.q.unwrap_or(1000);
+        let qb = b.q.unwrap_or(1000);
+        qb.cmp(&qa).then_with(|| a.contact.cmp(&b.contact))
+    })
+}
+
+/// The far end of the TCP connection a binding was registered over (`tcp:IP:PORT`).
+fn registered_over_tcp(source: &str) -> Option<SocketAddr> {
+    source.strip_prefix("tcp:")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(contact: &str, q: Option<u16>, updated: u64) -> Binding {
+        Binding {
+            contact: contact.into(),
+            params: String::new(),
+            expires_at: u64::MAX,
+            q,
+            call_id: "c".into(),
+            cseq: 1,
+            path: vec![],
+            source: String::new(),
+            instance_id: None,
+            reg_id: None,
+            updated,
+            removed: false,
+        }
+    }
+
+    #[test]
+    fn target_choice_is_stable() {
+        let list = [
+            b("sip:b@h", Some(500), 9),
+            b("sip:a@h", Some(500), 1),
+            b("sip:c@h", Some(100), 5),
+        ];
+        assert_eq!(choose(list.iter()).unwrap().contact, "sip:a@h");
+        let list = [b("sip:z@h", None, 1), b("sip:a@h", Some(999), 2)];
+        assert_eq!(choose(list.iter()).unwrap().contact, "sip:z@h");
+        let rev: Vec<Binding> = list.iter().rev().cloned().collect();
+        assert_eq!(choose(rev.iter()).unwrap().contact, "sip:z@h");
+    }
+
+    #[test]
+    fn tcp_hint_only_for_tcp_sources() {
+        assert_eq!(
+            registered_over_tcp("tcp:127.0.0.1:5070"),
+            Some("127.0.0.1:5070".parse().unwrap())
+        );
+        assert_eq!(registered_over_tcp("udp:127.0.0.1:5070"), None);
+    }
+}

@@ -1,0 +1,233 @@
+//! Unit tests of the registrar rules over the memory store.
+
+use super::RegistrarConfig;
+use super::save::{format_q, parse_q, read, save};
+use crate::identity::Identity;
+use crate::location::LocationStore;
+use crate::location::memory::MemoryStore;
+use crate::sip::uri::Aor;
+use crate::sip::{Framing, Message};
+use crate::transport::Proto;
+use bytes::Bytes;
+use std::net::SocketAddr;
+
+fn identity() -> Identity {
+    Identity::new(
+        vec!["example.test".into()],
+        "sip:example.test".into(),
+        "example.test".into(),
+        vec![(Proto::Udp, "127.0.0.1:5060".parse().unwrap())],
+    )
+}
+
+fn cfg() -> RegistrarConfig {
+    RegistrarConfig {
+        min_expires: 60,
+        max_expires: 3600,
+        default_expires: 600,
+        max_contacts: 3,
+    }
+}
+
+fn msg(contacts: &str, extra: &str, call_id: &str, cseq: u32) -> Message {
+    let raw = format!(
+        "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{cseq}{call_id}\r\nFrom: <sip:bob@example.test>;tag=1\r\nTo: <sip:bob@example.test>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n{contacts}{extra}Content-Length: 0\r\n\r\n"
+    );
+    Message::parse(Bytes::from(raw), Framing::Datagram, 65536).unwrap()
+}
+
+async fn send(store: &MemoryStore, m: &Message) -> String {
+    let src: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+    let bytes = match save(store, &cfg(), m, src, Proto::Udp, &identity()).await {
+        Ok(reply) => reply.bytes,
+        Err(refusal) => refusal.response(m, src),
+    };
+    String::from_utf8(bytes).unwrap()
+}
+
+fn contacts(resp: &str) -> Vec<&str> {
+    resp.lines().filter(|l| l.starts_with("Contact:")).collect()
+}
+
+#[tokio::test]
+async fn register_query_refresh_remove() {
+    let s = MemoryStore::new();
+    let r = send(
+        &s,
+        &msg(
+            "Contact: <sip:bob@127.0.0.1:5070>;q=0.5\r\n",
+            "Expires: 120\r\n",
+            "a",
+            1,
+        ),
+    )
+    .await;
+    assert!(r.starts_with("SIP/2.0 200 OK"), "{r}");
+    assert_eq!(
+        contacts(&r),
+        vec!["Contact: <sip:bob@127.0.0.1:5070>;expires=120;q=0.5"]
+    );
+    assert!(r.contains("\r\nDate: "));
+    // Query through another Call-ID.
+    let r = send(&s, &msg("", "", "q", 1)).await;
+    assert_eq!(contacts(&r).len(), 1);
+    // Second contact, both comma-joined and as a separate header.
+    let r = send(
+        &s,
+        &msg(
+            "m: <sip:b2@127.0.0.1:5071>, <sip:b3@127.0.0.1:5072>;expires=61\r\n",
+            "",
+            "b",
+            1,
+        ),
+    )
+    .await;
+    assert_eq!(contacts(&r).len(), 3, "{r}");
+    // Too many.
+    let r = send(&s, &msg("Contact: <sip:b4@127.0.0.1:5073>\r\n", "", "c", 1)).await;
+    assert!(r.starts_with("SIP/2.0 403 Too Many Contacts"), "{r}");
+    // Remove one with expires=0.
+    let r = send(
+        &s,
+        &msg("Contact: <sip:b2@127.0.0.1:5071>;expires=0\r\n", "", "b", 2),
+    )
+    .await;
+    assert_eq!(contacts(&r).len(), 2, "{r}");
+    // Contact * needs Expires: 0.
+    let r = send(&s, &msg("Contact: *\r\n", "", "d", 1)).await;
+    assert!(r.starts_with("SIP/2.0 400"), "{r}");
+    let r = send(&s, &msg("Contact: *\r\n", "Expires: 0\r\n", "d", 1)).await;
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+    assert!(contacts(&r).is_empty());
+}
+
+#[tokio::test]
+async fn expiry_rules() {
+    let s = MemoryStore::new();
+    let r = send(&s, &msg("Contact: <sip:bob@h>;expires=10\r\n", "", "a", 1)).await;
+    assert!(r.starts_with("SIP/2.0 423"), "{r}");
+    assert!(r.contains("Min-Expires: 60\r\n"));
+    let r = send(
+        &s,
+        &msg(
+            "Contact: <sip:bob@h>\r\n",
+            "Expires: 99999999999\r\n",
+            "a",
+            2,
+        ),
+    )
+    .await;
+    assert_eq!(contacts(&r), vec!["Contact: <sip:bob@h>;expires=3600"]);
+    let r = send(&s, &msg("Contact: <sip:bob@h>\r\n", "", "a", 3)).await;
+    assert_eq!(contacts(&r), vec!["Contact: <sip:bob@h>;expires=600"]);
+}
+
+#[tokio::test]
+async fn cseq_ordering_and_retransmission() {
+    let s = MemoryStore::new();
+    let first = msg("Contact: <sip:bob@h>\r\n", "Expires: 300\r\n", "a", 5);
+    assert!(send(&s, &first).await.starts_with("SIP/2.0 200"));
+    let r = send(
+        &s,
+        &msg("Contact: <sip:bob@h>\r\n", "Expires: 900\r\n", "a", 4),
+    )
+    .await;
+    assert!(r.starts_with("SIP/2.0 400"), "{r}");
+    // Same CSeq again: 200 with the binding unchanged (expires stays 300, not 900).
+    let r = send(
+        &s,
+        &msg("Contact: <sip:bob@h>\r\n", "Expires: 900\r\n", "a", 5),
+    )
+    .await;
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+    assert_eq!(contacts(&r), vec!["Contact: <sip:bob@h>;expires=300"]);
+    let r = send(
+        &s,
+        &msg("Contact: <sip:bob@h>\r\n", "Expires: 900\r\n", "other", 1),
+    )
+    .await;
+    assert_eq!(contacts(&r), vec!["Contact: <sip:bob@h>;expires=900"]);
+}
+
+#[tokio::test]
+async fn path_contact_params_and_aor() {
+    let s = MemoryStore::new();
+    let m = msg(
+        "Contact: sip:bob@h;unknownparam\r\nContact: <sip:bob@h2;unknownparam>\r\n",
+        "Path: <sip:edge.example.test;lr>\r\nSupported: path\r\n",
+        "a",
+        1,
+    );
+    let r = send(&s, &m).await;
+    let c = contacts(&r);
+    assert!(
+        c.contains(&"Contact: <sip:bob@h>;expires=600;unknownparam"),
+        "{r}"
+    );
+    assert!(
+        c.contains(&"Contact: <sip:bob@h2;unknownparam>;expires=600"),
+        "{r}"
+    );
+    assert!(r.contains("Path: <sip:edge.example.test;lr>\r\n"), "{r}");
+    let rec = s
+        .lookup(&Aor::from_uri("sip:bob@example.test:5060").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.bindings[0].path, vec!["<sip:edge.example.test;lr>"]);
+    // Not our domain.
+    let raw = String::from_utf8(m.raw().to_vec())
+        .unwrap()
+        .replace("To: <sip:bob@example.test>", "To: <sip:bob@elsewhere.test>");
+    let m = Message::parse(Bytes::from(raw), Framing::Datagram, 65536).unwrap();
+    assert!(send(&s, &m).await.starts_with("SIP/2.0 404"));
+}
+
+#[test]
+fn q_values() {
+    assert_eq!(parse_q("0.5"), Some(500));
+    assert_eq!(parse_q("1"), Some(1000));
+    assert_eq!(parse_q("1.0"), Some(1000));
+    assert_eq!(parse_q("0.025"), Some(25));
+    assert_eq!(parse_q("1.5"), None);
+    assert_eq!(parse_q("0.1234"), None);
+    assert_eq!(format_q(500), "0.5");
+    assert_eq!(format_q(25), "0.025");
+    assert_eq!(format_q(0), "0");
+}
+
+/// Nothing that arrives from the network makes the reading of a REGISTER panic: every RFC 4475
+/// torture message, cut at every length and mutated byte by byte (deterministic), is read.
+#[test]
+fn reading_never_panics_on_the_torture_corpus() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sip-torture");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "dat"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 49, "the RFC 4475 corpus has 49 messages");
+    let (id, src) = (identity(), "127.0.0.1:5060".parse().unwrap());
+    let mut seed = 0x9e37_79b9_u32;
+    for f in files {
+        let raw = std::fs::read(&f).unwrap();
+        let mut variants: Vec<Vec<u8>> = (0..raw.len()).map(|n| raw[..n].to_vec()).collect();
+        for _ in 0..64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let mut m = raw.clone();
+            if !m.is_empty() {
+                let i = seed as usize % m.len();
+                m[i] = (seed >> 8) as u8;
+            }
+            variants.push(m);
+        }
+        for v in variants {
+            if let Ok(m) = Message::parse(Bytes::from(v), Framing::Datagram, 65536) {
+                let _ = read(&m, src, Proto::Udp, &cfg(), &id);
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! What every request must pass before a rule acts on it, and which rule acts: RFC 3261
+//! 8.2.1 and 16.3 (syntax 400/505, URI scheme 416, Require / Proxy-Require 420), 17.2.1-style
+//! absorption of the ACK for one of our own final answers, 10.3 step 1 (REGISTER for one of
+//! our domains goes to the registrar), 11.2 (OPTIONS to the instance is answered here).
+//! Returns an [`Outcome`]; nothing is sent from here.
+
+use super::{Outcome, Server};
+use crate::location::LocationStore;
+use crate::registrar;
+use crate::sip::Message;
+use crate::sip::addr::NameAddr;
+use crate::sip::header::{HeaderName, NODE_HEADER, STATUS_HEADER};
+use crate::sip::response::{Refusal, Response, local_tag};
+use crate::sip::uri::{host as uri_host, parse_sip, scheme};
+use crate::transport::Peer;
+use sip_uri::SipUri;
+
+/// Option tags this element supports (RFC 3261 20.37); anything else in Require or
+/// Proxy-Require gets 420.
+pub const SUPPORTED: &[&str] = &["path"];
+
+/// Methods we answer ourselves or route (for Allow).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, PUBLISH";
+
+impl Server {
+    pub(super) async fn decide(&self, msg: &Message, peer: &Peer) -> Outcome {
+        match self.decide_request(msg, peer).await {
+            Ok(outcome) => outcome,
+            Err(refusal) => Outcome::Refuse(refusal),
+        }
+    }
+
+    async fn decide_request(&self, msg: &Message, peer: &Peer) -> Result<Outcome, Refusal> {
+        msg.validate_request()?;
+        let method = msg.method().unwrap_or_default();
+        if method == "ACK" && answered_by_us(msg) {
+            tracing::debug!("absorbed the ACK for our own answer");
+            return Ok(Outcome::Absorb);
+        }
+        let uri = request_uri(msg)?;
+        let host = uri_host(&uri).unwrap_or_default();
+        // OPTIONS to the instance itself (monitoring, keep-alive pings): to one of our
+        // addresses, or to one of our domains without a user part.
+        let as_uas = (method == "REGISTER" && self.identity.serves_domain(&host))
+            || (method == "OPTIONS"
+                && (self.identity.is_local(&host, uri.port())
+                    || (uri.user().is_none() && self.identity.serves_domain(&host))));
+        check_extensions(msg, as_uas)?;
+        if as_uas && method == "REGISTER" {
+            let reply = registrar::save(
+                &self.store,
+                &self.cfg.registrar,
+                msg,
+                peer.src,
+                peer.proto,
+                &self.identity,
+            )
+            .await?;
+            return Ok(Outcome::Answer {
+                bytes: reply.bytes,
+                hold_until: reply.hold_until,
+            });
+        }
+        if as_uas {
+            return Ok(Outcome::Answer {
+                bytes: self.options_ok(msg, peer),
+                hold_until: None,
+            });
+        }
+        let forward = self
+            .proxy
+            .route(&self.store, &self.conns, msg, peer, uri)
+            .await?;
+        Ok(Outcome::Forward(forward))
+    }
+
+    /// 200 to an OPTIONS for the instance. `sipfarm farm status` also asks for our view of
+    /// the memcached nodes, which is told only to this machine.
+    fn options_ok(&self, msg: &Message, peer: &Peer) -> Vec<u8> {
+        let mut resp = Response::new(msg, peer.src, 200, "OK")
+            .header("Allow", ALLOW)
+            .header("Supported", SUPPORTED.join(", "))
+            .header("Accept", "application/sdp");
+        let asks = HeaderName::from_wire(STATUS_HEADER);
+        if peer.src.ip().is_loopback() && msg.get(&asks).is_some() {
+            for (addr, dead) in self.store.node_states() {
+                let state = if dead { "dead" } else { "up" };
+                resp = resp.header(NODE_HEADER, format!("{addr} {state}"));
+            }
+        }
+        resp.build()
+    }
+}
+
+/// An ACK whose To tag is the one we compute for our own final answers.
+fn answered_by_us(msg: &Message) -> bool {
+    let to_tag = msg
+        .get(&HeaderName::To)
+        .and_then(|t| NameAddr::parse(t).ok())
+        .and_then(|a| a.tag().map(str::to_owned));
+    to_tag.as_deref() == Some(local_tag(msg).as_str())
+}
+
+/// The Request-URI, typed: sip or sips (416 otherwise), parseable, without headers (RFC 4475
+/// escruri: never forwarded, never turned into header fields).
+fn request_uri(msg: &Message) -> Result<SipUri, Refusal> {
+    let ruri = msg.request_uri().unwrap_or_default();
+    if !matches!(scheme(ruri).as_deref(), Some("sip") | Some("sips")) {
+        return Err(Refusal::new(416, "Unsupported URI Scheme"));
+    }
+    let uri = parse_sip(ruri).ok_or_else(|| Refusal::new(400, "Bad Request-URI"))?;
+    if !uri.headers().is_empty() {
+        return Err(Refusal::new(400, "Request-URI must not hold headers"));
+    }
+    Ok(uri)
+}
+
+/// Proxy-Require always (we are a proxy in front of everything); Require where we are the
+/// UAS. ACK and CANCEL are never refused for it (RFC 3261 8.2.2.3).
+fn check_extensions(msg: &Message, as_uas: bool) -> Result<(), Refusal> {
+    if matches!(msg.method(), Some("ACK") | Some("CANCEL")) {
+        return Ok(());
+    }
+    let mut tags = msg
+        .option_tags(&HeaderName::ProxyRequire)
+        .unwrap_or_default();
+    if as_uas {
+        tags.extend(msg.option_tags(&HeaderName::Require).unwrap_or_default());
+    }
+    let mut unknown: Vec<&str> = Vec::new();
+    for t in tags {
+        if !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)) && !unknown.contains(&t) {
+            unknown.push(t);
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Refusal::new(420, "Bad Extension").with("Unsupported", unknown.join(", ")))
+}

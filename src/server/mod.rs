@@ -1,0 +1,122 @@
+//! The server: owns the sockets, the event loops, the store and the connection table;
+//! receives a framed message, asks a rule for a decision, and sends what it returns.
+//!
+//! - [`dispatch`]: the checks every request must pass (RFC 3261 8.2.1 / 16.3: syntax, URI
+//!   scheme 416, Proxy-Require / Require 420), 17.2.1-style ACK absorption for our own final
+//!   answers (by the deterministic To tag of `sip::response::local_tag`), then REGISTER for
+//!   one of our domains to the registrar, OPTIONS to the instance answered here, everything
+//!   else to the proxy. Each returns an [`Outcome`], a value.
+//! - [`send`]: the one place that sends (RFC 3261 18.2.2: where answers go); it never answers
+//!   an ACK.
+//! - [`run`]: one single-threaded event loop per core, each with its own sockets.
+
+mod dispatch;
+mod run;
+mod send;
+
+pub use run::run;
+
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::location::Store;
+use crate::proxy::{Forward, Proxy};
+use crate::sip::response::Refusal;
+use crate::sip::{Framing, Message, ParseError};
+use crate::transport::{Connections, Handler, Peer, Proto};
+use bytes::Bytes;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+use tracing::Instrument;
+
+/// What a request comes to, decided before anything is sent.
+pub(crate) enum Outcome {
+    /// An answer of our own (the registrar's 200, OPTIONS), and for a REGISTER the latest
+    /// expiry of the bindings it holds over its connection (Unix seconds).
+    Answer {
+        bytes: Vec<u8>,
+        hold_until: Option<u64>,
+    },
+    Refuse(Refusal),
+    Forward(Forward),
+    /// Nothing to send (the ACK for one of our own answers).
+    Absorb,
+}
+
+pub(crate) struct Server {
+    cfg: Config,
+    identity: Arc<Identity>,
+    store: Store,
+    proxy: Proxy,
+    /// Open TCP connections, accepted and dialled.
+    conns: Arc<Connections>,
+    /// The first event loop's UDP sockets: a request that came in over TCP leaves over UDP
+    /// from one of these.
+    udp: Vec<Arc<UdpSocket>>,
+}
+
+impl Server {
+    fn new(cfg: Config, identity: Arc<Identity>, store: Store, udp: Vec<Arc<UdpSocket>>) -> Server {
+        let proxy = Proxy::new(&cfg.proxy, identity.clone());
+        Server {
+            cfg,
+            identity,
+            store,
+            proxy,
+            conns: Arc::new(Connections::default()),
+            udp,
+        }
+    }
+
+    fn tcp_settings(&self) -> crate::transport::tcp::Settings {
+        crate::transport::tcp::Settings {
+            max_message: self.cfg.max_message_size,
+            idle: self.cfg.tcp_idle_timeout,
+            table: self.conns.clone(),
+        }
+    }
+
+    /// A message that could not be framed or indexed: answer if it is a request we can
+    /// address, else drop it with a log line.
+    async fn reject_unparsed(&self, data: Bytes, peer: &Peer, err: ParseError) {
+        match Message::parse_head(data) {
+            Some(m) if m.is_request() && m.count(&crate::sip::HeaderName::Via) > 0 => {
+                tracing::debug!(src = %peer.src, error = %err, "refusing a malformed request");
+                self.refuse(&m, peer, &Refusal::from(err)).await;
+            }
+            _ => tracing::info!(src = %peer.src, error = %err, "dropped an unreadable message"),
+        }
+    }
+}
+
+impl Handler for Server {
+    async fn on_message(self: Arc<Self>, data: Bytes, peer: Peer) {
+        let framing = match peer.proto {
+            Proto::Udp => Framing::Datagram,
+            Proto::Tcp => Framing::Stream,
+        };
+        let msg = match Message::parse(data.clone(), framing, self.cfg.max_message_size) {
+            Ok(m) => m,
+            Err(e) => return self.reject_unparsed(data, &peer, e).await,
+        };
+        let span = tracing::debug_span!(
+            "sip",
+            call_id = msg.call_id().unwrap_or(""),
+            method = msg.method().unwrap_or("response"),
+            src = %peer.src,
+        );
+        async {
+            if msg.is_request() {
+                let outcome = self.decide(&msg, &peer).await;
+                self.deliver(&msg, &peer, outcome).await;
+            } else {
+                self.forward_response(&msg, &peer).await;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn on_unframed(self: Arc<Self>, data: Bytes, peer: Peer, err: ParseError) {
+        self.reject_unparsed(data, &peer, err).await;
+    }
+}

@@ -1,0 +1,109 @@
+//! Start-up and the event loops: one single-threaded tokio runtime per core
+//! (`server.threads`), each with its own sockets on the same addresses (SO_REUSEPORT) and its
+//! own memcached connections, sharing one store, one connection table and the configuration.
+//! A request never hops between threads: the task that reads it answers it.
+
+use super::Server;
+use crate::clock;
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::location::Store;
+use crate::sip::uri::host_port;
+use crate::transport::bind::{Sockets, bind_sockets};
+use crate::transport::{self, Listen, Proto};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))
+}
+
+/// Serve until the process ends: one single-threaded runtime per core (`server.threads`),
+/// each with its own sockets on the same addresses (SO_REUSEPORT), sharing one location
+/// store and one connection table. A request never hops between threads: the task that
+/// reads it answers it. Errors (a socket that cannot be bound, no memcached node answering)
+/// are returned for `main` to print; they happen before anything is served.
+pub fn run(cfg: Config) -> Result<(), String> {
+    let threads = cfg.threads.max(1);
+    let rt = current_thread_runtime()?;
+    let (first, server) = rt.block_on(async {
+        let first = bind_sockets(&cfg.listen, threads > 1).await?;
+        let server = build(cfg, &first).await?;
+        Ok::<_, String>((first, server))
+    })?;
+    let mut handles = Vec::new();
+    for i in 1..threads {
+        let server = server.clone();
+        let listen: Vec<Listen> = first.bound.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("sipfarm-{i}"))
+                .spawn(move || -> Result<(), String> {
+                    clock::set_runtime_index(i);
+                    let rt = current_thread_runtime()?;
+                    rt.block_on(async move {
+                        let sockets = bind_sockets(&listen, true).await?;
+                        serve(server, sockets).await
+                    })
+                })
+                .map_err(|e| format!("cannot start thread {i}: {e}"))?,
+        );
+    }
+    let result = rt.block_on(serve(server, first));
+    for h in handles {
+        let _ = h.join();
+    }
+    result
+}
+
+/// The store and server, built once and shared by every runtime.
+async fn build(cfg: Config, sockets: &Sockets) -> Result<Arc<Server>, String> {
+    let locals: Vec<(Proto, SocketAddr)> =
+        sockets.bound.iter().map(|l| (l.proto, l.addr)).collect();
+    let identity = Arc::new(Identity::new(
+        cfg.domains.clone(),
+        cfg.proxy.farm_uri.clone(),
+        cfg.proxy.farm_host.clone(),
+        locals,
+    ));
+    let store = Store::open(cfg.memcached.as_ref(), cfg.threads).await?;
+    Ok(Arc::new(Server::new(
+        cfg,
+        identity,
+        store,
+        sockets.udp.clone(),
+    )))
+}
+
+/// Run one event loop's listeners until one fails.
+async fn serve(server: Arc<Server>, sockets: Sockets) -> Result<(), String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let first = clock::runtime_index() == 0;
+    for s in sockets.udp {
+        if first {
+            let addr = s.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(listen = %format!("udp:{}", host_port(addr)), "listening");
+        }
+        tasks.spawn(transport::udp::serve(s, server.clone()));
+    }
+    for l in sockets.tcp {
+        if first {
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(listen = %format!("tcp:{}", host_port(addr)), "listening");
+        }
+        tasks.spawn(transport::tcp::serve(
+            l,
+            server.clone(),
+            server.tcp_settings(),
+        ));
+    }
+    while let Some(r) = tasks.join_next().await {
+        if let Err(e) = r {
+            return Err(format!("a listener task failed: {e}"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The one place that sends: answers back along the path a request came in on (RFC 3261
+//! 18.2.2 with RFC 3581 over UDP, the same connection over TCP), refusals (never to an ACK,
+//! RFC 3261 17.1.1.3: an ACK gets no response), and forwarded messages over UDP or TCP.
+
+use super::{Outcome, Server};
+use crate::proxy::{Forward, NextHop, forward_response};
+use crate::sip::Message;
+use crate::sip::response::{Refusal, udp_response_target};
+use crate::transport::{self, Peer, Proto, ReplyPath, tcp};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Server {
+    /// Carry out what was decided for a request.
+    pub(super) async fn deliver(self: &Arc<Self>, msg: &Message, peer: &Peer, outcome: Outcome) {
+        match outcome {
+            Outcome::Absorb => {}
+            Outcome::Answer { bytes, hold_until } => {
+                if let (ReplyPath::Tcp(conn), Some(until)) = (&peer.path, hold_until) {
+                    conn.hold(until);
+                }
+                self.answer(msg, peer, bytes).await;
+            }
+            Outcome::Refuse(refusal) => self.refuse(msg, peer, &refusal).await,
+            Outcome::Forward(f) => {
+                if !self.send(peer, f).await {
+                    let r = Refusal::new(503, "Service Unavailable (next hop unreachable)");
+                    self.refuse(msg, peer, &r).await;
+                }
+            }
+        }
+    }
+
+    /// A response from downstream, forwarded as the proxy decides.
+    pub(super) async fn forward_response(self: &Arc<Self>, msg: &Message, peer: &Peer) {
+        if let Some(f) = forward_response(&self.identity, &self.conns, msg) {
+            if !self.send(peer, f).await {
+                tracing::info!("could not forward a response");
+            }
+        }
+    }
+
+    /// Answer a request over the path it came in on.
+    async fn answer(&self, req: &Message, peer: &Peer, bytes: Vec<u8>) {
+        let dest = match (&peer.path, req.top_via()) {
+            (ReplyPath::Udp(_), Ok(via)) => udp_response_target(via, peer.src),
+            _ => peer.src,
+        };
+        transport::send(&peer.path, dest, Bytes::from(bytes)).await;
+    }
+
+    /// Refuse a request, unless it is an ACK: an ACK is never answered.
+    pub(super) async fn refuse(&self, req: &Message, peer: &Peer, refusal: &Refusal) {
+        if req.method() == Some("ACK") {
+            tracing::debug!(code = refusal.code, reason = %refusal.reason, "dropped an ACK");
+            return;
+        }
+        self.answer(req, peer, refusal.response(req, peer.src))
+            .await;
+    }
+
+    /// Send a decided message. False when it could not be sent.
+    async fn send(self: &Arc<Self>, via: &Peer, f: Forward) -> bool {
+        match f.to {
+            NextHop::Conn(id) => match self.conns.by_id(id) {
+                Some(conn) => conn.tx.send(f.bytes).await.is_ok(),
+                None => false,
+            },
+            NextHop::Addr {
+                proto: Proto::Udp,
+                dest,
+            } => match self.udp_socket(via, dest) {
+                Some(sock) => sock.send_to(&f.bytes, dest).await.is_ok(),
+                None => self.send_tcp(dest, f.bytes).await,
+            },
+            NextHop::Addr {
+                proto: Proto::Tcp,
+                dest,
+            } => self.send_tcp(dest, f.bytes).await,
+        }
+    }
+
+    /// Over UDP, the socket the message came in on when it fits (it belongs to this thread's
+    /// event loop); else one of ours of the right family.
+    fn udp_socket<'a>(
+        &'a self,
+        via: &'a Peer,
+        dest: SocketAddr,
+    ) -> Option<&'a Arc<tokio::net::UdpSocket>> {
+        let fits =
+            |s: &tokio::net::UdpSocket| s.local_addr().is_ok_and(|a| a.is_ipv4() == dest.is_ipv4());
+        match &via.path {
+            ReplyPath::Udp(sock) if fits(sock) => Some(sock),
+            _ => self.udp.iter().find(|s| fits(s)),
+        }
+    }
+
+    /// Over an open connection to `dest`, or a new one.
+    async fn send_tcp(self: &Arc<Self>, dest: SocketAddr, bytes: Bytes) -> bool {
+        let conn = match self.conns.by_addr(dest) {
+            Some(c) => c,
+            None => {
+                let settings = self.tcp_settings();
+                match tcp::connect(dest, TCP_CONNECT_TIMEOUT, self.clone(), settings).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::info!(%dest, error = %e, "tcp connect failed");
+                        return false;
+                    }
+                }
+            }
+        };
+        conn.tx.send(bytes).await.is_ok()
+    }
+}
