@@ -15,7 +15,7 @@ use sip_uri::SipUri;
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// Lowercased domains this farm is registrar for.
     domains: Vec<String>,
     /// The URI (no user part, no `;lr`) that names the farm in Record-Route.
@@ -27,7 +27,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn new(
+    pub(crate) fn new(
         domains: Vec<String>,
         farm_uri: String,
         farm_host: String,
@@ -42,13 +42,13 @@ impl Identity {
     }
 
     /// Is `host` (lowercase, IPv6 without brackets) one of our domains? Any port matches.
-    pub fn serves_domain(&self, host: &str) -> bool {
+    pub(crate) fn serves_domain(&self, host: &str) -> bool {
         self.domains.iter().any(|d| d == host)
     }
 
     /// Is host:port one of this instance's sockets (port 5060 when absent)? A socket bound
     /// to the unspecified address answers for loopback.
-    pub fn is_local(&self, host: &str, port: Option<u16>) -> bool {
+    pub(crate) fn is_local(&self, host: &str, port: Option<u16>) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let Ok(ip) = host.parse::<IpAddr>() else {
             return false;
@@ -61,7 +61,7 @@ impl Identity {
 
     /// Does `uri` designate the farm: no user part, and the farm host, one of our domains, or
     /// one of our own addresses?
-    pub fn names_farm(&self, uri: &SipUri) -> bool {
+    pub(crate) fn names_farm(&self, uri: &SipUri) -> bool {
         if uri.user().is_some() {
             return false;
         }
@@ -70,18 +70,13 @@ impl Identity {
     }
 
     /// The farm URI, as written in our Record-Route.
-    pub fn farm_uri(&self) -> &str {
+    pub(crate) fn farm_uri(&self) -> &str {
         &self.farm_uri
-    }
-
-    /// This instance's sockets.
-    pub fn locals(&self) -> &[(Proto, SocketAddr)] {
-        &self.locals
     }
 
     /// The local address we put in our Via for `proto` toward `dest`: a socket of that
     /// transport and address family, else any of that family, else the first.
-    pub fn sent_by(&self, proto: Proto, dest: SocketAddr) -> SocketAddr {
+    pub(crate) fn sent_by(&self, proto: Proto, dest: SocketAddr) -> SocketAddr {
         let same_family = |a: &SocketAddr| a.is_ipv4() == dest.is_ipv4();
         self.locals
             .iter()

@@ -3,23 +3,39 @@
 //! A SIP registrar and stateless proxy whose location service lives in a sharded memcached
 //! farm, so that any instance behind a DNS SRV name can serve any user.
 //!
-//! ## The path of one message
+//! ## Layers (a module imports only from layers below it; `tests/architecture.rs` checks)
 //! ```text
-//! socket (transport::udp, transport::tcp)       RFC 3261 18, RFC 5626 3.5.1
-//!   -> one framed message (Content-Length on TCP)
+//! main        (src/main.rs) the command line only: parse, load the config, call the library
+//! server      owns sockets, event loops, the store and the connection table; receives,
+//! status      asks a rule for a decision, sends what it returns (server/send.rs: the one
+//!             place that sends, never an answer to an ACK); `sipfarm farm status`
+//! config      read and checked once at start into each section's settings (may import
+//!             what it configures)
+//! proxy       RFC 3261 16.3, 16.4, 16.6, 16.11: returns a Forward or a Refusal
+//! registrar   save (RFC 3261 10.3, 3327, 5626) and lookup (binding -> target, Path -> route
+//!             set, 404 vs 480, the TCP connection hint), like Kamailio's save.c / lookup.c
+//! resolve     RFC 3263 (NAPTR, SRV, A/AAAA)
+//! identity    which domains we serve, which addresses are us, which URIs name the farm
+//! transport   udp, tcp: framing, connections, socket binding; moves bytes only
+//! location    the store, like Kamailio's usrloc: memory | farm (ring, node, pipeline,
+//!             record, placement, merge, heal, refresh cache), one `Store` chosen at start
+//! sip         ground floor: message index over the received bytes, URIs, Via, responses,
+//! clock       edits, the Refusal type; time, the write clock and the event-loop index
+//! ```
+//!
+//! ## The path of one request
+//! ```text
+//! transport receives bytes -> one framed message (Content-Length on TCP)
 //!   -> sip::Message: an index of the header lines over the received bytes
 //!      (folding undone, compact names mapped; URIs typed on demand by `sip-uri`)
-//!   -> server: checks every request must pass (400/416/420/505), then
-//!        REGISTER for our domain -> registrar   RFC 3261 10.3, RFC 3327
-//!        anything else           -> proxy       RFC 3261 16, 16.11
-//!   -> location::LocationStore
-//!        memory  the embedded default (one process)
-//!        farm    the memcached farm: ring (ketama), node (one memcached, timeout, breaker),
-//!                pipeline (one pipelined meta-protocol connection per node and thread),
-//!                record (versioned value), admin (stats, metadump for refills),
-//!                replicas merged binding by binding
-//!   -> the answer or the forwarded request (sip::edit: edits over the received bytes),
-//!      next hops found by resolve (RFC 3263), sent back through transport
+//!   -> server::dispatch: common checks (400/416/420/505), then
+//!        REGISTER for our domain -> registrar::save   -> Reply | Refusal
+//!        OPTIONS to the instance -> answered there
+//!        anything else           -> proxy::route     -> Forward { bytes, next hop } | Refusal
+//!          (targets for our users: registrar::lookup over the location store,
+//!           next hops for others: resolve)
+//!   -> server::send: answers along the path the request came in on, forwards over UDP/TCP
+//! responses: proxy::forward_response -> Forward -> server::send
 //! ```
 //!
 //! ## Threads
@@ -28,21 +44,19 @@
 //! store, the TCP connection table and the configuration are shared. A request is read,
 //! decided and answered on one thread.
 //!
-//! `status` serves `sipfarm farm status`.
-//!
 //! ## Seams
-//! The registrar and proxy decide, the location store stores, the transport moves bytes. The
-//! registrar never speaks memcached; the farm never parses SIP. Configuration is read and
-//! checked once ([`config`]).
+//! The registrar and proxy decide and return values, the location store stores, the
+//! transport moves bytes and never builds a SIP answer. The registrar never speaks memcached;
+//! the farm never parses SIP. Configuration is read and checked once ([`config`]).
 
-pub mod clock;
+mod clock;
 pub mod config;
-pub mod identity;
+mod identity;
 pub mod location;
-pub mod proxy;
-pub mod registrar;
-pub mod resolve;
+mod proxy;
+mod registrar;
+mod resolve;
 pub mod server;
 pub mod sip;
 pub mod status;
-pub mod transport;
+mod transport;

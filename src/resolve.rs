@@ -14,14 +14,14 @@ use std::time::Duration;
 
 /// A transport address to send to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     pub proto: Proto,
     pub addr: SocketAddr,
     /// The URI named its transport (`transport=`), so it may not be changed for size.
     pub explicit: bool,
 }
 
-pub struct Resolver {
+pub(crate) struct Resolver {
     dns: Option<TokioResolver>,
 }
 
@@ -41,7 +41,7 @@ fn transport_param(uri: &SipUri) -> Result<Option<Proto>, String> {
 }
 
 /// Deterministic SRV choice: lowest priority, then highest weight, then target and port.
-pub fn pick_srv(mut records: Vec<(u16, u16, u16, String)>) -> Option<(u16, String)> {
+pub(crate) fn pick_srv(mut records: Vec<(u16, u16, u16, String)>) -> Option<(u16, String)> {
     records.sort_by(|a, b| {
         a.0.cmp(&b.0)
             .then(b.1.cmp(&a.1))
@@ -57,7 +57,7 @@ pub fn pick_srv(mut records: Vec<(u16, u16, u16, String)>) -> Option<(u16, Strin
 impl Resolver {
     /// `server`: the DNS server to ask (`IP:PORT`); None: the system's (resolv.conf). A
     /// machine without any resolver configuration still forwards to IP addresses.
-    pub fn new(server: Option<SocketAddr>) -> Resolver {
+    pub(crate) fn new(server: Option<SocketAddr>) -> Resolver {
         let builder = match server {
             Some(addr) => {
                 let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
@@ -90,7 +90,7 @@ impl Resolver {
     }
 
     /// RFC 3263 4: the transport, port and address for a SIP URI.
-    pub async fn resolve(&self, uri: &SipUri) -> Result<Target, String> {
+    pub(crate) async fn resolve(&self, uri: &SipUri) -> Result<Target, String> {
         if uri
             .scheme()
             .is_some_and(|s| s.as_str().eq_ignore_ascii_case("sips"))
@@ -176,7 +176,7 @@ impl Resolver {
     }
 
     /// A/AAAA, the lowest address first so that every instance picks the same one.
-    pub async fn address(&self, host: &str) -> Result<IpAddr, String> {
+    pub(crate) async fn address(&self, host: &str) -> Result<IpAddr, String> {
         if let Ok(ip) = host
             .trim_start_matches('[')
             .trim_end_matches(']')

@@ -8,7 +8,7 @@ use crate::sip::header::HeaderName;
 use md5::{Digest, Md5};
 
 /// Prefix of every branch we write: the magic cookie and our mark.
-pub const BRANCH_PREFIX: &str = "z9hG4bKsf";
+pub(crate) const BRANCH_PREFIX: &str = "z9hG4bKsf";
 
 fn md5_hex64(parts: &[&[u8]]) -> String {
     let mut h = Md5::new();
@@ -23,7 +23,7 @@ fn md5_hex64(parts: &[&[u8]]) -> String {
 /// The loop-detection part of our branch (16.6 item 8): fields that a request keeps while it
 /// passes through proxies unchanged, and that are the same for its CANCEL and non-2xx ACK:
 /// Request-URI, Call-ID, From tag, CSeq number, Proxy-Require and Route as received.
-pub fn loop_part(msg: &Message) -> String {
+pub(crate) fn loop_part(msg: &Message) -> String {
     let from_tag = msg
         .get(&HeaderName::From)
         .and_then(|f| NameAddr::parse(f).ok())
@@ -48,7 +48,7 @@ pub fn loop_part(msg: &Message) -> String {
 /// Our branch (16.11): the transaction part hashes the incoming top Via too, so that it is the
 /// same for retransmissions, the CANCEL and the non-2xx ACK (all carry that Via unchanged)
 /// and different for every other transaction; the loop part follows after a dot.
-pub fn branch(msg: &Message, loop_hash: &str) -> String {
+pub(crate) fn branch(msg: &Message, loop_hash: &str) -> String {
     let top_via = msg
         .list(&HeaderName::Via)
         .ok()

@@ -22,8 +22,8 @@
 mod branch;
 mod response;
 
-pub use branch::{BRANCH_PREFIX, branch, loop_part};
-pub use response::forward_response;
+pub(crate) use branch::{BRANCH_PREFIX, branch, loop_part};
+pub(crate) use response::forward_response;
 
 use crate::identity::Identity;
 use crate::location::LocationStore;
@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 /// RFC 3261 18.1.1: a request larger than this goes over a congestion-controlled transport
 /// when the target does not insist on UDP.
-pub const UDP_MTU_LIMIT: usize = 1300;
+pub(crate) const UDP_MTU_LIMIT: usize = 1300;
 
 /// Methods that create dialogs: Record-Route is added to them (when they are not in-dialog).
 const DIALOG_CREATING: &[&str] = &["INVITE", "SUBSCRIBE", "REFER", "NOTIFY"];
@@ -66,13 +66,13 @@ pub struct ProxyConfig {
 
 /// A message to send, decided: its bytes and where they go.
 #[derive(Debug)]
-pub struct Forward {
+pub(crate) struct Forward {
     pub bytes: Bytes,
     pub to: NextHop,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextHop {
+pub(crate) enum NextHop {
     /// A transport address: over UDP from one of our sockets, over TCP on an open connection
     /// to it or a new one.
     Addr { proto: Proto, dest: SocketAddr },
@@ -80,7 +80,7 @@ pub enum NextHop {
     Conn(u64),
 }
 
-pub struct Proxy {
+pub(crate) struct Proxy {
     identity: Arc<Identity>,
     record_route: bool,
     outbound: Option<SipUri>,
@@ -107,7 +107,7 @@ pub(crate) fn forbidden_destination(ip: IpAddr) -> bool {
 }
 
 impl Proxy {
-    pub fn new(cfg: &ProxyConfig, identity: Arc<Identity>) -> Proxy {
+    pub(crate) fn new(cfg: &ProxyConfig, identity: Arc<Identity>) -> Proxy {
         Proxy {
             identity,
             record_route: cfg.record_route,
@@ -118,7 +118,7 @@ impl Proxy {
 
     /// Route one request that is not for us as UAS (16.3 to 16.6). `conns` tells which TCP
     /// connections are open (a UA registered over TCP is reached over its connection).
-    pub async fn route(
+    pub(crate) async fn route(
         &self,
         store: &impl LocationStore,
         conns: &Connections,

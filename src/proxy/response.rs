@@ -13,7 +13,7 @@ use bytes::Bytes;
 use std::net::{IpAddr, SocketAddr};
 
 /// Where a response goes, or None (logged) when it is dropped.
-pub fn forward_response(
+pub(crate) fn forward_response(
     identity: &Identity,
     conns: &Connections,
     msg: &Message,

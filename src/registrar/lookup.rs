@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 
 /// Where a request for one of our users goes.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// The new Request-URI: the chosen binding's contact.
     pub request_uri: String,
     /// The URI whose transport address is the next hop: the first Path entry, else the
@@ -31,7 +31,7 @@ pub struct Target {
 
 /// The target of a request whose Request-URI (`ruri`, written `request_uri`) is in one of our
 /// domains.
-pub async fn lookup(
+pub(crate) async fn lookup(
     store: &impl LocationStore,
     ruri: &SipUri,
     request_uri: &str,
@@ -75,7 +75,7 @@ pub async fn lookup(
 
 /// The binding a stateless proxy forwards to: highest q (no q counts as 1.0), ties broken by
 /// the contact URI.
-pub fn choose<'a>(bindings: impl Iterator<Item = &'a Binding>) -> Option<&'a Binding> {
+pub(crate) fn choose<'a>(bindings: impl Iterator<Item = &'a Binding>) -> Option<&'a Binding> {
     bindings.min_by(|a, b| {
         let qa = a.q.unwrap_or(1000);
         let qb = b.q.unwrap_or(1000);

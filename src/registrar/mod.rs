@@ -10,13 +10,13 @@
 //! Both decide and return values (a reply, a target, or a [`Refusal`](crate::sip::response::Refusal));
 //! the server sends.
 
-pub mod lookup;
-pub mod save;
+pub(crate) mod lookup;
+pub(crate) mod save;
 #[cfg(test)]
 mod tests;
 
-pub use lookup::{Target, lookup};
-pub use save::{Reply, save};
+pub(crate) use lookup::lookup;
+pub(crate) use save::save;
 
 /// What `[registrar]` configures.
 #[derive(Debug, Clone)]

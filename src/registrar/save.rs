@@ -31,14 +31,14 @@ use std::net::SocketAddr;
 
 /// The answer, and for how long the connection it came on must be kept open (the latest
 /// expiry of bindings registered over it, Unix seconds).
-pub struct Reply {
+pub(crate) struct Reply {
     pub bytes: Vec<u8>,
     pub hold_until: Option<u64>,
 }
 
 /// One Contact of the request, checked.
 #[derive(Debug, Clone)]
-pub struct NewContact {
+pub(crate) struct NewContact {
     pub uri: String,
     pub params: String,
     /// Seconds, after the min/max rules; 0 removes.
@@ -50,7 +50,7 @@ pub struct NewContact {
 
 /// What the REGISTER asks for.
 #[derive(Debug, Clone)]
-pub enum Change {
+pub(crate) enum Change {
     /// A query (no Contact).
     Fetch,
     /// `Contact: *` with `Expires: 0`.
@@ -64,7 +64,7 @@ fn refuse(code: u16, reason: &'static str) -> Refusal {
 
 /// The request data the rule needs, parsed once before the store is touched.
 #[derive(Debug, Clone)]
-pub struct Register {
+pub(crate) struct Register {
     pub aor: Aor,
     pub change: Change,
     pub call_id: String,
@@ -88,7 +88,7 @@ pub(crate) fn parse_q(v: &str) -> Option<u16> {
 }
 
 /// Read and check a REGISTER (steps 5 and 6).
-pub fn read(
+pub(crate) fn read(
     req: &Message,
     src: SocketAddr,
     proto: Proto,
@@ -191,7 +191,7 @@ pub fn read(
 /// Step 7 as a pure function of the record: apply the request, or refuse it and change
 /// nothing. A request whose Call-ID matches a binding with the same CSeq is a retransmission
 /// (no transaction layer absorbs it here): it changes nothing and gets the current bindings.
-pub fn apply(
+pub(crate) fn apply(
     r: &Register,
     record: &mut Record,
     now: u64,
@@ -292,7 +292,7 @@ fn binding(r: &Register, c: &NewContact, now: u64, stamp: u64) -> Binding {
 }
 
 /// The whole REGISTER: read, apply through the store, and the answer as a value.
-pub async fn save(
+pub(crate) async fn save(
     store: &impl LocationStore,
     cfg: &RegistrarConfig,
     req: &Message,
@@ -372,7 +372,7 @@ fn ok_response(req: &Message, src: SocketAddr, r: &Register, contacts: &str) -> 
 }
 
 /// 500 -> "0.5", 1000 -> "1", 25 -> "0.025".
-pub fn format_q(q: u16) -> String {
+pub(crate) fn format_q(q: u16) -> String {
     if q >= 1000 {
         return "1".into();
     }

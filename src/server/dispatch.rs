@@ -17,10 +17,10 @@ use sip_uri::SipUri;
 
 /// Option tags this element supports (RFC 3261 20.37); anything else in Require or
 /// Proxy-Require gets 420.
-pub const SUPPORTED: &[&str] = &["path"];
+pub(crate) const SUPPORTED: &[&str] = &["path"];
 
 /// Methods we answer ourselves or route (for Allow).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, PUBLISH";
+pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, PUBLISH";
 
 impl Server {
     pub(super) async fn decide(&self, msg: &Message, peer: &Peer) -> Outcome {

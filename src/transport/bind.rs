@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The bound sockets of one runtime.
-pub struct Sockets {
+pub(crate) struct Sockets {
     pub udp: Vec<Arc<tokio::net::UdpSocket>>,
     pub tcp: Vec<tokio::net::TcpListener>,
     /// The addresses actually bound (port 0 resolved).
@@ -36,7 +36,7 @@ fn reuse_udp(addr: SocketAddr, reuse: bool) -> std::io::Result<std::net::UdpSock
 
 /// Bind every listen address. With `reuse` (several runtimes), sockets share the address by
 /// SO_REUSEPORT; a first probe without it makes sure no other process holds the port.
-pub async fn bind_sockets(listen: &[Listen], reuse: bool) -> Result<Sockets, String> {
+pub(crate) async fn bind_sockets(listen: &[Listen], reuse: bool) -> Result<Sockets, String> {
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     let mut bound = Vec::new();

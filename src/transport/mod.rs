@@ -4,9 +4,9 @@
 //! The transport layer moves bytes and knows nothing of SIP beyond framing: each framed
 //! message is handed to a [`Handler`] with its [`Peer`], the way to answer it.
 
-pub mod bind;
-pub mod tcp;
-pub mod udp;
+pub(crate) mod bind;
+pub(crate) mod tcp;
+pub(crate) mod udp;
 
 use crate::sip::ParseError;
 use bytes::Bytes;
@@ -25,7 +25,7 @@ pub enum Proto {
 }
 
 impl Proto {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
@@ -33,7 +33,7 @@ impl Proto {
     }
 
     /// As written in a Via (upper case).
-    pub fn via(self) -> &'static str {
+    pub(crate) fn via(self) -> &'static str {
         match self {
             Proto::Udp => "UDP",
             Proto::Tcp => "TCP",
@@ -50,7 +50,7 @@ pub struct Listen {
 
 impl Listen {
     /// `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
-    pub fn parse(s: &str) -> Result<Listen, String> {
+    pub(crate) fn parse(s: &str) -> Result<Listen, String> {
         let (proto, rest) = s
             .split_once(':')
             .ok_or_else(|| format!("'{s}': expected udp:HOST:PORT or tcp:HOST:PORT"))?;
@@ -75,7 +75,7 @@ impl std::fmt::Display for Listen {
 /// A TCP connection as seen by the rest of the element: send bytes on it, and ask it to
 /// stay open at least until a given time (bindings registered over it).
 #[derive(Clone, Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     pub id: u64,
     pub tx: mpsc::Sender<Bytes>,
     /// Unix seconds before which an idle connection is not closed.
@@ -83,7 +83,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn hold(&self, until: u64) {
+    pub(crate) fn hold(&self, until: u64) {
         self.hold_until.fetch_max(until, Ordering::Relaxed);
     }
 }
@@ -91,22 +91,21 @@ impl Conn {
 /// How to answer a message on the path it came in on (not RFC 3327 Path): the UDP socket
 /// it arrived at, or its TCP connection.
 #[derive(Clone, Debug)]
-pub enum ReplyPath {
+pub(crate) enum ReplyPath {
     Udp(Arc<UdpSocket>),
     Tcp(Conn),
 }
 
 #[derive(Clone, Debug)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub proto: Proto,
     pub src: SocketAddr,
-    pub local: SocketAddr,
     pub path: ReplyPath,
 }
 
 /// What handles each framed message. Implemented by the server: the transport moves bytes
 /// and never builds SIP answers itself.
-pub trait Handler: Send + Sync + 'static {
+pub(crate) trait Handler: Send + Sync + 'static {
     /// `data` is one datagram (UDP) or one framed message (TCP).
     fn on_message(
         self: Arc<Self>,
@@ -126,7 +125,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Send bytes back along a path: over UDP to `dest`, over TCP on the connection.
-pub async fn send(path: &ReplyPath, dest: SocketAddr, bytes: Bytes) {
+pub(crate) async fn send(path: &ReplyPath, dest: SocketAddr, bytes: Bytes) {
     match path {
         ReplyPath::Udp(sock) => {
             if let Err(e) = sock.send_to(&bytes, dest).await {
@@ -145,18 +144,18 @@ pub async fn send(path: &ReplyPath, dest: SocketAddr, bytes: Bytes) {
 /// UA goes over the connection it registered on while that is open, and a response goes back
 /// on the connection its request came in on (the id travels in our Via as `sfc`).
 #[derive(Default, Debug)]
-pub struct Connections {
+pub(crate) struct Connections {
     by_addr: Mutex<HashMap<SocketAddr, Conn>>,
     by_id: Mutex<HashMap<u64, Conn>>,
 }
 
 impl Connections {
-    pub fn insert(&self, remote: SocketAddr, conn: &Conn) {
+    pub(crate) fn insert(&self, remote: SocketAddr, conn: &Conn) {
         lock(&self.by_addr).insert(remote, conn.clone());
         lock(&self.by_id).insert(conn.id, conn.clone());
     }
 
-    pub fn remove(&self, remote: SocketAddr, id: u64) {
+    pub(crate) fn remove(&self, remote: SocketAddr, id: u64) {
         let mut by_addr = lock(&self.by_addr);
         if by_addr.get(&remote).is_some_and(|c| c.id == id) {
             by_addr.remove(&remote);
@@ -164,14 +163,14 @@ impl Connections {
         lock(&self.by_id).remove(&id);
     }
 
-    pub fn by_addr(&self, remote: SocketAddr) -> Option<Conn> {
+    pub(crate) fn by_addr(&self, remote: SocketAddr) -> Option<Conn> {
         lock(&self.by_addr)
             .get(&remote)
             .filter(|c| !c.tx.is_closed())
             .cloned()
     }
 
-    pub fn by_id(&self, id: u64) -> Option<Conn> {
+    pub(crate) fn by_id(&self, id: u64) -> Option<Conn> {
         lock(&self.by_id)
             .get(&id)
             .filter(|c| !c.tx.is_closed())

@@ -20,14 +20,14 @@ use tokio::sync::mpsc;
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub max_message: usize,
     pub idle: Duration,
     pub table: Arc<Connections>,
 }
 
 /// Accept forever.
-pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, settings: Settings) {
+pub(crate) async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, settings: Settings) {
     loop {
         match listener.accept().await {
             Ok((stream, src)) => {
@@ -45,7 +45,7 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, settings:
 
 /// Dial `remote` (bounded by `timeout`) and run the connection like an accepted one: what
 /// comes back on it is handled too.
-pub async fn connect<H: Handler>(
+pub(crate) async fn connect<H: Handler>(
     remote: SocketAddr,
     timeout: Duration,
     handler: Arc<H>,
@@ -66,7 +66,8 @@ fn start<H: Handler>(
     handler: Arc<H>,
     settings: Settings,
 ) -> Option<Conn> {
-    let local = stream.local_addr().ok()?;
+    // A socket that lost its local address is already dead.
+    stream.local_addr().ok()?;
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let conn = Conn {
         id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
@@ -74,15 +75,7 @@ fn start<H: Handler>(
         hold_until: Arc::new(AtomicU64::new(0)),
     };
     settings.table.insert(src, &conn);
-    tokio::spawn(connection(
-        stream,
-        src,
-        local,
-        conn.clone(),
-        rx,
-        handler,
-        settings,
-    ));
+    tokio::spawn(connection(stream, src, conn.clone(), rx, handler, settings));
     Some(conn)
 }
 
@@ -90,7 +83,6 @@ fn start<H: Handler>(
 async fn connection<H: Handler>(
     stream: TcpStream,
     src: SocketAddr,
-    local: SocketAddr,
     conn: Conn,
     mut rx: mpsc::Receiver<Bytes>,
     handler: Arc<H>,
@@ -108,7 +100,6 @@ async fn connection<H: Handler>(
     let peer = Peer {
         proto: Proto::Tcp,
         src,
-        local,
         path: ReplyPath::Tcp(conn.clone()),
     };
     let mut buf = BytesMut::with_capacity(8192);

@@ -10,19 +10,8 @@ use tokio::net::UdpSocket;
 /// Largest datagram read (the UDP maximum).
 const MAX_DATAGRAM: usize = 65_535;
 
-pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
-    Ok(Arc::new(UdpSocket::bind(addr).await?))
-}
-
 /// Receive forever, handing each datagram to `handler`.
-pub async fn serve<H: Handler>(sock: Arc<UdpSocket>, handler: Arc<H>) {
-    let local = match sock.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(error = %e, "udp socket has no local address");
-            return;
-        }
-    };
+pub(crate) async fn serve<H: Handler>(sock: Arc<UdpSocket>, handler: Arc<H>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         match sock.recv_from(&mut buf).await {
@@ -31,7 +20,6 @@ pub async fn serve<H: Handler>(sock: Arc<UdpSocket>, handler: Arc<H>) {
                 let peer = Peer {
                     proto: Proto::Udp,
                     src,
-                    local,
                     path: ReplyPath::Udp(sock.clone()),
                 };
                 if data.starts_with(b"SIP/") {
