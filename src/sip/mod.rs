@@ -61,6 +61,18 @@ impl std::fmt::Display for ParseError {
     }
 }
 
+impl ParseError {
+    /// The answer a request that fails this way gets: status code and reason phrase.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            ParseError::Version => (505, "Version Not Supported"),
+            ParseError::TooLarge => (513, "Message Too Large"),
+            ParseError::Bad(why) => (400, why),
+            ParseError::Incomplete => (400, "Incomplete message"),
+        }
+    }
+}
+
 /// `s` without surrounding white space; on bytes, because a line is checked to be UTF-8
 /// only once it is known to be a header.
 fn trim(s: &[u8]) -> &[u8] {
@@ -83,4 +95,20 @@ fn is_token_char(b: u8) -> bool {
 /// Is `s` a non-empty RFC 3261 token?
 pub fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_token_char)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_one_answer() {
+        assert_eq!(ParseError::Version.status(), (505, "Version Not Supported"));
+        assert_eq!(ParseError::TooLarge.status(), (513, "Message Too Large"));
+        assert_eq!(ParseError::Bad("Bad Via").status(), (400, "Bad Via"));
+        assert_eq!(ParseError::Incomplete.status(), (400, "Incomplete message"));
+        let raw = bytes::Bytes::from_static(b"OPTIONS sip:a@b SIP/7.0\r\n\r\n");
+        let err = Message::parse(raw, Framing::Datagram, 65536).unwrap_err();
+        assert_eq!(err.status().0, 505);
+    }
 }
