@@ -4,7 +4,7 @@
 //! (instance-id / reg-id identify a binding). The registrar decides *what* changes; a
 //! [`LocationStore`] only applies that decision atomically. Two stores implement it:
 //! [`memory::MemoryStore`] (one process, the default) and [`farm::Farm`] (a sharded memcached
-//! farm shared by every instance: ketama placement in [`ring`], one node in [`node`], the
+//! farm shared by every instance: ketama placement in [`ring`], one node in `node`, the
 //! value format in [`record`]).
 
 pub mod admin;

@@ -8,16 +8,16 @@
 //! never a blind `delete`. The item TTL is the latest expiry in the record plus a grace,
 //! capped at 30 days (memcached reads larger values as absolute Unix times).
 //!
-//! Replicas are read concurrently and merged binding by binding ([`merge`]); a replica found
+//! Replicas are read concurrently and merged binding by binding (`merge`); a replica found
 //! missing or older is rewritten (read repair). A lookup that misses on its owners also asks
 //! the nodes after them on the ring, so that a key moved by a new node is still found.
 //!
 //! This file holds the farm itself and the [`LocationStore`] operations; the rest is split
 //! by concern:
-//! - [`placement`]: which nodes hold a key, reading and writing its replicas;
-//! - [`merge`]: merging replicas binding by binding, and the item TTL;
-//! - [`heal`]: read repair, the health monitor, refilling a node that came back;
-//! - [`refresh`]: the refresh cache, which makes a refresh one round trip.
+//! - `placement`: which nodes hold a key, reading and writing its replicas;
+//! - `merge`: merging replicas binding by binding, and the item TTL;
+//! - `heal`: read repair, the health monitor, refilling a node that came back;
+//! - `refresh`: the refresh cache, which makes a refresh one round trip.
 
 mod heal;
 mod merge;
