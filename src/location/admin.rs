@@ -10,7 +10,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// The most keys one metadump pass collects from one node.
-pub const MAX_DUMP_KEYS: usize = 5_000_000;
+const MAX_DUMP_KEYS: usize = 5_000_000;
 /// The longest line accepted from a node.
 const MAX_LINE: usize = 4096;
 
@@ -56,7 +56,11 @@ pub async fn stats(addr: &str, timeout: Duration) -> Result<Vec<(String, String)
 }
 
 /// Every key with `prefix` that the node holds (URL-decoded), by `lru_crawler metadump all`.
-pub async fn keys(addr: &str, prefix: &str, timeout: Duration) -> Result<Vec<String>, String> {
+pub(crate) async fn keys(
+    addr: &str,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     command(addr, b"lru_crawler metadump all\r\n", timeout, |line| {
         if line.starts_with("ERROR") || line.starts_with("BUSY") || line.starts_with("CLIENT_ERROR")

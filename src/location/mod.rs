@@ -4,17 +4,17 @@
 //! (instance-id / reg-id identify a binding). The registrar decides *what* changes; a
 //! [`LocationStore`] only applies that decision atomically. Two stores implement it:
 //! [`memory::MemoryStore`] (one process, the default) and [`farm::Farm`] (a sharded memcached
-//! farm shared by every instance: ketama placement in [`ring`], one node in [`node`], the
+//! farm shared by every instance: ketama placement in [`ring`], one node in `node`, the
 //! value format in [`record`]).
 
 pub mod admin;
 pub mod farm;
 pub mod memory;
-pub mod node;
-pub mod pipeline;
+pub(crate) mod node;
+pub(crate) mod pipeline;
 pub mod record;
 pub mod ring;
-pub mod store;
+mod store;
 
 pub use store::Store;
 
@@ -91,7 +91,7 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new(aor: &Aor) -> Record {
+    pub(crate) fn new(aor: &Aor) -> Record {
         Record {
             aor: aor.as_str().to_owned(),
             bindings: Vec::new(),
@@ -99,7 +99,7 @@ impl Record {
     }
 
     /// Drop what has expired: live bindings past their expiry, tombstones past theirs.
-    pub fn prune(&mut self, now: u64) {
+    pub(crate) fn prune(&mut self, now: u64) {
         self.bindings.retain(|b| b.expires_at > now);
     }
 
@@ -108,7 +108,7 @@ impl Record {
     }
 
     /// The latest expiry of anything in the record (bindings and tombstones): the item TTL.
-    pub fn max_expiry(&self) -> Option<u64> {
+    pub(crate) fn max_expiry(&self) -> Option<u64> {
         self.bindings.iter().map(|b| b.expires_at).max()
     }
 }
@@ -162,6 +162,8 @@ pub trait LocationStore: Send + Sync + 'static {
     }
 }
 
+/// A store shared behind an `Arc` is a store: the server, generic over its store, is given
+/// `Arc<MemoryStore>` or `Arc<Farm>` (and keeps the `Arc` for their background work).
 impl<T: LocationStore> LocationStore for std::sync::Arc<T> {
     fn update<U, E, F>(
         &self,

@@ -15,13 +15,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Consecutive failures that mark a node dead.
-pub const FAILURES_TO_OPEN: u32 = 3;
+const FAILURES_TO_OPEN: u32 = 3;
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// What a conditional write answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Write {
+pub(crate) enum Write {
     /// Stored; the item's new CAS when the node said it.
     Stored(Option<u64>),
     /// Someone else wrote first (CAS mismatch, or `add` of an existing key).
@@ -45,8 +45,8 @@ enum Client {
     Crate(AsyncMetaClient),
 }
 
-pub struct Node {
-    pub addr: String,
+pub(crate) struct Node {
+    pub(crate) addr: String,
     client: Client,
     timeout: Duration,
     health: Mutex<Health>,
@@ -62,11 +62,11 @@ fn pick(pipelines: &[Pipeline]) -> &Pipeline {
 
 /// A failed call (timeout, refused connection, protocol error).
 #[derive(Debug, Clone)]
-pub struct NodeError(pub String);
+pub(crate) struct NodeError(pub(crate) String);
 
 impl Node {
     /// Prepare a client; no connection is made until the first call.
-    pub async fn new(
+    pub(crate) async fn new(
         addr: &str,
         timeout: Duration,
         pipelined: bool,
@@ -104,13 +104,13 @@ impl Node {
     }
 
     /// Record the outcome of a health probe made outside the data path.
-    pub fn probed(&self, result: Result<(), NodeError>) {
+    pub(crate) fn probed(&self, result: Result<(), NodeError>) {
         let _ = self.record(result);
     }
 
     /// Remember the process seen now; true when it differs from the one seen before (the
     /// node restarted since, so it is empty).
-    pub fn new_incarnation(&self, seen: String) -> bool {
+    pub(crate) fn new_incarnation(&self, seen: String) -> bool {
         let mut last = self.incarnation.lock().unwrap_or_else(|p| p.into_inner());
         let changed = last.as_ref().is_some_and(|l| *l != seen);
         *last = Some(seen);
@@ -122,7 +122,7 @@ impl Node {
     }
 
     /// May a call be made now (breaker closed, or its backoff elapsed so a probe may go)?
-    pub fn available(&self) -> bool {
+    pub(crate) fn available(&self) -> bool {
         match self.health().dead_until {
             None => true,
             Some(t) => Instant::now() >= t,
@@ -130,12 +130,12 @@ impl Node {
     }
 
     /// Is the node considered dead right now?
-    pub fn is_dead(&self) -> bool {
+    pub(crate) fn is_dead(&self) -> bool {
         self.health().dead_until.is_some()
     }
 
     /// Mark the node dead now (e.g. it did not answer at start).
-    pub fn mark_dead(&self) {
+    pub(crate) fn mark_dead(&self) {
         let mut h = self.health();
         h.failures = h.failures.max(FAILURES_TO_OPEN);
         h.dead_until = Some(Instant::now() + h.backoff);
@@ -179,7 +179,7 @@ impl Node {
     }
 
     /// Read a value with its CAS token.
-    pub async fn gets(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, NodeError> {
+    pub(crate) async fn gets(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, NodeError> {
         let client = match &self.client {
             Client::Pipelined(p) => return self.call(pick(p).get(key)).await,
             Client::Crate(c) => c,
@@ -200,7 +200,7 @@ impl Node {
     }
 
     /// `add` (when `cas` is None) or `cas` a value with a TTL in seconds (at most 30 days).
-    pub async fn store(
+    pub(crate) async fn store(
         &self,
         key: &str,
         value: &[u8],
@@ -236,14 +236,14 @@ impl Node {
     }
 
     /// A round trip that changes nothing (health probe, start-up check).
-    pub async fn ping(&self) -> Result<(), NodeError> {
+    pub(crate) async fn ping(&self) -> Result<(), NodeError> {
         match &self.client {
             Client::Pipelined(p) => self.call(pick(p).noop()).await,
             Client::Crate(c) => self.call(c.noop()).await,
         }
     }
 
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 }

@@ -31,7 +31,7 @@ const BATCH: usize = 256;
 
 /// An answer, as the farm needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// `VA`: value and CAS.
     Value(Vec<u8>, u64),
     /// `EN`: miss.
@@ -54,14 +54,14 @@ struct Request {
 type InFlight = Arc<Mutex<VecDeque<oneshot::Sender<Result<Answer, String>>>>>;
 
 /// The handle: cheap to share, one background connection behind it.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     addr: String,
     connect_timeout: Duration,
     tx: Mutex<Option<mpsc::Sender<Request>>>,
 }
 
 impl Pipeline {
-    pub fn new(addr: &str, connect_timeout: Duration) -> Pipeline {
+    pub(crate) fn new(addr: &str, connect_timeout: Duration) -> Pipeline {
         Pipeline {
             addr: addr.to_owned(),
             connect_timeout,
@@ -92,7 +92,7 @@ impl Pipeline {
     }
 
     /// `mg <key> v c`: value and CAS, or a miss.
-    pub async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, String> {
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, String> {
         match self.call(format!("mg {key} v c\r\n").into_bytes()).await? {
             Answer::Value(v, cas) => Ok(Some((v, cas))),
             Answer::Miss => Ok(None),
@@ -101,7 +101,7 @@ impl Pipeline {
     }
 
     /// `ms` in add mode (`cas` None) or compare-and-swap; the answer carries the new CAS.
-    pub async fn store(
+    pub(crate) async fn store(
         &self,
         key: &str,
         value: &[u8],
@@ -121,7 +121,7 @@ impl Pipeline {
         }
     }
 
-    pub async fn noop(&self) -> Result<(), String> {
+    pub(crate) async fn noop(&self) -> Result<(), String> {
         match self.call(b"mn\r\n".to_vec()).await? {
             Answer::Noop => Ok(()),
             other => Err(format!("unexpected answer to mn: {other:?}")),
@@ -221,7 +221,7 @@ async fn read_answers(mut rd: BufReader<tokio::net::tcp::OwnedReadHalf>, q: InFl
 /// Read one line of memcached's into `line` (its end kept), at most `max` bytes: a longer or
 /// cut line is an error, never a bigger buffer. (`lru_crawler metadump` ends its lines in a
 /// bare LF; protocol answers end in CRLF, which the caller checks.)
-pub async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+pub(crate) async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     rd: &mut R,
     line: &mut Vec<u8>,
     max: u64,

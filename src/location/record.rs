@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 2] = b"SF";
 /// The format written by this release.
-pub const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 1;
 
 /// The memcached key of an AOR.
 pub fn key(prefix: &str, aor: &str) -> String {
@@ -29,7 +29,7 @@ pub fn key(prefix: &str, aor: &str) -> String {
 }
 
 /// Encode; refuse (never cut) a record larger than `limit` bytes.
-pub fn encode(record: &Record, limit: usize) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode(record: &Record, limit: usize) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(64 + record.bindings.len() * 160);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
@@ -43,7 +43,7 @@ pub fn encode(record: &Record, limit: usize) -> Result<Vec<u8>, StoreError> {
 
 /// Decode a value read from memcached, whatever AOR it names (the refill walks keys whose
 /// AOR it does not know; it checks `key(prefix, record.aor)` against the key).
-pub fn decode_any(value: &[u8]) -> Result<Record, StoreError> {
+pub(crate) fn decode_any(value: &[u8]) -> Result<Record, StoreError> {
     let Some(rest) = value.strip_prefix(MAGIC.as_slice()) else {
         return Err(StoreError::Corrupt("not a sipfarm record".into()));
     };
@@ -57,7 +57,7 @@ pub fn decode_any(value: &[u8]) -> Result<Record, StoreError> {
 }
 
 /// Decode a value read from memcached and check that it belongs to `aor`.
-pub fn decode(value: &[u8], aor: &str) -> Result<Record, StoreError> {
+pub(crate) fn decode(value: &[u8], aor: &str) -> Result<Record, StoreError> {
     let record = decode_any(value)?;
     if record.aor != aor {
         return Err(StoreError::Corrupt("record belongs to another AOR".into()));

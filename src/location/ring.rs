@@ -24,7 +24,7 @@ fn point(digest: &[u8], h: usize) -> u32 {
 }
 
 /// The ring position of a key (libketama `ketama_hashi`).
-pub fn key_hash(key: &[u8]) -> u32 {
+pub(crate) fn key_hash(key: &[u8]) -> u32 {
     point(&Md5::digest(key), 0)
 }
 

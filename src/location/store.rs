@@ -67,6 +67,8 @@ impl Store {
     }
 }
 
+// Each arm calls the store behind its Arc directly (`**`), so that this does not depend on
+// `LocationStore for Arc<T>`.
 impl LocationStore for Store {
     async fn update<T, E, F>(&self, aor: &Aor, change: F) -> Result<Result<T, E>, StoreError>
     where
@@ -75,22 +77,22 @@ impl LocationStore for Store {
         F: FnMut(&mut Record, u64) -> Result<T, E> + Send,
     {
         match self {
-            Store::Memory(m) => m.update(aor, change).await,
-            Store::Farm(f) => f.update(aor, change).await,
+            Store::Memory(m) => (**m).update(aor, change).await,
+            Store::Farm(f) => (**f).update(aor, change).await,
         }
     }
 
     async fn lookup(&self, aor: &Aor) -> Result<Option<Record>, StoreError> {
         match self {
-            Store::Memory(m) => m.lookup(aor).await,
-            Store::Farm(f) => f.lookup(aor).await,
+            Store::Memory(m) => (**m).lookup(aor).await,
+            Store::Farm(f) => (**f).lookup(aor).await,
         }
     }
 
     fn node_states(&self) -> Vec<(String, bool)> {
         match self {
             Store::Memory(_) => Vec::new(),
-            Store::Farm(f) => f.node_states(),
+            Store::Farm(f) => (**f).node_states(),
         }
     }
 }

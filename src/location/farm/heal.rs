@@ -1,0 +1,192 @@
+//! Healing: bringing replicas back in line after a node missed writes.
+//!
+//! memcached neither replicates nor persists, so a node that was dead, or restarted empty,
+//! holds nothing or old records when it answers again. Two mechanisms repair it:
+//!
+//! - read repair: a lookup that finds replicas missing or different writes the merged
+//!   record back to them (with their CAS, so a concurrent writer is never overwritten);
+//! - refill: a monitor probes every node with `stats` and, when a node comes back (from dead,
+//!   or under a new process), copies to it in the background every record it should hold,
+//!   merged with whatever it has. Probing outside the data path also lets a dead node rejoin
+//!   without waiting for traffic to try it.
+
+use super::Farm;
+use super::merge::merge;
+use super::placement::Replica;
+use crate::clock::now_secs;
+use crate::location::node::{NodeError, Write};
+use crate::location::record;
+use crate::location::{Record, admin};
+use crate::sip::uri::Aor;
+use futures::future::join_all;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Keys copied concurrently during a refill: enough to hide round trips, few enough not to
+/// crowd out live traffic on the nodes.
+const REFILL_CHUNK: usize = 64;
+/// Copy attempts of one key when another writer keeps winning the CAS.
+const COPY_ATTEMPTS: usize = 3;
+/// Deadline of one node's key listing (`lru_crawler metadump` walks the whole cache).
+const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Farm {
+    /// Probe every node with `stats` once per `every`: a dead node whose probe succeeds rejoins
+    /// without waiting for traffic, and a node that came back (from dead, or restarted under
+    /// another pid) is refilled in the background from the others.
+    pub fn spawn_monitor(self: &Arc<Self>, every: Duration) {
+        let farm = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for i in 0..farm.nodes.len() {
+                    farm.probe(i).await;
+                }
+            }
+        });
+    }
+
+    /// Probe node `i` once; refill it when it came back.
+    async fn probe(self: &Arc<Self>, i: usize) {
+        let node = &self.nodes[i];
+        let was_dead = node.is_dead();
+        let probe = admin::stats(&node.addr, node.timeout().max(Duration::from_millis(200))).await;
+        match probe {
+            Ok(stats) => {
+                let restarted = node.new_incarnation(incarnation(&stats));
+                node.probed(Ok(()));
+                if was_dead || restarted {
+                    tracing::warn!(node = %node.addr, restarted, "memcached node (re)joined: refilling it");
+                    let farm = self.clone();
+                    tokio::spawn(async move { farm.refill(i).await });
+                }
+            }
+            Err(e) => node.probed(Err(NodeError(format!("{}: {e}", node.addr)))),
+        }
+    }
+
+    /// Copy to node `target` every record it should hold (it is among the first R nodes of the
+    /// key on the ring) from the nodes that have one, merged with whatever it holds. Walks the
+    /// keys of every other live node with `lru_crawler metadump`.
+    async fn refill(&self, target: usize) -> usize {
+        let started = Instant::now();
+        let mut copied = 0;
+        for (i, source) in self.nodes.iter().enumerate() {
+            if i == target || !source.available() {
+                continue;
+            }
+            let Some(mine) = self.keys_for(i, target).await else {
+                continue;
+            };
+            for chunk in mine.chunks(REFILL_CHUNK) {
+                let done = join_all(chunk.iter().map(|k| self.copy_one(k, i, target))).await;
+                copied += done.into_iter().filter(|d| *d).count();
+            }
+        }
+        tracing::warn!(
+            node = %self.nodes[target].addr,
+            records = copied,
+            ms = started.elapsed().as_millis() as u64,
+            "refill done"
+        );
+        copied
+    }
+
+    /// The keys on node `source` that node `target` should hold too; None when `source`
+    /// cannot list its keys.
+    async fn keys_for(&self, source: usize, target: usize) -> Option<Vec<String>> {
+        let addr = &self.nodes[source].addr;
+        let keys = match admin::keys(addr, &self.prefix, LIST_TIMEOUT).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(node = %addr, error = %e, "cannot list keys for a refill");
+                return None;
+            }
+        };
+        let owned_by_target = |k: &String| {
+            self.ring
+                .walk(k.as_bytes())
+                .take(self.replicas)
+                .any(|n| n == target)
+        };
+        Some(keys.into_iter().filter(owned_by_target).collect())
+    }
+
+    /// Merge one key from `source` into `target`. True when something was written.
+    async fn copy_one(&self, key: &str, source: usize, target: usize) -> bool {
+        let Ok(Some((value, _))) = self.nodes[source].gets(key).await else {
+            return false;
+        };
+        // The key is a hash: the AOR, needed to check what is read, is in the value.
+        let Ok(aor) = record::decode_any(&value).map(|r| r.aor) else {
+            return false;
+        };
+        if record::key(&self.prefix, &aor) != key {
+            return false;
+        }
+        let _one_at_a_time = self.stripe(key).lock().await;
+        for _ in 0..COPY_ATTEMPTS {
+            let Ok(theirs) = self.read(source, key, &aor).await else {
+                return false;
+            };
+            let Ok(mine) = self.read(target, key, &aor).await else {
+                return false;
+            };
+            let now = now_secs();
+            let merged = union(&theirs, &mine, &aor, now);
+            if merged.bindings.is_empty() || mine.1.as_ref().is_some_and(|(r, _)| *r == merged) {
+                return false;
+            }
+            match self.write_all(&[mine], key, &merged, now).await {
+                Ok(w) if matches!(w.first(), Some(Ok(Write::Stored(_)))) => return true,
+                // A CAS conflict: someone wrote meanwhile, read both again.
+                Ok(w) if matches!(w.first(), Some(Ok(_))) => continue,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Read repair: write `record` to the replicas that are missing it or hold something
+    /// else (with their CAS: a concurrent writer wins, and the next read repairs again).
+    pub(super) async fn repair(
+        &self,
+        aor: &Aor,
+        key: &str,
+        stale: &[Replica],
+        record: &Record,
+        now: u64,
+    ) {
+        if let Err(e) = self.write_all(stale, key, record, now).await {
+            tracing::debug!(aor = %aor, error = %e, "read repair skipped");
+        }
+    }
+}
+
+/// Which memcached process answered a probe: its pid and start time. A change means the node
+/// restarted (empty) even if no probe ever failed.
+fn incarnation(stats: &[(String, String)]) -> String {
+    let pid = admin::stat(stats, "pid").unwrap_or("?");
+    let started = match (admin::stat(stats, "time"), admin::stat(stats, "uptime")) {
+        (Some(t), Some(u)) => t.parse::<i64>().unwrap_or(0) - u.parse::<i64>().unwrap_or(0),
+        _ => 0,
+    };
+    // Restart times may jitter by a second between probes.
+    format!("{pid}@{}", started / 5)
+}
+
+/// The merge of what two nodes hold for one AOR (unreadable records left out), pruned.
+fn union(theirs: &Replica, mine: &Replica, aor: &str, now: u64) -> Record {
+    let mut merged = merge(
+        [&theirs.1, &mine.1]
+            .into_iter()
+            .flatten()
+            .map(|(r, _)| r)
+            .filter(|r| !r.aor.is_empty()),
+        aor,
+    );
+    merged.prune(now);
+    merged
+}

@@ -1,0 +1,312 @@
+//! The memcached farm: every instance shares every binding.
+//!
+//! Placement: the record of an AOR lives on the first R distinct live nodes of the ketama
+//! ring from its key ([`super::ring`]). Atomicity across instances: memcached's CAS —
+//! `add` for a new AOR, `gets` then `cas` otherwise, re-read on a conflict, with a bounded,
+//! jittered retry loop; inside one instance one update per AOR at a time (striped locks), so
+//! CAS conflicts only come from other instances. Removal rewrites the record with a tombstone,
+//! never a blind `delete`. The item TTL is the latest expiry in the record plus a grace,
+//! capped at 30 days (memcached reads larger values as absolute Unix times).
+//!
+//! Replicas are read concurrently and merged binding by binding (`merge`); a replica found
+//! missing or older is rewritten (read repair). A lookup that misses on its owners also asks
+//! the nodes after them on the ring, so that a key moved by a new node is still found.
+//!
+//! This file holds the farm itself and the [`LocationStore`] operations; the rest is split
+//! by concern:
+//! - `placement`: which nodes hold a key, reading and writing its replicas;
+//! - `merge`: merging replicas binding by binding, and the item TTL;
+//! - `heal`: read repair, the health monitor, refilling a node that came back;
+//! - `refresh`: the refresh cache, which makes a refresh one round trip.
+
+mod heal;
+mod merge;
+mod placement;
+mod refresh;
+
+use self::merge::{merge, records};
+use self::placement::Replica;
+use self::refresh::RefreshCache;
+use super::node::{Node, Write};
+use super::record::key;
+use super::ring::Ring;
+use super::{LocationStore, Record, StoreError};
+use crate::clock::now_secs;
+use crate::sip::uri::Aor;
+use futures::future::join_all;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Read-change-write rounds of one update before it gives up as contended.
+const MAX_ATTEMPTS: u32 = 10;
+/// Striped update locks: enough that unrelated AORs rarely share one.
+const STRIPES: usize = 1024;
+
+/// What [`Farm::connect`] needs: the nodes and how to talk to them.
+pub struct FarmConfig {
+    pub nodes: Vec<(String, u32)>,
+    pub replicas: usize,
+    pub prefix: String,
+    pub timeout: Duration,
+    /// Largest value written (memcached's item size limit minus key and overhead).
+    pub item_limit: usize,
+    /// Our pipelined connection per node (true), or the memcache crate's client.
+    pub pipelined: bool,
+    /// Pipelined connections per node: one per event-loop thread.
+    pub connections: usize,
+    /// Records remembered for one-round-trip refreshes (0: off).
+    pub refresh_cache: usize,
+}
+
+/// The location store over a memcached farm.
+pub struct Farm {
+    /// What this instance last wrote, per key, with the CAS of each replica.
+    refresh: RefreshCache,
+    nodes: Vec<Node>,
+    ring: Ring,
+    replicas: usize,
+    prefix: String,
+    item_limit: usize,
+    locks: Vec<Mutex<()>>,
+}
+
+impl Farm {
+    /// Prepare a client per node and ping each. Fails when none answers; nodes that do not
+    /// answer are marked dead (and logged) and rejoin when their breaker's probe succeeds.
+    pub async fn connect(cfg: FarmConfig) -> Result<Farm, String> {
+        let mut nodes = Vec::new();
+        for (addr, _) in &cfg.nodes {
+            nodes.push(
+                Node::new(addr, cfg.timeout, cfg.pipelined, cfg.connections)
+                    .await
+                    .map_err(|e| e.0)?,
+            );
+        }
+        let up = ping_all(&nodes).await;
+        if up == 0 {
+            let addrs: Vec<&str> = cfg.nodes.iter().map(|(a, _)| a.as_str()).collect();
+            return Err(format!("no memcached node answered ({})", addrs.join(", ")));
+        }
+        let ring = Ring::new(&cfg.nodes);
+        tracing::info!(
+            ring = ring.identity(),
+            nodes = cfg.nodes.len(),
+            up,
+            replicas = cfg.replicas,
+            "memcached farm ready (every instance must show the same ring id)"
+        );
+        Ok(Farm {
+            nodes,
+            ring,
+            replicas: cfg.replicas.clamp(1, cfg.nodes.len()),
+            prefix: cfg.prefix,
+            item_limit: cfg.item_limit,
+            locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            refresh: RefreshCache::new(cfg.refresh_cache),
+        })
+    }
+
+    /// A refresh of a record this instance wrote last: one round trip, a compare-and-swap on
+    /// every replica with the CAS each gave back. Anything unusual (a refusal, no change,
+    /// another writer in between, other owners now) answers None: go the long way, which
+    /// reads the replicas first.
+    async fn update_cached<T, E, F>(
+        &self,
+        key: &str,
+        change: &mut F,
+    ) -> Result<Option<Result<T, E>>, StoreError>
+    where
+        T: Send,
+        E: Send,
+        F: FnMut(&mut Record, u64) -> Result<T, E> + Send,
+    {
+        let Some(cached) = self.refresh.take(key) else {
+            return Ok(None);
+        };
+        let targets = self.targets(key);
+        if cached
+            .cas
+            .iter()
+            .map(|(n, _)| *n)
+            .eq(targets.iter().copied())
+        {
+            let now = now_secs();
+            let mut record = cached.record;
+            record.prune(now);
+            let before = record.clone();
+            let outcome = change(&mut record, now);
+            if outcome.is_ok() && record != before {
+                let replicas: Vec<Replica> = cached
+                    .cas
+                    .iter()
+                    .map(|(n, c)| (*n, Some((Record::default(), *c))))
+                    .collect();
+                let writes = self.write_all(&replicas, key, &record, now).await?;
+                if writes.iter().all(|w| matches!(w, Ok(Write::Stored(_)))) {
+                    self.refresh.remember(key, &replicas, &writes, record);
+                    return Ok(Some(outcome));
+                }
+            }
+        }
+        self.refresh.forget(key);
+        Ok(None)
+    }
+
+    /// The long way: read every replica, merge, change, write back with CAS; on a conflict
+    /// (another instance wrote in between) wait a little, jittered, and start again.
+    async fn update_read_write<T, E, F>(
+        &self,
+        key: &str,
+        aor: &Aor,
+        mut change: F,
+    ) -> Result<Result<T, E>, StoreError>
+    where
+        T: Send,
+        E: Send,
+        F: FnMut(&mut Record, u64) -> Result<T, E> + Send,
+    {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                let ms = fastrand::u64(1..=(4u64 << attempt.min(5)));
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            if let Some(outcome) = self.read_write_once(key, aor, &mut change).await? {
+                return Ok(outcome);
+            }
+            tracing::debug!(aor = %aor, attempt, "concurrent update, re-reading");
+        }
+        Err(StoreError::Contended)
+    }
+
+    /// One read-change-write round; None when another writer came first.
+    async fn read_write_once<T, E, F>(
+        &self,
+        key: &str,
+        aor: &Aor,
+        change: &mut F,
+    ) -> Result<Option<Result<T, E>>, StoreError>
+    where
+        T: Send,
+        E: Send,
+        F: FnMut(&mut Record, u64) -> Result<T, E> + Send,
+    {
+        let (targets, replicas) = self.read_replicas(key, aor.as_str()).await?;
+        let now = now_secs();
+        let found = records(&replicas);
+        // Growth: a key not yet on its new owners is taken from where it was.
+        let previous = if found.is_empty() {
+            self.read_previous(key, &targets, aor.as_str()).await
+        } else {
+            Vec::new()
+        };
+        let mut record = merge(found.iter().copied().chain(previous.iter()), aor.as_str());
+        record.prune(now);
+        let before = record.clone();
+        let outcome = change(&mut record, now);
+        // No change needs no write, unless a replica lags behind (the write repairs it).
+        let in_sync = replicas.iter().all(|r| holds(r, &before, now));
+        if outcome.is_err() || (record == before && (in_sync || before.bindings.is_empty())) {
+            return Ok(Some(outcome));
+        }
+        let writes = self.write_all(&replicas, key, &record, now).await?;
+        let conflict = writes
+            .iter()
+            .any(|w| matches!(w, Ok(Write::Conflict | Write::NotFound)));
+        let stored = writes.iter().any(|w| matches!(w, Ok(Write::Stored(_))));
+        if conflict {
+            return Ok(None);
+        }
+        if !stored {
+            return Err(StoreError::Unavailable(
+                "no replica could be written".into(),
+            ));
+        }
+        // Replicas that failed are repaired later (read repair, refill).
+        self.refresh.remember(key, &replicas, &writes, record);
+        Ok(Some(outcome))
+    }
+}
+
+/// Ping every node at once; nodes that do not answer are marked dead. The number that did.
+async fn ping_all(nodes: &[Node]) -> usize {
+    let pings = join_all(nodes.iter().map(|n| n.ping())).await;
+    let mut up = 0;
+    for (node, r) in nodes.iter().zip(pings) {
+        match r {
+            Ok(()) => up += 1,
+            Err(e) => {
+                tracing::warn!(node = %node.addr, error = %e.0, "memcached node down at start");
+                node.mark_dead();
+            }
+        }
+    }
+    up
+}
+
+/// Does this replica hold `record` once its own expired entries are dropped? (An entry that
+/// merely expired is no difference worth a write.)
+fn holds(replica: &Replica, record: &Record, now: u64) -> bool {
+    replica.1.as_ref().is_some_and(|(r, _)| {
+        let mut r = r.clone();
+        r.prune(now);
+        r == *record
+    })
+}
+
+impl LocationStore for Farm {
+    async fn update<T, E, F>(&self, aor: &Aor, mut change: F) -> Result<Result<T, E>, StoreError>
+    where
+        T: Send,
+        E: Send,
+        F: FnMut(&mut Record, u64) -> Result<T, E> + Send,
+    {
+        let key = key(&self.prefix, aor.as_str());
+        let _one_at_a_time = self.stripe(&key).lock().await;
+        if let Some(outcome) = self.update_cached(&key, &mut change).await? {
+            return Ok(outcome);
+        }
+        self.update_read_write(&key, aor, change).await
+    }
+
+    fn node_states(&self) -> Vec<(String, bool)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.addr.clone(), n.is_dead()))
+            .collect()
+    }
+
+    async fn lookup(&self, aor: &Aor) -> Result<Option<Record>, StoreError> {
+        let key = key(&self.prefix, aor.as_str());
+        let (targets, replicas) = self.read_replicas(&key, aor.as_str()).await?;
+        let now = now_secs();
+        let found = records(&replicas);
+        let found_any = !found.is_empty();
+        let mut record = if found.is_empty() {
+            // Not on its owners: a node may have joined since it was written. Ask the nodes
+            // that owned it before (the next ones on the ring); read repair moves it over.
+            let older = self.read_previous(&key, &targets, aor.as_str()).await;
+            if older.is_empty() {
+                return Ok(None);
+            }
+            merge(older.iter(), aor.as_str())
+        } else {
+            // Unreadable replicas (read as an empty record without AOR) are left out.
+            let readable = found.iter().copied().filter(|r| !r.aor.is_empty());
+            merge(readable, aor.as_str())
+        };
+        record.prune(now);
+        // Read repair: replicas that are missing or differ get the merged record.
+        let stale: Vec<Replica> = replicas
+            .iter()
+            .filter(|r| !holds(r, &record, now))
+            .cloned()
+            .collect();
+        if !stale.is_empty() && !record.bindings.is_empty() {
+            self.repair(aor, &key, &stale, &record, now).await;
+        }
+        if record.bindings.is_empty() && !found_any {
+            return Ok(None);
+        }
+        Ok(Some(record))
+    }
+}
