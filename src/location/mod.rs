@@ -161,28 +161,3 @@ pub trait LocationStore: Send + Sync + 'static {
         Vec::new()
     }
 }
-
-/// A store shared behind an `Arc` is a store: the server, generic over its store, is given
-/// `Arc<MemoryStore>` or `Arc<Farm>` (and keeps the `Arc` for their background work).
-impl<T: LocationStore> LocationStore for std::sync::Arc<T> {
-    fn update<U, E, F>(
-        &self,
-        aor: &Aor,
-        change: F,
-    ) -> impl Future<Output = Result<Result<U, E>, StoreError>> + Send
-    where
-        U: Send,
-        E: Send,
-        F: FnMut(&mut Record, u64) -> Result<U, E> + Send,
-    {
-        (**self).update(aor, change)
-    }
-
-    fn lookup(&self, aor: &Aor) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send {
-        (**self).lookup(aor)
-    }
-
-    fn node_states(&self) -> Vec<(String, bool)> {
-        (**self).node_states()
-    }
-}

@@ -60,11 +60,6 @@ impl Store {
             }
         }
     }
-
-    /// An embedded memory store without its sweeper (unit tests).
-    pub fn memory() -> Store {
-        Store::Memory(Arc::new(MemoryStore::new()))
-    }
 }
 
 // Each arm calls the store behind its Arc directly (`**`), so that this does not depend on

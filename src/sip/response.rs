@@ -244,18 +244,6 @@ impl<'a> Response<'a> {
     }
 }
 
-impl super::ParseError {
-    /// The answer a request that fails this way gets: status code and reason phrase.
-    pub fn status(&self) -> (u16, &'static str) {
-        match self {
-            super::ParseError::Version => (505, "Version Not Supported"),
-            super::ParseError::TooLarge => (513, "Message Too Large"),
-            super::ParseError::Bad(why) => (400, why),
-            super::ParseError::Incomplete => (400, "Incomplete message"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ impl Farm {
     /// Probe every node with `stats` once per `every`: a dead node whose probe succeeds rejoins
     /// without waiting for traffic, and a node that came back (from dead, or restarted under
     /// another pid) is refilled in the background from the others.
-    pub fn spawn_monitor(self: &Arc<Self>, every: Duration) {
+    pub(crate) fn spawn_monitor(self: &Arc<Self>, every: Duration) {
         let farm = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

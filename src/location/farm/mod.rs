@@ -73,7 +73,7 @@ pub struct Farm {
 impl Farm {
     /// Prepare a client per node and ping each. Fails when none answers; nodes that do not
     /// answer are marked dead (and logged) and rejoin when their breaker's probe succeeds.
-    pub async fn connect(cfg: FarmConfig) -> Result<Farm, String> {
+    pub(crate) async fn connect(cfg: FarmConfig) -> Result<Farm, String> {
         let mut nodes = Vec::new();
         for (addr, _) in &cfg.nodes {
             nodes.push(
