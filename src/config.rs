@@ -495,4 +495,186 @@ mod tests {
         assert_eq!(c.listen[0].to_string(), "tcp:127.0.0.1:5090");
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    /// The exact texts: operators (and scripts) read them, and a flag's error names the flag.
+    #[test]
+    fn error_texts_name_the_flag_or_the_file_key() {
+        let flag = |o: Overrides| Config::load(&o).unwrap_err();
+        let nodes = || Some("a:1,b:2".to_owned());
+        for (e, want) in [
+            (
+                flag(Overrides {
+                    listen: vec!["udp:x".into()],
+                    ..Default::default()
+                }),
+                "--listen 'udp:x': 'x' is not an IP:PORT (IPv6 as [::1]:5060)",
+            ),
+            (
+                flag(Overrides {
+                    domain: vec!["a b".into()],
+                    ..Default::default()
+                }),
+                "--domain: 'a b' is not a domain name or IP address",
+            ),
+            (
+                flag(Overrides {
+                    log_level: Some("loud".into()),
+                    ..Default::default()
+                }),
+                "--log-level: 'loud' is not one of error, warn, info, debug, trace",
+            ),
+            (
+                flag(Overrides {
+                    min_expires: Some(100),
+                    max_expires: Some(50),
+                    ..Default::default()
+                }),
+                "registrar: max_expires (50) is below min_expires (100)",
+            ),
+            (
+                flag(Overrides {
+                    memcached: Some("a:1, a:1".into()),
+                    ..Default::default()
+                }),
+                "memcached node a:1 is listed twice",
+            ),
+            (
+                flag(Overrides {
+                    memcached: Some("nonsense".into()),
+                    ..Default::default()
+                }),
+                "--memcached: 'nonsense' is not HOST:PORT",
+            ),
+            (
+                flag(Overrides {
+                    replicas: Some(2),
+                    ..Default::default()
+                }),
+                "--replicas 2: needs --memcached nodes",
+            ),
+            (
+                flag(Overrides {
+                    memcached: nodes(),
+                    replicas: Some(3),
+                    ..Default::default()
+                }),
+                "--replicas: 3 must be between 1 and the number of nodes (2)",
+            ),
+            (
+                flag(Overrides {
+                    farm_uri: Some("sip:u@x".into()),
+                    ..Default::default()
+                }),
+                "--farm-uri: 'sip:u@x' must be a sip: URI without user part",
+            ),
+            (
+                flag(Overrides {
+                    outbound_proxy: Some("nope".into()),
+                    ..Default::default()
+                }),
+                "--outbound-proxy: 'nope' is not a sip: URI",
+            ),
+            (
+                flag(Overrides {
+                    dns_server: Some("nope".into()),
+                    ..Default::default()
+                }),
+                "--dns-server: 'nope' is not IP or IP:PORT",
+            ),
+            (
+                flag(Overrides {
+                    threads: Some(0),
+                    ..Default::default()
+                }),
+                "--threads: must be at least 1",
+            ),
+            (
+                flag(Overrides {
+                    threads: Some(300),
+                    ..Default::default()
+                }),
+                "--threads: 300 is more than 256",
+            ),
+        ] {
+            assert_eq!(e, want);
+        }
+
+        let dir = std::env::temp_dir().join(format!("sipfarm-cfg-texts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.toml");
+        let file = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            let o = Overrides {
+                config: Some(p.clone()),
+                ..Default::default()
+            };
+            let e = Config::load(&o).unwrap_err();
+            e.replace(&p.display().to_string(), "FILE")
+        };
+        for (text, want) in [
+            (
+                "[server]\nlisten = []\n",
+                "FILE: key 'server.listen': at least one listen address is needed",
+            ),
+            (
+                "[server]\nlisten = [\"sctp:1.2.3.4:5\"]\n",
+                "FILE: key 'server.listen': 'sctp:1.2.3.4:5': unknown transport 'sctp' (udp or tcp)",
+            ),
+            (
+                "[server]\ndomains = [\"bad/\"]\n",
+                "FILE: key 'server.domains': 'bad/' is not a domain name or IP address",
+            ),
+            (
+                "[server]\nmax_message_size = 10\n",
+                "FILE: key 'server.max_message_size': 10 is out of range (1024 to 1048576)",
+            ),
+            (
+                "[server]\nlog_level = \"loud\"\n",
+                "FILE: key 'server.log_level': 'loud' is not one of error, warn, info, debug, trace",
+            ),
+            (
+                "[server]\nthreads = 0\n",
+                "FILE: key 'server.threads': must be at least 1",
+            ),
+            (
+                "[registrar]\nmax_contacts = 0\n",
+                "FILE: key 'registrar.max_contacts': must be at least 1",
+            ),
+            (
+                "[memcached]\nnodes = [{ addr = \"h:1\", weight = 0 }]\n",
+                "FILE: key 'memcached.nodes': weight of h:1 must be at least 1",
+            ),
+            (
+                "[memcached]\nnodes = [\"h:1\"]\nreplicas = 2\n",
+                "FILE: key 'memcached.replicas': 2 must be between 1 and the number of nodes (1)",
+            ),
+            (
+                "[memcached]\nnodes = [\"h:1\"]\ntimeout_ms = 0\n",
+                "FILE: key 'memcached.timeout_ms': 0 is out of range (1 to 10000)",
+            ),
+            (
+                "[memcached]\nnodes = [\"h:1\"]\nkey_prefix = \"a b\"\n",
+                "FILE: key 'memcached.key_prefix': 'a b' must be at most 64 printable characters without spaces",
+            ),
+            (
+                "[memcached]\nnodes = [\"h:1\"]\nitem_limit = 1\n",
+                "FILE: key 'memcached.item_limit': 1 is out of range",
+            ),
+            (
+                "[proxy]\nfarm_uri = \"http://x\"\n",
+                "FILE: key 'proxy.farm_uri': 'http://x' must be a sip: URI without user part",
+            ),
+            (
+                "[proxy]\noutbound_proxy = \"nope\"\n",
+                "FILE: key 'proxy.outbound_proxy': 'nope' is not a sip: URI",
+            ),
+            (
+                "[proxy]\ndns_server = \"nope\"\n",
+                "FILE: key 'proxy.dns_server': 'nope' is not IP or IP:PORT",
+            ),
+        ] {
+            assert_eq!(file(text), want, "{text}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
