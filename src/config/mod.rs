@@ -4,73 +4,17 @@
 //! environment later. Every error names where it comes from (file and key, or flag) and the
 //! offending value; `main` prints it and exits with status 2.
 
-use serde::Deserialize;
+mod file;
+
+use file::File;
+pub use file::NodeSpec;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 pub use crate::location::MemcachedConfig;
 pub use crate::proxy::ProxyConfig;
 pub use crate::registrar::RegistrarConfig;
 pub use crate::transport::{Listen, Proto};
-
-/// A memcached node: `host:port`, optionally weighted.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum NodeSpec {
-    Addr(String),
-    Weighted { addr: String, weight: u32 },
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileServer {
-    listen: Option<Vec<String>>,
-    domains: Option<Vec<String>>,
-    max_message_size: Option<usize>,
-    tcp_idle_timeout: Option<u64>,
-    log_level: Option<String>,
-    threads: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRegistrar {
-    min_expires: Option<u32>,
-    max_expires: Option<u32>,
-    default_expires: Option<u32>,
-    max_contacts: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileMemcached {
-    nodes: Option<Vec<NodeSpec>>,
-    replicas: Option<usize>,
-    timeout_ms: Option<u64>,
-    key_prefix: Option<String>,
-    item_limit: Option<usize>,
-    pipeline: Option<bool>,
-    refresh_cache: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileProxy {
-    record_route: Option<bool>,
-    farm_uri: Option<String>,
-    outbound_proxy: Option<String>,
-    dns_server: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    server: Option<FileServer>,
-    registrar: Option<FileRegistrar>,
-    memcached: Option<FileMemcached>,
-    proxy: Option<FileProxy>,
-}
 
 /// What the command line may override (None: not given).
 #[derive(Debug, Default, Clone)]
@@ -139,7 +83,7 @@ impl Config {
     /// Load the file (if any), apply the flags, check everything.
     pub fn load(o: &Overrides) -> Result<Config, String> {
         let (file, fname) = match &o.config {
-            Some(path) => (read_file(path)?, path.display().to_string()),
+            Some(path) => (file::read_file(path)?, path.display().to_string()),
             None => (File::default(), String::new()),
         };
         let at = |key: &str| format!("{fname}: key '{key}'");
@@ -415,12 +359,6 @@ impl Config {
     pub fn is_our_domain(&self, host: &str) -> bool {
         self.domains.iter().any(|d| d == host)
     }
-}
-
-fn read_file(path: &Path) -> Result<File, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))
 }
 
 #[cfg(test)]
