@@ -24,23 +24,60 @@ pub use crate::proxy::ProxyConfig;
 pub use crate::registrar::RegistrarConfig;
 pub use crate::transport::{Listen, Proto};
 
-/// What the command line may override (None: not given).
-#[derive(Debug, Default, Clone)]
+/// What the command line may override (None: not given): the flags of `sipfarm serve`.
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
+    /// TOML configuration file; flags override its keys (see config/sipfarm.toml).
+    #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Listen address, repeatable: udp:HOST:PORT or tcp:HOST:PORT (IPv6 as tcp:[::1]:5060).
+    /// Default: udp:127.0.0.1:5060 and tcp:127.0.0.1:5060.
+    #[arg(long, value_name = "PROTO:HOST:PORT")]
     pub listen: Vec<String>,
+    /// Domain this instance is registrar for, repeatable or comma-separated (any port
+    /// matches). Default: localhost and the listen addresses.
+    #[arg(long, value_name = "DOMAIN")]
     pub domain: Vec<String>,
+    /// memcached nodes, comma-separated HOST:PORT. Every instance of a farm must list the
+    /// same nodes in the same spelling. Without it: the embedded in-memory store.
+    #[arg(long, value_name = "HOST:PORT,...")]
     pub memcached: Option<String>,
+    /// Copies of each record, on distinct nodes (1 to the node count; default 2, or 1 with
+    /// a single node).
+    #[arg(long, value_name = "N")]
     pub replicas: Option<usize>,
+    /// Shortest registration accepted, in seconds (shorter: 423 with Min-Expires). Default 60.
+    #[arg(long, value_name = "SECONDS")]
     pub min_expires: Option<u32>,
+    /// Longest registration granted, in seconds (longer ones are shortened). Default 86400.
+    #[arg(long, value_name = "SECONDS")]
     pub max_expires: Option<u32>,
+    /// Registration time when the REGISTER names none, in seconds. Default 3600.
+    #[arg(long, value_name = "SECONDS")]
     pub default_expires: Option<u32>,
+    /// Most contacts one address-of-record may hold. Default 10.
+    #[arg(long, value_name = "N")]
     pub max_contacts: Option<usize>,
+    /// error, warn, info (default), debug or trace.
+    #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Threads, each running its own event loop with its own sockets on the listen addresses
+    /// (SO_REUSEPORT). Default: the number of cores.
+    #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    pub no_record_route: bool,
+    /// The URI that names the farm in Record-Route (no user part), e.g. sip:farm.example.test.
+    /// Every instance treats a Route to it as its own. Default: sip:<first domain>.
+    #[arg(long, value_name = "URI")]
     pub farm_uri: Option<String>,
+    /// Do not add Record-Route (in-dialog requests then go straight to the peers).
+    #[arg(long)]
+    pub no_record_route: bool,
+    /// Send requests for foreign domains to this proxy (a sip: URI) instead of resolving
+    /// them by RFC 3263.
+    #[arg(long, value_name = "URI")]
     pub outbound_proxy: Option<String>,
+    /// DNS server for RFC 3263 lookups (NAPTR, SRV, A), IP or IP:PORT. Default: the system's.
+    #[arg(long, value_name = "IP:PORT")]
     pub dns_server: Option<String>,
 }
 
