@@ -106,8 +106,8 @@ impl Config {
             None => (file::File::default(), String::new()),
         };
         let src = origin::Source::new(&fname);
-        let server_keys = file.server.unwrap_or_default();
-        let server = server::resolve(o, &server_keys, src)?;
+        let server_file = file.server.unwrap_or_default();
+        let server = server::resolve(o, &server_file, src)?;
         let registrar = registrar::resolve(o, &file.registrar.unwrap_or_default(), src)?;
         let memcached = memcached::resolve(o, &file.memcached.unwrap_or_default(), src)?;
         let proxy = proxy::resolve(
@@ -117,16 +117,19 @@ impl Config {
             &server.listen,
             src,
         )?;
+        // Threads last, where they were always checked: given several mistakes, the same one
+        // is reported.
+        let threads = server::threads(o, &server_file, src)?;
         Ok(Config {
-            threads: server::threads(o, &server_keys, src)?,
-            proxy,
             listen: server.listen,
             domains: server.domains,
             max_message_size: server.max_message_size,
             tcp_idle_timeout: server.tcp_idle_timeout,
             log_level: server.log_level,
+            threads,
             registrar,
             memcached,
+            proxy,
         })
     }
 

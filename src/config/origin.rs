@@ -33,7 +33,8 @@ impl<'a> Source<'a> {
         Source { file }
     }
 
-    /// The file key `section.key`, for settings no flag overrides.
+    /// The file key `section.key`, for settings no flag overrides (and errors that have
+    /// always named the key).
     pub(super) fn key(self, key: &'static str) -> Origin<'a> {
         Origin::Key {
             file: self.file,

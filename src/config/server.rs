@@ -143,9 +143,8 @@ fn log_level(o: &Overrides, f: &FileServer, src: Source) -> Result<String, Strin
     Ok(level.to_owned())
 }
 
-/// Event-loop threads: the flag, the file, else one per core. `Config::load` checks it after
-/// every other section, where it always was: a command line with several mistakes reports
-/// the same one first.
+/// Event-loop threads: the flag, the file, else one per core. Apart from [`resolve`] because
+/// `Config::load` checks it after every other section.
 pub(super) fn threads(o: &Overrides, f: &FileServer, src: Source) -> Result<usize, String> {
     match src.pick("--threads", o.threads, "server.threads", f.threads) {
         (Some(0), origin) => Err(format!("{origin}: must be at least 1")),
