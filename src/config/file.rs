@@ -62,8 +62,35 @@ pub(super) struct File {
     pub(super) proxy: Option<FileProxy>,
 }
 
+/// The file's text parsed; errors start with its name (TOML's own message says the line and
+/// the key).
 pub(super) fn read_file(path: &Path) -> Result<File, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_forms_and_unknown_keys() {
+        let f: File =
+            toml::from_str("[memcached]\nnodes = [\"a:1\", { addr = \"b:2\", weight = 3 }]\n")
+                .unwrap();
+        let nodes = f.memcached.unwrap().nodes.unwrap();
+        assert!(matches!(&nodes[0], NodeSpec::Addr(a) if a == "a:1"));
+        assert!(matches!(&nodes[1], NodeSpec::Weighted { addr, weight: 3 } if addr == "b:2"));
+        for text in [
+            "[sever]\n",
+            "[server]\nlisten_on = []\n",
+            "[registrar]\nmax_expire = 1\n",
+            "[memcached]\nnode = []\n",
+            "[proxy]\nrecord_routes = true\n",
+        ] {
+            let e = toml::from_str::<File>(text).unwrap_err().to_string();
+            assert!(e.contains("unknown"), "{text}: {e}");
+        }
+    }
 }

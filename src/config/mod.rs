@@ -230,4 +230,49 @@ mod tests {
         };
         assert!(Config::load(&o).unwrap_err().starts_with("--listen"));
     }
+
+    /// The flags as `sipfarm serve` parses them: repeatable lists, a bare boolean.
+    #[test]
+    fn flags_parse_into_overrides() {
+        use clap::{Args, FromArgMatches};
+        let cmd = Overrides::augment_args(clap::Command::new("serve"));
+        let m = cmd
+            .try_get_matches_from([
+                "serve",
+                "--listen",
+                "udp:127.0.0.1:5070",
+                "--listen",
+                "tcp:127.0.0.1:5070",
+                "--domain",
+                "a.test,b.test",
+                "--domain",
+                "c.test",
+                "--max-contacts",
+                "4",
+                "--no-record-route",
+            ])
+            .unwrap();
+        let o = Overrides::from_arg_matches(&m).unwrap();
+        assert_eq!(o.listen, ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]);
+        assert_eq!(o.domain, ["a.test,b.test", "c.test"]);
+        assert_eq!((o.max_contacts, o.no_record_route), (Some(4), true));
+        assert_eq!((o.config, o.replicas, o.threads), (None, None, None));
+    }
+
+    /// The example file documents every key: it must load as it is.
+    #[test]
+    fn example_file_loads() {
+        let o = Overrides {
+            config: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/config/sipfarm.toml").into()),
+            ..Default::default()
+        };
+        let c = Config::load(&o).unwrap();
+        assert_eq!(
+            (c.threads, c.domains.as_slice()),
+            (2, &["example.test".to_owned()][..])
+        );
+        let mc = c.memcached.unwrap();
+        assert_eq!((mc.nodes.len(), mc.replicas), (2, 2));
+        assert_eq!(c.proxy.farm_uri, "sip:example.test");
+    }
 }
