@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one instance (embedded in-memory location store unless --memcached is given).
-    Serve(ServeArgs),
+    Serve(Overrides),
     /// Look at the memcached farm.
     #[command(subcommand)]
     Farm(FarmCommand),
@@ -43,84 +43,6 @@ struct StatusArgs {
     instance: Option<String>,
 }
 
-#[derive(Args)]
-struct ServeArgs {
-    /// TOML configuration file; flags override its keys (see config/sipfarm.toml).
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Listen address, repeatable: udp:HOST:PORT or tcp:HOST:PORT (IPv6 as tcp:[::1]:5060).
-    /// Default: udp:127.0.0.1:5060 and tcp:127.0.0.1:5060.
-    #[arg(long, value_name = "PROTO:HOST:PORT")]
-    listen: Vec<String>,
-    /// Domain this instance is registrar for, repeatable or comma-separated (any port
-    /// matches). Default: localhost and the listen addresses.
-    #[arg(long, value_name = "DOMAIN")]
-    domain: Vec<String>,
-    /// memcached nodes, comma-separated HOST:PORT. Every instance of a farm must list the
-    /// same nodes in the same spelling. Without it: the embedded in-memory store.
-    #[arg(long, value_name = "HOST:PORT,...")]
-    memcached: Option<String>,
-    /// Copies of each record, on distinct nodes (1 to the node count; default 2, or 1 with
-    /// a single node).
-    #[arg(long, value_name = "N")]
-    replicas: Option<usize>,
-    /// Shortest registration accepted, in seconds (shorter: 423 with Min-Expires). Default 60.
-    #[arg(long, value_name = "SECONDS")]
-    min_expires: Option<u32>,
-    /// Longest registration granted, in seconds (longer ones are shortened). Default 86400.
-    #[arg(long, value_name = "SECONDS")]
-    max_expires: Option<u32>,
-    /// Registration time when the REGISTER names none, in seconds. Default 3600.
-    #[arg(long, value_name = "SECONDS")]
-    default_expires: Option<u32>,
-    /// Most contacts one address-of-record may hold. Default 10.
-    #[arg(long, value_name = "N")]
-    max_contacts: Option<usize>,
-    /// error, warn, info (default), debug or trace.
-    #[arg(long, value_name = "LEVEL")]
-    log_level: Option<String>,
-    /// Threads, each running its own event loop with its own sockets on the listen addresses
-    /// (SO_REUSEPORT). Default: the number of cores.
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
-    /// The URI that names the farm in Record-Route (no user part), e.g. sip:farm.example.test.
-    /// Every instance treats a Route to it as its own. Default: sip:<first domain>.
-    #[arg(long, value_name = "URI")]
-    farm_uri: Option<String>,
-    /// Do not add Record-Route (in-dialog requests then go straight to the peers).
-    #[arg(long)]
-    no_record_route: bool,
-    /// Send requests for foreign domains to this proxy (a sip: URI) instead of resolving
-    /// them by RFC 3263.
-    #[arg(long, value_name = "URI")]
-    outbound_proxy: Option<String>,
-    /// DNS server for RFC 3263 lookups (NAPTR, SRV, A), IP or IP:PORT. Default: the system's.
-    #[arg(long, value_name = "IP:PORT")]
-    dns_server: Option<String>,
-}
-
-impl ServeArgs {
-    fn overrides(&self) -> Overrides {
-        Overrides {
-            config: self.config.clone(),
-            listen: self.listen.clone(),
-            domain: self.domain.clone(),
-            memcached: self.memcached.clone(),
-            replicas: self.replicas,
-            min_expires: self.min_expires,
-            max_expires: self.max_expires,
-            default_expires: self.default_expires,
-            max_contacts: self.max_contacts,
-            log_level: self.log_level.clone(),
-            threads: self.threads,
-            no_record_route: self.no_record_route,
-            farm_uri: self.farm_uri.clone(),
-            outbound_proxy: self.outbound_proxy.clone(),
-            dns_server: self.dns_server.clone(),
-        }
-    }
-}
-
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIPFARM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("sipfarm={level},warn")));
@@ -141,7 +63,25 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-fn farm_status(args: StatusArgs) -> ExitCode {
+/// What the operator must fix (configuration, arguments): the message, and status 2.
+fn fail(e: &str) -> ExitCode {
+    eprintln!("sipfarm: {e}");
+    ExitCode::from(2)
+}
+
+fn serve(o: &Overrides) -> ExitCode {
+    let cfg = match Config::load(o) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    init_logging(&cfg.log_level);
+    match sipfarm::server::run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn farm_status(args: &StatusArgs) -> ExitCode {
     let o = Overrides {
         config: args.config.clone(),
         memcached: args.memcached.clone(),
@@ -149,23 +89,17 @@ fn farm_status(args: StatusArgs) -> ExitCode {
     };
     let cfg = match Config::load(&o) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("sipfarm: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(&e),
     };
     let Some(mc) = cfg.memcached else {
-        eprintln!("sipfarm: farm status needs --memcached or a --config with memcached.nodes");
-        return ExitCode::from(2);
+        return fail("farm status needs --memcached or a --config with memcached.nodes");
     };
     let instance = match &args.instance {
         Some(i) => match i.parse::<std::net::SocketAddr>() {
             Ok(a) => Some(a),
-            Err(_) => {
-                eprintln!("sipfarm: --instance '{i}' is not IP:PORT");
-                return ExitCode::from(2);
-            }
+            Err(_) => return fail(&format!("--instance '{i}' is not IP:PORT")),
         },
+        // A file describes an instance: ask that one (its first UDP listen address).
         None if args.config.is_some() => cfg
             .listen
             .iter()
@@ -183,25 +117,8 @@ fn farm_status(args: StatusArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Farm(FarmCommand::Status(args)) => farm_status(args),
-        Command::Serve(args) => {
-            let cfg = match Config::load(&args.overrides()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("sipfarm: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            init_logging(&cfg.log_level);
-            match sipfarm::server::run(cfg) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sipfarm: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+    match Cli::parse().command {
+        Command::Serve(o) => serve(&o),
+        Command::Farm(FarmCommand::Status(args)) => farm_status(&args),
     }
 }

@@ -1,0 +1,278 @@
+//! Configuration: the TOML file, the command-line flags that override it, and the checks.
+//!
+//! Parsed and checked once at start into plain structs; nothing reads the file or the
+//! environment later. Every error names where it comes from (file and key, or flag) and the
+//! offending value; `main` prints it and exits with status 2.
+//!
+//! `file` reads the file as written; each section has its resolve step (`server`,
+//! `registrar`, `memcached`, `proxy`), which takes a flag over its file key and names either
+//! in errors (`origin`).
+
+mod file;
+mod memcached;
+mod origin;
+mod proxy;
+mod registrar;
+mod server;
+
+pub use file::NodeSpec;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::location::MemcachedConfig;
+pub use crate::proxy::ProxyConfig;
+pub use crate::registrar::RegistrarConfig;
+pub use crate::transport::{Listen, Proto};
+
+/// What the command line may override (None: not given): the flags of `sipfarm serve`.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// TOML configuration file; flags override its keys (see config/sipfarm.toml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Listen address, repeatable: udp:HOST:PORT or tcp:HOST:PORT (IPv6 as tcp:[::1]:5060).
+    /// Default: udp:127.0.0.1:5060 and tcp:127.0.0.1:5060.
+    #[arg(long, value_name = "PROTO:HOST:PORT")]
+    pub listen: Vec<String>,
+    /// Domain this instance is registrar for, repeatable or comma-separated (any port
+    /// matches). Default: localhost and the listen addresses.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Vec<String>,
+    /// memcached nodes, comma-separated HOST:PORT. Every instance of a farm must list the
+    /// same nodes in the same spelling. Without it: the embedded in-memory store.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub memcached: Option<String>,
+    /// Copies of each record, on distinct nodes (1 to the node count; default 2, or 1 with
+    /// a single node).
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<usize>,
+    /// Shortest registration accepted, in seconds (shorter: 423 with Min-Expires). Default 60.
+    #[arg(long, value_name = "SECONDS")]
+    pub min_expires: Option<u32>,
+    /// Longest registration granted, in seconds (longer ones are shortened). Default 86400.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_expires: Option<u32>,
+    /// Registration time when the REGISTER names none, in seconds. Default 3600.
+    #[arg(long, value_name = "SECONDS")]
+    pub default_expires: Option<u32>,
+    /// Most contacts one address-of-record may hold. Default 10.
+    #[arg(long, value_name = "N")]
+    pub max_contacts: Option<usize>,
+    /// error, warn, info (default), debug or trace.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Threads, each running its own event loop with its own sockets on the listen addresses
+    /// (SO_REUSEPORT). Default: the number of cores.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// The URI that names the farm in Record-Route (no user part), e.g. sip:farm.example.test.
+    /// Every instance treats a Route to it as its own. Default: sip:<first domain>.
+    #[arg(long, value_name = "URI")]
+    pub farm_uri: Option<String>,
+    /// Do not add Record-Route (in-dialog requests then go straight to the peers).
+    #[arg(long)]
+    pub no_record_route: bool,
+    /// Send requests for foreign domains to this proxy (a sip: URI) instead of resolving
+    /// them by RFC 3263.
+    #[arg(long, value_name = "URI")]
+    pub outbound_proxy: Option<String>,
+    /// DNS server for RFC 3263 lookups (NAPTR, SRV, A), IP or IP:PORT. Default: the system's.
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns_server: Option<String>,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<Listen>,
+    /// Lowercased domains this instance is registrar for.
+    pub domains: Vec<String>,
+    pub max_message_size: usize,
+    pub tcp_idle_timeout: Duration,
+    pub log_level: String,
+    /// Event-loop threads (each with its own sockets).
+    pub threads: usize,
+    pub registrar: RegistrarConfig,
+    /// None: the embedded in-memory store.
+    pub memcached: Option<MemcachedConfig>,
+    pub proxy: ProxyConfig,
+}
+
+impl Config {
+    /// Load the file (if any), apply the flags, check everything.
+    pub fn load(o: &Overrides) -> Result<Config, String> {
+        let (file, fname) = match &o.config {
+            Some(path) => (file::read_file(path)?, path.display().to_string()),
+            None => (file::File::default(), String::new()),
+        };
+        let src = origin::Source::new(&fname);
+        let server_file = file.server.unwrap_or_default();
+        let server = server::resolve(o, &server_file, src)?;
+        let registrar = registrar::resolve(o, &file.registrar.unwrap_or_default(), src)?;
+        let memcached = memcached::resolve(o, &file.memcached.unwrap_or_default(), src)?;
+        let proxy = proxy::resolve(
+            o,
+            &file.proxy.unwrap_or_default(),
+            &server.domains,
+            &server.listen,
+            src,
+        )?;
+        // Threads last, where they were always checked: given several mistakes, the same one
+        // is reported.
+        let threads = server::threads(o, &server_file, src)?;
+        Ok(Config {
+            listen: server.listen,
+            domains: server.domains,
+            max_message_size: server.max_message_size,
+            tcp_idle_timeout: server.tcp_idle_timeout,
+            log_level: server.log_level,
+            threads,
+            registrar,
+            memcached,
+            proxy,
+        })
+    }
+
+    /// Is `host` (lowercase, no brackets) one of our domains? Any port matches.
+    pub fn is_our_domain(&self, host: &str) -> bool {
+        self.domains.iter().any(|d| d == host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(
+            Listen::parse("udp:127.0.0.1:5080").unwrap().addr.port(),
+            5080
+        );
+        assert!(Listen::parse("tcp:[::1]:5060").unwrap().addr.is_ipv6());
+        assert!(Listen::parse("sctp:127.0.0.1:1").is_err());
+        assert!(Listen::parse("udp:nohost").is_err());
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = Config::load(&Overrides::default()).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert!(c.memcached.is_none());
+        assert!(c.is_our_domain("127.0.0.1"));
+        let o = Overrides {
+            memcached: Some("127.0.0.1:11211,127.0.0.1:11212".into()),
+            domain: vec!["Example.TEST".into()],
+            ..Default::default()
+        };
+        let c = Config::load(&o).unwrap();
+        assert_eq!(c.memcached.as_ref().unwrap().replicas, 2);
+        assert!(c.is_our_domain("example.test"));
+        let bad = Overrides {
+            replicas: Some(3),
+            ..o
+        };
+        assert!(Config::load(&bad).unwrap_err().contains("--replicas"));
+    }
+
+    #[test]
+    fn file_errors_name_file_and_key() {
+        let dir = std::env::temp_dir().join(format!("sipfarm-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        std::fs::write(
+            &p,
+            "[server]\nlisten = [\"udp:127.0.0.1:5060\"]\nbogus = 1\n",
+        )
+        .unwrap();
+        let e = Config::load(&Overrides {
+            config: Some(p.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("bad.toml") && e.contains("bogus"), "{e}");
+        std::fs::write(&p, "[memcached]\nnodes = [\"nonsense\"]\n").unwrap();
+        let e = Config::load(&Overrides {
+            config: Some(p.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("memcached.nodes") && e.contains("nonsense"),
+            "{e}"
+        );
+        std::fs::write(&p, "[server]\nlisten = [\"udp:127.0.0.1:5070\"]\n").unwrap();
+        let o = Overrides {
+            config: Some(p.clone()),
+            listen: vec!["tcp:127.0.0.1:5090".into()],
+            ..Default::default()
+        };
+        let c = Config::load(&o).unwrap();
+        assert_eq!(c.listen[0].to_string(), "tcp:127.0.0.1:5090");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// With several mistakes, the first in the order the sections are checked is reported
+    /// (`--threads` last).
+    #[test]
+    fn first_mistake_reported() {
+        let o = Overrides {
+            threads: Some(0),
+            memcached: Some("a:1".into()),
+            replicas: Some(3),
+            ..Default::default()
+        };
+        assert!(Config::load(&o).unwrap_err().starts_with("--replicas"));
+        let o = Overrides {
+            log_level: Some("loud".into()),
+            listen: vec!["x".into()],
+            ..Default::default()
+        };
+        assert!(Config::load(&o).unwrap_err().starts_with("--listen"));
+    }
+
+    /// The flags as `sipfarm serve` parses them: repeatable lists, a bare boolean.
+    #[test]
+    fn flags_parse_into_overrides() {
+        use clap::{Args, FromArgMatches};
+        let cmd = Overrides::augment_args(clap::Command::new("serve"));
+        let m = cmd
+            .try_get_matches_from([
+                "serve",
+                "--listen",
+                "udp:127.0.0.1:5070",
+                "--listen",
+                "tcp:127.0.0.1:5070",
+                "--domain",
+                "a.test,b.test",
+                "--domain",
+                "c.test",
+                "--max-contacts",
+                "4",
+                "--no-record-route",
+            ])
+            .unwrap();
+        let o = Overrides::from_arg_matches(&m).unwrap();
+        assert_eq!(o.listen, ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]);
+        assert_eq!(o.domain, ["a.test,b.test", "c.test"]);
+        assert_eq!((o.max_contacts, o.no_record_route), (Some(4), true));
+        assert_eq!((o.config, o.replicas, o.threads), (None, None, None));
+    }
+
+    /// The example file documents every key: it must load as it is.
+    #[test]
+    fn example_file_loads() {
+        let o = Overrides {
+            config: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/config/sipfarm.toml").into()),
+            ..Default::default()
+        };
+        let c = Config::load(&o).unwrap();
+        assert_eq!(
+            (c.threads, c.domains.as_slice()),
+            (2, &["example.test".to_owned()][..])
+        );
+        let mc = c.memcached.unwrap();
+        assert_eq!((mc.nodes.len(), mc.replicas), (2, 2));
+        assert_eq!(c.proxy.farm_uri, "sip:example.test");
+    }
+}
