@@ -84,7 +84,7 @@ fn nodes(o: &Overrides, f: &FileMemcached, src: Source) -> Result<Vec<(String, u
         .collect::<Result<Vec<_>, _>>()?;
     for (i, (a, _)) in nodes.iter().enumerate() {
         if nodes[..i].iter().any(|(b, _)| a == b) {
-            return Err(format!("memcached node {a} is listed twice"));
+            return Err(format!("{origin}: memcached node {a} is listed twice"));
         }
     }
     Ok(nodes)
@@ -179,7 +179,7 @@ mod tests {
             (
                 flags("a:1, a:1", None),
                 &none,
-                "memcached node a:1 is listed twice",
+                "--memcached: memcached node a:1 is listed twice",
             ),
             (
                 flags("", Some(2)),

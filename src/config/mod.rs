@@ -132,11 +132,6 @@ impl Config {
             proxy,
         })
     }
-
-    /// Is `host` (lowercase, no brackets) one of our domains? Any port matches.
-    pub fn is_our_domain(&self, host: &str) -> bool {
-        self.domains.iter().any(|d| d == host)
-    }
 }
 
 #[cfg(test)]
@@ -159,7 +154,7 @@ mod tests {
         let c = Config::load(&Overrides::default()).unwrap();
         assert_eq!(c.listen.len(), 2);
         assert!(c.memcached.is_none());
-        assert!(c.is_our_domain("127.0.0.1"));
+        assert!(c.domains.iter().any(|d| d == "127.0.0.1"));
         let o = Overrides {
             memcached: Some("127.0.0.1:11211,127.0.0.1:11212".into()),
             domain: vec!["Example.TEST".into()],
@@ -167,7 +162,7 @@ mod tests {
         };
         let c = Config::load(&o).unwrap();
         assert_eq!(c.memcached.as_ref().unwrap().replicas, 2);
-        assert!(c.is_our_domain("example.test"));
+        assert!(c.domains.iter().any(|d| d == "example.test"));
         let bad = Overrides {
             replicas: Some(3),
             ..o

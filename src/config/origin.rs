@@ -17,6 +17,8 @@ impl fmt::Display for Origin<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Flag(flag) => f.write_str(flag),
+            // Without a file the default was in use: name the key alone.
+            Origin::Key { file: "", key } => write!(f, "key '{key}'"),
             Origin::Key { file, key } => write!(f, "{file}: key '{key}'"),
         }
     }

@@ -9,25 +9,38 @@ pub(super) fn resolve(
     f: &FileRegistrar,
     src: Source,
 ) -> Result<RegistrarConfig, String> {
+    let (min, min_at) = src.pick(
+        "--min-expires",
+        o.min_expires,
+        "registrar.min_expires",
+        f.min_expires,
+    );
+    let (max, max_at) = src.pick(
+        "--max-expires",
+        o.max_expires,
+        "registrar.max_expires",
+        f.max_expires,
+    );
+    let (contacts, contacts_at) = src.pick(
+        "--max-contacts",
+        o.max_contacts,
+        "registrar.max_contacts",
+        f.max_contacts,
+    );
     let r = RegistrarConfig {
-        min_expires: o.min_expires.or(f.min_expires).unwrap_or(60),
-        max_expires: o.max_expires.or(f.max_expires).unwrap_or(86400),
+        min_expires: min.unwrap_or(60),
+        max_expires: max.unwrap_or(86400),
         default_expires: o.default_expires.or(f.default_expires).unwrap_or(3600),
-        max_contacts: o.max_contacts.or(f.max_contacts).unwrap_or(10),
+        max_contacts: contacts.unwrap_or(10),
     };
     if r.max_expires < r.min_expires.max(1) {
         return Err(format!(
-            "registrar: max_expires ({}) is below min_expires ({})",
+            "registrar: max_expires ({}, {max_at}) is below min_expires ({}, {min_at})",
             r.max_expires, r.min_expires
         ));
     }
     if r.max_contacts == 0 {
-        // Named by the file key even when --max-contacts gave the 0: the text this error has
-        // always had, kept as it is.
-        return Err(format!(
-            "{}: must be at least 1",
-            src.key("registrar.max_contacts")
-        ));
+        return Err(format!("{contacts_at}: must be at least 1"));
     }
     Ok(r)
 }
@@ -70,7 +83,7 @@ mod tests {
         };
         assert_eq!(
             resolve(&o, &FileRegistrar::default(), src).unwrap_err(),
-            "registrar: max_expires (50) is below min_expires (100)"
+            "registrar: max_expires (50, --max-expires) is below min_expires (100, --min-expires)"
         );
         let f = FileRegistrar {
             max_contacts: Some(0),
@@ -79,6 +92,14 @@ mod tests {
         assert_eq!(
             resolve(&Overrides::default(), &f, src).unwrap_err(),
             "FILE: key 'registrar.max_contacts': must be at least 1"
+        );
+        let o = Overrides {
+            max_contacts: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&o, &f, src).unwrap_err(),
+            "--max-contacts: must be at least 1"
         );
     }
 }

@@ -107,7 +107,9 @@ fn domains(
             d
         }
     };
-    domains.dedup();
+    // Duplicates anywhere in the list, first spelling kept.
+    let mut seen = std::collections::HashSet::new();
+    domains.retain(|d| seen.insert(d.clone()));
     Ok(domains)
 }
 
