@@ -64,9 +64,9 @@ fn exercise(raw: &[u8]) {
 
 #[test]
 fn torture_messages_cut_and_mutated() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/sip-torture");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sip-torture");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("the RFC 4475 corpus beside the project (../shared/sip-torture)")
+        .expect("the RFC 4475 corpus in tests/sip-torture")
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "dat"))

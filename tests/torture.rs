@@ -22,7 +22,7 @@ fn corpus_dir() -> PathBuf {
     if let Ok(d) = std::env::var("SIP_TORTURE_DIR") {
         return PathBuf::from(d);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/sip-torture")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sip-torture")
 }
 
 /// Insert `;rport` after the sent-by of the top Via so the answer comes to our socket. Done
