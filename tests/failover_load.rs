@@ -103,28 +103,12 @@ fn load_with_failure(how: &str) {
     // 10 s of load: 200 REGISTER/s through A, 20 calls/s through B to the uas.
     let reg_stat = tmp.join("register.csv");
     let call_stat = tmp.join("calls.csv");
-    let users = sipp_file("users.csv");
-    let (reg_args, _) = sipp_client(
-        a.addr(),
-        "register.xml",
-        &["-inf", &users, "-r", "200", "-m", "2000", "-timeout", "40s"],
-    );
-    let (call_args, _) = sipp_client(
+    let (reg_args, _) = sipp_register(a.addr(), &["-r", "200", "-m", "2000", "-timeout", "40s"]);
+    let (call_args, _) = sipp_call(
         b.addr(),
-        "uac.xml",
-        &[
-            "-s",
-            "loaduas",
-            "-key",
-            "domain",
-            "example.test",
-            "-r",
-            "20",
-            "-m",
-            "200",
-            "-timeout",
-            "40s",
-        ],
+        tmp.path(),
+        "loaduas",
+        &["-r", "20", "-m", "200", "-timeout", "40s"],
     );
     let started = Instant::now();
     let mut reg = start_sipp_with_stats(&reg_args, &reg_stat);

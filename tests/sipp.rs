@@ -1,5 +1,6 @@
-//! sipp against a real farm: 1,000 distinct users registered from an injection CSV with zero
-//! failed calls, then every one of them found through a second instance.
+//! sipp against a real farm, with the bench's scenarios (bench/sipp): 1,000 distinct users
+//! registered from an injection CSV with zero failed calls, then every one of them found
+//! through a second instance; and 200 calls across two instances with zero failed calls.
 
 mod common;
 use common::*;
@@ -11,13 +12,9 @@ fn sipp_registers_1000_users_through_the_farm() {
     let mc2 = Memcached::start();
     let a = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
     let b = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
-    let csv = sipp_file("users.csv");
-    let (args, sipp_port) = sipp_client(
+    let (args, sipp_port) = sipp_register(
         a.addr(),
-        "register.xml",
         &[
-            "-inf",
-            &csv,
             "-m",
             "1000",
             "-r",
@@ -53,16 +50,13 @@ fn sipp_uac_calls_uas_across_two_instances() {
     let mc2 = Memcached::start();
     let a = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
     let b = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
+    let dir = TempDir::new("sipfarm-sipp-");
     let uas = registered_uas(b.addr(), "sippuas", &["-m", "200", "-timeout", "90s"]);
-    let (args, _) = sipp_client(
+    let (args, _) = sipp_call(
         a.addr(),
-        "uac.xml",
+        dir.path(),
+        "sippuas",
         &[
-            "-s",
-            "sippuas",
-            "-key",
-            "domain",
-            "example.test",
             "-m",
             "200",
             "-r",

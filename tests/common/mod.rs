@@ -4,7 +4,7 @@
 //! - `processes`: free ports, unique tokens, the one guard type for every child process
 //!   (SIGTERM, a bounded wait, SIGKILL, wait), signals (freeze, thaw, crash), temp folders;
 //! - `ua`: user agents over UDP and TCP, and the tests' own SIP reader (not sipfarm's parser);
-//! - `sipp`: sipp helpers for the scenarios of tests/sipp.
+//! - `sipp`: the sipp scenarios of bench/sipp, shared with the bench.
 #![allow(dead_code, unused_imports)]
 
 mod processes;

@@ -1,4 +1,5 @@
-//! sipp helpers: the scenarios and the injection file of tests/sipp, sipp's built-in uas.
+//! sipp helpers. The scenarios and the injection file live in bench/sipp, the one folder the
+//! tests and the bench share: the tests drive the bench's own scenarios.
 
 use super::processes::{Proc, free_port, unique};
 use super::ua::Ua;
@@ -11,18 +12,19 @@ pub fn sipp_bin() -> String {
     std::env::var("SIPP").unwrap_or_else(|_| "sipp".into())
 }
 
-/// tests/sipp: the sipp scenarios and the users.csv injection file.
+/// bench/sipp: every sipp scenario and the users.csv injection file.
 pub fn sipp_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/sipp")
 }
 
-/// The path of a file of tests/sipp.
+/// The path of a file of bench/sipp.
 pub fn sipp_file(name: &str) -> String {
     sipp_dir().join(name).display().to_string()
 }
 
-/// The arguments of a sipp client run against `target` with a scenario of tests/sipp: local
-/// address on loopback, a free port (returned too), no keyboard, then `extra`.
+/// The arguments of a sipp client run against `target` with a scenario of bench/sipp: local
+/// address on loopback, a free port (returned too), no keyboard, `[domain]` example.test,
+/// then `extra`.
 pub fn sipp_client(target: SocketAddr, scenario: &str, extra: &[&str]) -> (Vec<String>, u16) {
     let port = free_port();
     let mut args = vec![
@@ -34,9 +36,45 @@ pub fn sipp_client(target: SocketAddr, scenario: &str, extra: &[&str]) -> (Vec<S
         "-p".into(),
         port.to_string(),
         "-nostdin".into(),
+        "-key".into(),
+        "domain".into(),
+        "example.test".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     (args, port)
+}
+
+/// register.xml over UDP for the users of bench/sipp/users.csv (user0001 to user1000), each
+/// binding naming sipp's own address: `sip:USER@127.0.0.1:PORT;transport=UDP`.
+pub fn sipp_register(target: SocketAddr, extra: &[&str]) -> (Vec<String>, u16) {
+    let (mut args, port) = sipp_client(target, "register.xml", &[]);
+    let users = sipp_file("users.csv");
+    let port_s = port.to_string();
+    let keys = [
+        "-inf",
+        users.as_str(),
+        "-key",
+        "contact_host",
+        "127.0.0.1",
+        "-key",
+        "contact_port",
+        port_s.as_str(),
+        "-key",
+        "contact_transport",
+        "UDP",
+    ];
+    args.extend(keys.iter().chain(extra).map(|s| s.to_string()));
+    (args, port)
+}
+
+/// uac.xml calling `user` (its injection file, one line, is written into `dir`).
+pub fn sipp_call(target: SocketAddr, dir: &Path, user: &str, extra: &[&str]) -> (Vec<String>, u16) {
+    let csv = dir.join(unique("callee-") + ".csv");
+    std::fs::write(&csv, format!("SEQUENTIAL\n{user}\n")).unwrap();
+    let csv = csv.display().to_string();
+    let mut all = vec!["-inf", csv.as_str()];
+    all.extend_from_slice(extra);
+    sipp_client(target, "uac.xml", &all)
 }
 
 /// Start sipp in the background with `args` (its output discarded).
