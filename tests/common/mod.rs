@@ -1,5 +1,5 @@
 //! Test harness: real memcached and sipfarm processes on free loopback ports (stopped by pid
-//! when dropped), simulated user agents, and sipp.
+//! when dropped), the instances a test runs against (`Setup`), simulated user agents, sipp.
 //!
 //! - `processes`: free ports, unique tokens, the one guard type for every child process
 //!   (SIGTERM, a bounded wait, SIGKILL, wait), signals (freeze, thaw, crash), temp folders;
@@ -229,4 +229,70 @@ impl Sipfarm {
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
+}
+
+/// Instances under test: one (memory) or two sharing a farm.
+pub struct Setup {
+    _mc: Vec<Memcached>,
+    pub farms: Vec<Sipfarm>,
+    _dir: Option<TempDir>,
+}
+
+impl Setup {
+    pub fn memory(extra: &[&str]) -> Setup {
+        Setup {
+            _mc: vec![],
+            farms: vec![Sipfarm::start(extra)],
+            _dir: None,
+        }
+    }
+
+    pub fn farm(extra: &[&str]) -> Setup {
+        let mc = vec![Memcached::start(), Memcached::start()];
+        let refs: Vec<&Memcached> = mc.iter().collect();
+        let a = Sipfarm::with_farm(&refs, extra);
+        let b = Sipfarm::with_farm(&refs, extra);
+        Setup {
+            _mc: mc,
+            farms: vec![a, b],
+            _dir: None,
+        }
+    }
+
+    /// Two instances on one farm: one on the pipelined connection, one on the memcache
+    /// crate's client (`memcached.pipeline = false`): they must interoperate.
+    pub fn farm_mixed_clients() -> Setup {
+        let mc = vec![Memcached::start(), Memcached::start()];
+        let refs: Vec<&Memcached> = mc.iter().collect();
+        let dir = TempDir::new("sipfarm-mixed-");
+        let cfg = dir.join("crate-client.toml");
+        std::fs::write(&cfg, "[memcached]\npipeline = false\n").unwrap();
+        let a = Sipfarm::with_farm(&refs, &[]);
+        let b = Sipfarm::with_farm(&refs, &["--config", cfg.to_str().unwrap()]);
+        Setup {
+            _mc: mc,
+            farms: vec![a, b],
+            _dir: Some(dir),
+        }
+    }
+
+    /// Instance `i` (wrapping), so that tests alternate between instances of a farm.
+    pub fn at(&self, i: usize) -> SocketAddr {
+        self.farms[i % self.farms.len()].addr()
+    }
+}
+
+/// The expires parameter of the Contact `<uri>` of a REGISTER answer.
+pub fn expires_of(r: &Resp, uri: &str) -> Option<u32> {
+    r.headers("contact")
+        .iter()
+        .find(|c| c.contains(&format!("<{uri}>")))
+        .and_then(|c| {
+            let i = c.find("expires=")? + 8;
+            c[i..]
+                .split(|ch: char| !ch.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
 }
