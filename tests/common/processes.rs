@@ -129,8 +129,10 @@ impl Proc {
                 // A stopped process does not act on SIGTERM: let it run again first.
                 try_signal(self.pid(), "CONT");
             }
-            try_signal(self.pid(), "TERM");
-            if self.wait_for(STOP_GRACE).is_none() {
+            if !try_signal(self.pid(), "TERM") {
+                eprintln!("kill -TERM {} failed: SIGKILL", self.pid());
+                self.crash();
+            } else if self.wait_for(STOP_GRACE).is_none() {
                 eprintln!(
                     "{} (pid {}) still running {STOP_GRACE:?} after SIGTERM: SIGKILL",
                     self.what,
