@@ -4,7 +4,7 @@ achieved rate, failed calls, response times, CPU per request."""
 import os
 import resource
 import statistics
-import subprocess
+import tempfile
 import time
 
 from lib.procs import CLK_TCK, Proc, all_ticks, cpu_ticks, free_port, log
@@ -36,15 +36,13 @@ def run_sipp(work, scenario, port, rate, count, transport, csv, keys, timeout):
     for k, v in keys.items():
         cmd += ["-key", k, str(v)]
     start = time.time()
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            errors="replace")
-    try:
-        _, err = proc.communicate(timeout=timeout + 15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    elapsed = time.time() - start
-    err = err or ""
+    with tempfile.TemporaryFile("w+", errors="replace") as errfile:
+        proc = Proc(cmd, cwd=work, stderr=errfile)
+        if proc.wait(timeout + 15) is None:
+            proc.stop()
+        elapsed = time.time() - start
+        errfile.seek(0)
+        err = errfile.read()
     base = os.path.splitext(scenario)[0]
     stat = rtt = None
     for f in os.listdir(work):

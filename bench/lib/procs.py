@@ -1,5 +1,5 @@
-"""Processes of the bench: free loopback ports, the class that starts and stops a process by
-its pid, and the CPU time of processes from /proc."""
+"""Processes of the bench: free loopback ports, the one class that starts and stops a
+process by its pid, and the CPU time of processes from /proc."""
 
 import os
 import signal
@@ -92,9 +92,14 @@ def all_ticks():
 
 
 class Proc:
-    """A process this script started, stopped by its pid."""
+    """A process this script started. stop() ends it by its pid: SIGTERM, at most GRACE
+    seconds to exit, then SIGKILL, and always wait() (no zombie). Every process the bench
+    starts and stops goes through this class."""
 
-    def __init__(self, cmd, cwd=None, env=None, user=None, quiet=True):
+    GRACE = 10
+
+    def __init__(self, cmd, cwd=None, env=None, user=None, quiet=True, stderr=None):
+        """quiet: stdout and stderr to /dev/null; stderr: a file object for stderr instead."""
         self.cmd = cmd
         out = subprocess.DEVNULL if quiet else None
         preexec = None
@@ -107,17 +112,29 @@ class Proc:
                 os.setgid(pw.pw_gid)
                 os.setuid(pw.pw_uid)
 
-        self.p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL, preexec_fn=preexec)
+        self.p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=stderr or out, stdin=subprocess.DEVNULL,
+                                  preexec_fn=preexec)
         self.pid = self.p.pid
+
+    @property
+    def returncode(self):
+        return self.p.returncode
 
     def pids(self):
         return descendants(self.pid)
 
+    def wait(self, timeout):
+        """Wait at most timeout seconds for it to exit on its own: its exit code, or None."""
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self):
+        # Popen signals by pid only while the child is not reaped, so the pid is always ours.
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
+            if self.wait(self.GRACE) is None:
                 self.p.kill()
                 self.p.wait()
+        return self.p.returncode
