@@ -136,8 +136,8 @@ fn ipv6_listen() {
         return;
     }
     let port = free_port();
-    let mut child = Command::new(sipfarm_bin())
-        .args([
+    let mut sipfarm = Proc::start(
+        Command::new(sipfarm_bin()).args([
             "serve",
             "--listen",
             &format!("udp:[::1]:{port}"),
@@ -145,9 +145,9 @@ fn ipv6_listen() {
             &format!("tcp:[::1]:{port}"),
             "--domain",
             "example.test",
-        ])
-        .spawn()
-        .unwrap();
+        ]),
+        "sipfarm",
+    );
     let sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
     let me = sock.local_addr().unwrap().port();
     sock.set_read_timeout(Some(Duration::from_millis(300)))
@@ -165,8 +165,7 @@ fn ipv6_listen() {
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    sipfarm.stop();
     assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
     assert!(
         answer.contains(&format!("<sip:six@[::1]:{me}>")),

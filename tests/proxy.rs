@@ -74,7 +74,7 @@ fn call(f: &Farm, via_invite: SocketAddr, via_dialog: SocketAddr) {
 
     let inv = bob.wait_request("INVITE");
     assert_eq!(
-        inv.msg.request_uri(),
+        inv.request_uri(),
         Some(bob.contact().as_str()),
         "Request-URI set to the contact"
     );
@@ -104,7 +104,7 @@ fn call(f: &Farm, via_invite: SocketAddr, via_dialog: SocketAddr) {
         &in_dialog("ACK", &alice, &ok, 1, &unique("z9hG4bKa")),
     );
     let ack = bob.wait_request("ACK");
-    assert_eq!(ack.msg.request_uri(), Some(bob.contact().as_str()));
+    assert_eq!(ack.request_uri(), Some(bob.contact().as_str()));
     assert!(ack.all("Route").is_empty(), "our Route entry removed");
 
     let gets_before = f.gets();
@@ -190,8 +190,8 @@ fn cancel_reaches_the_ringing_callee_and_487_comes_back() {
         "CANCEL carries the INVITE's branch (16.11)"
     );
     assert_eq!(
-        c.msg.request_uri(),
-        inv.msg.request_uri(),
+        c.request_uri(),
+        inv.request_uri(),
         "CANCEL goes to the same binding"
     );
     bob.respond(&c, 200, "OK", "");
@@ -343,7 +343,7 @@ fn foreign_domain_goes_to_the_outbound_proxy() {
     alice.ua.send(s.addr(), &m);
     let got = edge.wait_request("INVITE");
     assert_eq!(
-        got.msg.request_uri(),
+        got.request_uri(),
         Some("sip:carol@elsewhere.test"),
         "Request-URI kept"
     );
@@ -424,6 +424,6 @@ fn strict_router_request_uri_is_restored() {
     );
     alice.ua.send(f.a.addr(), &m);
     let got = bob.wait_request("BYE");
-    assert_eq!(got.msg.request_uri(), Some(bob.contact().as_str()));
+    assert_eq!(got.request_uri(), Some(bob.contact().as_str()));
     assert!(got.all("Route").is_empty(), "{}", got.text);
 }

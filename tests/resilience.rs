@@ -80,7 +80,7 @@ fn check_all(
                             m.header("Call-ID").as_deref() == Some(cid.as_str())
                         })
                         .unwrap_or_else(|| panic!("INVITE for {u} via instance {n} not delivered"));
-                    assert_eq!(got.msg.request_uri(), Some(contact.as_str()));
+                    assert_eq!(got.request_uri(), Some(contact.as_str()));
                 }
                 None => {
                     let r = caller

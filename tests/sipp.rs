@@ -1,27 +1,10 @@
-//! sipp against a real farm: 1,000 distinct users registered from an injection CSV with zero
-//! failed calls, then every one of them found through a second instance.
+//! sipp against a real farm, with the bench's scenarios (bench/sipp): 1,000 distinct users
+//! registered from an injection CSV with zero failed calls, then every one of them found
+//! through a second instance; and 200 calls across two instances with zero failed calls.
 
 mod common;
 use common::*;
-use std::process::{Command, Stdio};
-
-/// Run sipp with a bound on time; returns its exit status and the last lines of its output.
-pub fn run_sipp(args: &[String]) -> (bool, String) {
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg(sipp_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("sipp must be installed (apt-get install sip-tester)");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let tail: Vec<&str> = text.lines().rev().take(40).collect();
-    (
-        out.status.success(),
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-    )
-}
+use std::time::Duration;
 
 #[test]
 fn sipp_registers_1000_users_through_the_farm() {
@@ -29,13 +12,9 @@ fn sipp_registers_1000_users_through_the_farm() {
     let mc2 = Memcached::start();
     let a = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
     let b = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
-    let csv = sipp_file("users.csv");
-    let (args, sipp_port) = sipp_client(
+    let (args, sipp_port) = sipp_register(
         a.addr(),
-        "register.xml",
         &[
-            "-inf",
-            &csv,
             "-m",
             "1000",
             "-r",
@@ -47,7 +26,7 @@ fn sipp_registers_1000_users_through_the_farm() {
             "-timeout_error",
         ],
     );
-    let (ok, tail) = run_sipp(&args);
+    let (ok, tail) = run_sipp(&args, Duration::from_secs(120));
     assert!(ok, "sipp reported failed calls:\n{tail}");
     // Every user is there, seen through the other instance.
     let ua = Ua::new();
@@ -71,16 +50,13 @@ fn sipp_uac_calls_uas_across_two_instances() {
     let mc2 = Memcached::start();
     let a = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
     let b = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
-    let mut uas = registered_uas(b.addr(), "sippuas", &["-m", "200", "-timeout", "90s"]);
-    let (args, _) = sipp_client(
+    let dir = TempDir::new("sipfarm-sipp-");
+    let uas = registered_uas(b.addr(), "sippuas", &["-m", "200", "-timeout", "90s"]);
+    let (args, _) = sipp_call(
         a.addr(),
-        "uac.xml",
+        dir.path(),
+        "sippuas",
         &[
-            "-s",
-            "sippuas",
-            "-key",
-            "domain",
-            "example.test",
             "-m",
             "200",
             "-r",
@@ -92,8 +68,7 @@ fn sipp_uac_calls_uas_across_two_instances() {
             "-timeout_error",
         ],
     );
-    let (ok, tail) = run_sipp(&args);
-    let _ = uas.kill();
-    let _ = uas.wait();
+    let (ok, tail) = run_sipp(&args, Duration::from_secs(120));
+    drop(uas);
     assert!(ok, "sipp uac reported failed calls:\n{tail}");
 }
