@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("resolve", 2),
     ("identity", 2),
     ("registrar", 3),
+    ("auth", 3),
     ("proxy", 4),
     // Reading and checking the configuration of everything below.
     ("config", 5),
