@@ -6,6 +6,8 @@
 //! issued, so the nonces are stateless and the users file is the same everywhere; only the
 //! failure counts are per instance (a guesser spread over n instances gets n allowances):
 //! - `digest`: parse credentials, compute and compare responses, write challenges;
+//! - `nonce`: stateless nonces (time, random, HMAC under a secret shared by the farm, with
+//!   the previous secret accepted during a rotation);
 //!
 //! Items are reached through their submodule (`auth::digest::parse`, `auth::users::Users`):
 //! re-exports are added here when the server starts using them (an unused `pub(crate) use`
@@ -15,3 +17,4 @@
 //! stored in memcached by the caller.
 
 pub(crate) mod digest;
+pub(crate) mod nonce;
