@@ -8,6 +8,8 @@
 //! - `digest`: parse credentials, compute and compare responses, write challenges;
 //! - `nonce`: stateless nonces (time, random, HMAC under a secret shared by the farm, with
 //!   the previous secret accepted during a rotation);
+//! - `users`: the users file of HA1 values (never passwords), read at start, edited
+//!   atomically by the command line;
 //!
 //! Items are reached through their submodule (`auth::digest::parse`, `auth::users::Users`):
 //! re-exports are added here when the server starts using them (an unused `pub(crate) use`
@@ -18,3 +20,4 @@
 
 pub(crate) mod digest;
 pub(crate) mod nonce;
+pub(crate) mod users;
