@@ -10,6 +10,8 @@
 //!   the previous secret accepted during a rotation);
 //! - `users`: the users file of HA1 values (never passwords), read at start, edited
 //!   atomically by the command line;
+//! - `limit`: failed attempts per source address and per user, to slow brute force without
+//!   locking out a phone retrying with a mistyped password.
 //!
 //! Items are reached through their submodule (`auth::digest::parse`, `auth::users::Users`):
 //! re-exports are added here when the server starts using them (an unused `pub(crate) use`
@@ -19,5 +21,6 @@
 //! stored in memcached by the caller.
 
 pub(crate) mod digest;
+pub(crate) mod limit;
 pub(crate) mod nonce;
 pub(crate) mod users;
