@@ -49,9 +49,7 @@
 //! transport moves bytes and never builds a SIP answer. The registrar never speaks memcached;
 //! the farm never parses SIP. Configuration is read and checked once ([`config`]).
 
-// wired into the server by the integration step
-#[allow(dead_code)]
-mod auth;
+pub mod auth;
 mod clock;
 pub mod config;
 mod identity;

@@ -210,6 +210,7 @@ impl FailureLimiter {
             || user_key(user).is_some_and(|u| table.blocked(&Key::User(u.into()), now_ms))
     }
 
+    #[cfg(test)]
     /// How many keys are remembered.
     pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()

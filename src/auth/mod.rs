@@ -13,14 +13,28 @@
 //! - `limit`: failed attempts per source address and per user, to slow brute force without
 //!   locking out a phone retrying with a mistyped password.
 //!
-//! Items are reached through their submodule (`auth::digest::parse`, `auth::users::Users`):
-//! re-exports are added here when the server starts using them (an unused `pub(crate) use`
-//! is a warning that `#[allow(dead_code)]` does not cover).
+//! - `policy`: the gate every request passes: who is challenged, who may register which
+//!   address, who may relay where.
 //!
 //! The replay check (the highest nonce-count seen per nonce, keyed by `nonce::nonce_id`) is
-//! stored in memcached by the caller.
+//! kept in the location store, so that a replay to another instance is refused too.
 
 pub(crate) mod digest;
 pub(crate) mod limit;
 pub(crate) mod nonce;
+pub(crate) mod policy;
 pub(crate) mod users;
+
+pub(crate) use policy::Auth;
+pub use policy::AuthConfig;
+
+/// `sipfarm user add`: store the HA1s of `aor` (user@domain) for `password` in the users
+/// file, replacing the user's line if there is one.
+pub fn add_user(users_file: &std::path::Path, aor: &str, password: &str) -> Result<(), String> {
+    users::add(users_file, aor, password)
+}
+
+/// `sipfarm user rm`: remove `aor` from the users file; false when it was not there.
+pub fn remove_user(users_file: &std::path::Path, aor: &str) -> Result<bool, String> {
+    users::remove(users_file, aor)
+}

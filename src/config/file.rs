@@ -51,6 +51,18 @@ pub(super) struct FileProxy {
     pub(super) farm_uri: Option<String>,
     pub(super) outbound_proxy: Option<String>,
     pub(super) dns_server: Option<String>,
+    pub(super) deny: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAuth {
+    pub(super) users_file: Option<std::path::PathBuf>,
+    pub(super) secret_file: Option<std::path::PathBuf>,
+    pub(super) nonce_expires: Option<u64>,
+    pub(super) trusted: Option<Vec<String>>,
+    pub(super) max_failures: Option<u32>,
+    pub(super) block_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +72,7 @@ pub(super) struct File {
     pub(super) registrar: Option<FileRegistrar>,
     pub(super) memcached: Option<FileMemcached>,
     pub(super) proxy: Option<FileProxy>,
+    pub(super) auth: Option<FileAuth>,
 }
 
 /// The file's text parsed; errors start with its name (TOML's own message says the line and

@@ -53,7 +53,7 @@ pub(crate) fn forward_response(
         tracing::info!(via = %next.host, "cannot resolve where the response goes");
         return None;
     };
-    if forbidden_destination(dest.ip()) {
+    if forbidden_destination(dest.ip()) || identity.is_farm_node(dest.ip()) {
         tracing::info!(%dest, "dropped a response toward a broadcast or multicast address");
         return None;
     }

@@ -46,6 +46,11 @@ impl Server {
                 && (self.identity.is_local(&host, uri.port())
                     || (uri.user().is_none() && self.identity.serves_domain(&host))));
         check_extensions(msg, as_uas)?;
+        if let Some(auth) = &self.auth {
+            let src = peer.src.ip();
+            auth.gate(&self.store, &self.identity, msg, src, as_uas, &host)
+                .await?;
+        }
         if as_uas && method == "REGISTER" {
             let reply = registrar::save(
                 &self.store,

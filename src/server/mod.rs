@@ -16,6 +16,7 @@ mod send;
 
 pub use run::run;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::location::Store;
@@ -47,6 +48,8 @@ pub(crate) struct Server {
     identity: Arc<Identity>,
     store: Store,
     proxy: Proxy,
+    /// Digest authentication and the relay rules (None: off).
+    auth: Option<Auth>,
     /// Open TCP connections, accepted and dialled.
     conns: Arc<Connections>,
     /// The first event loop's UDP sockets: a request that came in over TCP leaves over UDP
@@ -55,13 +58,20 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    fn new(cfg: Config, identity: Arc<Identity>, store: Store, udp: Vec<Arc<UdpSocket>>) -> Server {
+    fn new(
+        cfg: Config,
+        identity: Arc<Identity>,
+        store: Store,
+        auth: Option<Auth>,
+        udp: Vec<Arc<UdpSocket>>,
+    ) -> Server {
         let proxy = Proxy::new(&cfg.proxy, identity.clone());
         Server {
             cfg,
             identity,
             store,
             proxy,
+            auth,
             conns: Arc::new(Connections::default()),
             udp,
         }
