@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one instance (embedded in-memory location store unless --memcached is given).
-    Serve(Overrides),
+    Serve(Box<Overrides>),
     /// Look at the memcached farm.
     #[command(subcommand)]
     Farm(FarmCommand),
