@@ -231,3 +231,32 @@ fn reading_never_panics_on_the_torture_corpus() {
         }
     }
 }
+
+#[tokio::test]
+async fn contacts_and_paths_naming_a_farm_node_are_refused() {
+    let s = MemoryStore::new();
+    let id = identity().with_farm_nodes(vec!["127.0.0.9".parse().unwrap()]);
+    let src: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+    let cases = [
+        (
+            "Contact: <sip:x@127.0.0.9:11211;transport=tcp>\r\n",
+            "",
+            403,
+        ),
+        ("Contact: sip:127.0.0.9\r\n", "", 403),
+        (
+            "Contact: <sip:bob@127.0.0.1:5070>\r\n",
+            "Path: <sip:127.0.0.9:11211;lr>\r\n",
+            403,
+        ),
+        ("Contact: <sip:bob@127.0.0.1:5070>\r\n", "", 200),
+    ];
+    for (i, (contact, extra, want)) in cases.into_iter().enumerate() {
+        let m = msg(contact, extra, "n", i as u32 + 1);
+        let got = match save(&s, &cfg(), &m, src, Proto::Udp, &id).await {
+            Ok(_) => 200,
+            Err(r) => r.code,
+        };
+        assert_eq!(got, want, "{contact}{extra}");
+    }
+}
