@@ -24,7 +24,7 @@ pub(crate) const MAX_PARAM: usize = 1024;
 
 /// The digest algorithms we compute (RFC 7616 3.3, RFC 8760 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Algorithm {
+pub enum Algorithm {
     Md5,
     Sha256,
 }

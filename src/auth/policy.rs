@@ -3,7 +3,7 @@
 //! RFC 3261 22.1 (ACK and CANCEL are never challenged), 22.2 / 22.3 (401 with
 //! WWW-Authenticate from a registrar, 407 with Proxy-Authenticate from a proxy), 26.1
 //! (registration hijacking, open relays), RFC 7616 3.3 / 3.4 (stale nonces, nonce-count
-//! against replay), RFC 8760 (one challenge per algorithm, SHA-256 first).
+//! against replay), RFC 8760 (one challenge per algorithm, in the configured order).
 //!
 //! The rules, in order:
 //! 1. a trusted peer (a gateway, a carrier: configured networks) passes unchallenged;
@@ -17,7 +17,8 @@
 //!    domain, as the From user (407, then 403 for another user's credentials);
 //! 7. a foreign user may reach our users (inbound calls) and nothing else (403: no relay).
 
-use super::digest::{self, Algorithm, Credentials};
+pub use super::digest::Algorithm;
+use super::digest::{self, Credentials};
 use super::limit::FailureLimiter;
 use super::nonce::{NonceKeys, NonceState, nonce_id};
 use super::users::Users;
@@ -47,6 +48,8 @@ pub struct AuthConfig {
     pub max_failures: u32,
     /// How long a block lasts.
     pub block: Duration,
+    /// The challenges offered, one per algorithm, in this order.
+    pub algorithms: Vec<Algorithm>,
 }
 
 /// Distinct sources and users whose failures are remembered at once.
@@ -57,6 +60,7 @@ pub(crate) struct Auth {
     nonces: NonceKeys,
     limiter: FailureLimiter,
     trusted: Vec<IpNet>,
+    algorithms: Vec<Algorithm>,
     /// Lifetime of a nonce-count record: the nonce's, plus the allowed clock drift.
     nc_ttl: u32,
 }
@@ -90,6 +94,7 @@ impl Auth {
             nonces,
             limiter: FailureLimiter::new(cfg.max_failures, cfg.block, LIMITER_CAPACITY),
             trusted: cfg.trusted.clone(),
+            algorithms: cfg.algorithms.clone(),
             nc_ttl: (cfg.nonce_expires.as_secs() + drift + 1).min(u64::from(u32::MAX)) as u32,
         })
     }
@@ -203,7 +208,9 @@ impl Auth {
         }
     }
 
-    /// 401 or 407 with one challenge per algorithm, SHA-256 first (RFC 8760 2.4).
+    /// 401 or 407 with one challenge per configured algorithm, in the configured order
+    /// (RFC 8760 2.4: the most preferred first; see `auth.algorithms` for why MD5 leads by
+    /// default).
     fn challenge(&self, kind: Challenge, realm: &str, stale: bool) -> Refusal {
         let nonce = self.nonces.issue(now_millis());
         let (refusal, header) = match kind {
@@ -213,11 +220,9 @@ impl Auth {
                 "Proxy-Authenticate",
             ),
         };
-        [Algorithm::Sha256, Algorithm::Md5]
-            .into_iter()
-            .fold(refusal, |r, alg| {
-                r.with(header, digest::challenge(realm, &nonce, alg, stale))
-            })
+        self.algorithms.iter().copied().fold(refusal, |r, alg| {
+            r.with(header, digest::challenge(realm, &nonce, alg, stale))
+        })
     }
 }
 

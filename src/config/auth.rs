@@ -4,6 +4,7 @@
 use super::file::FileAuth;
 use super::origin::Source;
 use super::{AuthConfig, Overrides};
+use crate::auth::policy::Algorithm;
 use ipnet::IpNet;
 use std::time::Duration;
 
@@ -61,6 +62,7 @@ pub(super) fn resolve(
         src,
         "auth.trusted",
     )?;
+    let algorithms = algorithms(f.algorithms.as_deref(), src)?;
     let Some(users_file) = users else {
         return Ok(None);
     };
@@ -77,7 +79,32 @@ pub(super) fn resolve(
         trusted,
         max_failures,
         block: Duration::from_secs(block),
+        algorithms,
     }))
+}
+
+/// The challenge order. MD5 first by default: RFC 8760 lets the server order by preference
+/// and has the client take the first it supports, but many deployed clients (sipp 3.6 among
+/// them) answer only the first challenge and know only MD5; SHA-256 is still offered, and a
+/// deployment of SHA-256 phones can put it first.
+fn algorithms(list: Option<&[String]>, src: Source) -> Result<Vec<Algorithm>, String> {
+    let Some(list) = list else {
+        return Ok(vec![Algorithm::Md5, Algorithm::Sha256]);
+    };
+    let at = src.key("auth.algorithms");
+    let mut out: Vec<Algorithm> = Vec::new();
+    for name in list {
+        let a = Algorithm::from_name(Some(name.trim()))
+            .ok_or_else(|| format!("{at}: '{name}' is not MD5 or SHA-256"))?;
+        if out.contains(&a) {
+            return Err(format!("{at}: '{name}' is listed twice"));
+        }
+        out.push(a);
+    }
+    if out.is_empty() {
+        return Err(format!("{at}: at least one of MD5, SHA-256"));
+    }
+    Ok(out)
 }
 
 /// A list of IP networks (`192.0.2.0/24`, `2001:db8::/32`) or single addresses.

@@ -63,6 +63,7 @@ pub(super) struct FileAuth {
     pub(super) trusted: Option<Vec<String>>,
     pub(super) max_failures: Option<u32>,
     pub(super) block_seconds: Option<u64>,
+    pub(super) algorithms: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
