@@ -56,6 +56,20 @@ pub(super) struct FileProxy {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct FileLimits {
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_source: Option<usize>,
+    pub(super) partial_message_timeout: Option<u64>,
+    pub(super) tcp_write_timeout: Option<u64>,
+    pub(super) tcp_queue_bytes: Option<usize>,
+    pub(super) max_in_flight: Option<usize>,
+    pub(super) source_rate: Option<u32>,
+    pub(super) max_dials: Option<usize>,
+    pub(super) max_dns_lookups: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct FileAuth {
     pub(super) users_file: Option<std::path::PathBuf>,
     pub(super) secret_file: Option<std::path::PathBuf>,
@@ -74,6 +88,7 @@ pub(super) struct File {
     pub(super) memcached: Option<FileMemcached>,
     pub(super) proxy: Option<FileProxy>,
     pub(super) auth: Option<FileAuth>,
+    pub(super) limits: Option<FileLimits>,
 }
 
 /// The file's text parsed; errors start with its name (TOML's own message says the line and

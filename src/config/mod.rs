@@ -5,11 +5,12 @@
 //! offending value; `main` prints it and exits with status 2.
 //!
 //! `file` reads the file as written; each section has its resolve step (`server`,
-//! `registrar`, `memcached`, `proxy`, `auth`), which takes a flag over its file key and names
+//! `registrar`, `memcached`, `proxy`, `auth`, `limits`), which takes a flag over its file key and names
 //! either in errors (`origin`).
 
 mod auth;
 mod file;
+mod limits;
 mod memcached;
 mod origin;
 mod proxy;
@@ -24,7 +25,7 @@ pub use crate::auth::AuthConfig;
 pub use crate::location::MemcachedConfig;
 pub use crate::proxy::ProxyConfig;
 pub use crate::registrar::RegistrarConfig;
-pub use crate::transport::{Listen, Proto};
+pub use crate::transport::{Limits, Listen, Proto};
 
 /// What the command line may override (None: not given): the flags of `sipfarm serve`.
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -112,6 +113,7 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// None: no authentication.
     pub auth: Option<AuthConfig>,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -136,6 +138,7 @@ impl Config {
         // Threads last, where they were always checked: given several mistakes, the same one
         // is reported.
         let auth = auth::resolve(o, &file.auth.unwrap_or_default(), src)?;
+        let limits = limits::resolve(&file.limits.unwrap_or_default(), src)?;
         let threads = server::threads(o, &server_file, src)?;
         Ok(Config {
             listen: server.listen,
@@ -148,6 +151,7 @@ impl Config {
             memcached,
             proxy,
             auth,
+            limits,
         })
     }
 }

@@ -72,6 +72,48 @@ impl std::fmt::Display for Listen {
     }
 }
 
+/// What `[limits]` configures: the bounds that keep one source, or a flood, from stopping
+/// or exhausting an instance. Every figure has a safe default (README, "Security").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// TCP connections open at once, accepted and dialled.
+    pub max_connections: usize,
+    /// TCP connections open at once from one source address.
+    pub max_connections_per_source: usize,
+    /// Time a message may take to arrive once its first byte has (slow-loris).
+    pub partial_message_timeout: std::time::Duration,
+    /// Time a TCP write may stay blocked (a peer that never reads) before the connection
+    /// is closed.
+    pub tcp_write_timeout: std::time::Duration,
+    /// Bytes queued for one TCP connection before more are refused.
+    pub tcp_queue_bytes: usize,
+    /// Requests being handled at once by one instance; past it, 503 with Retry-After.
+    pub max_in_flight: usize,
+    /// Requests per second accepted from one source address (a burst of twice as many);
+    /// past it, dropped (like Kamailio's pike).
+    pub source_rate: u32,
+    /// Outbound TCP connects under way at once.
+    pub max_dials: usize,
+    /// DNS lookups under way at once.
+    pub max_dns_lookups: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 4096,
+            max_connections_per_source: 64,
+            partial_message_timeout: std::time::Duration::from_secs(10),
+            tcp_write_timeout: std::time::Duration::from_secs(10),
+            tcp_queue_bytes: 1 << 20,
+            max_in_flight: 4096,
+            source_rate: 200,
+            max_dials: 256,
+            max_dns_lookups: 64,
+        }
+    }
+}
+
 /// A TCP connection as seen by the rest of the element: send bytes on it, and ask it to
 /// stay open at least until a given time (bindings registered over it).
 #[derive(Clone, Debug)]
