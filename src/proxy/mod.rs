@@ -167,13 +167,22 @@ impl Proxy {
         // Our own Via with this request's loop part means it came back unchanged.
         let loop_hash = loop_part(msg);
         let suffix = format!(".{loop_hash}");
-        let looped = msg.vias().unwrap_or_default().iter().any(|v| {
-            self.identity.is_local(v.host_bare(), v.port)
-                && v.branch()
-                    .is_some_and(|b| b.starts_with(BRANCH_PREFIX) && b.ends_with(&suffix))
+        let vias = msg.vias().unwrap_or_default();
+        let ours = |v: &&crate::sip::via::Via| self.identity.is_local(v.host_bare(), v.port);
+        let looped = vias.iter().filter(ours).any(|v| {
+            v.branch()
+                .is_some_and(|b| b.starts_with(BRANCH_PREFIX) && b.ends_with(&suffix))
         });
         if looped {
             return Err(Refusal::new(482, "Loop Detected"));
+        }
+        // A spiral passes here twice at most; a third pass is a loop whatever changed (Route
+        // entries bouncing a request between instances rewrite the loop part every time).
+        if vias.iter().filter(ours).count() >= 2 {
+            return Err(Refusal::new(
+                482,
+                "Loop Detected (this instance twice in Via)",
+            ));
         }
         Ok(loop_hash)
     }
@@ -206,6 +215,18 @@ impl Proxy {
                 Some(_) => break,
                 None => return Err(bad_route()),
             }
+        }
+        // One later entry naming the farm is a dialog that spirals through the farm once;
+        // more is a route set built to bounce the request between instances.
+        let again = routes
+            .iter()
+            .filter(|r| route_uri(r).is_some_and(|u| self.identity.names_farm(&u)))
+            .count();
+        if again > 1 {
+            return Err(Refusal::new(
+                482,
+                "Loop Detected (Route names the farm again)",
+            ));
         }
         Ok(Routing {
             host: uri_host(&ruri).unwrap_or_default(),
