@@ -60,4 +60,5 @@ mod resolve;
 pub mod server;
 pub mod sip;
 pub mod status;
+mod throttle;
 mod transport;

@@ -30,6 +30,7 @@ use crate::sip::addr::{NameAddr, route_uri};
 use crate::sip::header::HeaderName;
 use crate::sip::response::Refusal;
 use crate::sip::uri::{Aor, canonical_user};
+use crate::throttle::throttled_warn;
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -190,7 +191,7 @@ impl Auth {
             // A nonce-count seen before: a replay (or a retransmission of an answered request).
             Ok(false) => Err(self.challenge(kind, realm, true)),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot record a nonce-count");
+                throttled_warn!(error = %e, "cannot record a nonce-count");
                 Err(Refusal::new(500, "Location Service Unavailable").with("Retry-After", 5))
             }
         }

@@ -35,6 +35,7 @@ use crate::sip::edit::{RequestEdits, forward_request};
 use crate::sip::header::HeaderName;
 use crate::sip::response::Refusal;
 use crate::sip::uri::{host as uri_host, host_port, parse_sip};
+use crate::throttle::throttled_info;
 use crate::transport::{Connections, Peer, Proto, ReplyPath};
 use bytes::Bytes;
 use sip_uri::SipUri;
@@ -290,13 +291,13 @@ impl Proxy {
             return Ok((Proto::Tcp, addr));
         }
         let target = self.resolver.resolve(&hop.uri).await.map_err(|e| {
-            tracing::info!(next_hop = %hop.uri, error = %e, "cannot resolve the next hop");
+            throttled_info!(next_hop = %hop.uri, error = %e, "cannot resolve the next hop");
             Refusal::new(503, "Service Unavailable (next hop unresolvable)")
         })?;
         let ip = target.addr.ip();
         let denied = !hop.registered && self.deny.iter().any(|n| n.contains(&ip.to_canonical()));
         if forbidden_destination(ip) || self.identity.is_farm_node(ip) || denied {
-            tracing::info!(dest = %target.addr, "refused a forbidden destination");
+            throttled_info!(dest = %target.addr, "refused a forbidden destination");
             return Err(Refusal::new(403, "Forbidden destination"));
         }
         let estimate = msg.framed_len() + 300;

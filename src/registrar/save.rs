@@ -25,6 +25,7 @@ use crate::sip::header::{HeaderName, unquote};
 use crate::sip::response::{Refusal, Response};
 use crate::sip::uri::{Aor, parse_sip, scheme};
 use crate::sip::{Message, parse_delta};
+use crate::throttle::throttled_warn;
 use crate::transport::Proto;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -346,7 +347,7 @@ pub(crate) async fn save(
         }),
         Ok(Err(refusal)) => Err(refusal),
         Err(e) => {
-            tracing::warn!(aor = %r.aor, error = %e, "location store failed");
+            throttled_warn!(aor = %r.aor, error = %e, "location store failed");
             let reason = match e {
                 StoreError::TooLarge => "Too Many Contacts (record too large)",
                 _ => "Location Service Unavailable",

@@ -23,6 +23,7 @@ use crate::location::Store;
 use crate::proxy::{Forward, Proxy};
 use crate::sip::response::Refusal;
 use crate::sip::{Framing, Message, ParseError};
+use crate::throttle::throttled_info;
 use crate::transport::{Connections, Handler, Peer, Proto};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -93,7 +94,7 @@ impl Server {
                 tracing::debug!(src = %peer.src, error = %err, "refusing a malformed request");
                 self.refuse(&m, peer, &Refusal::from(err)).await;
             }
-            _ => tracing::info!(src = %peer.src, error = %err, "dropped an unreadable message"),
+            _ => throttled_info!(src = %peer.src, error = %err, "dropped an unreadable message"),
         }
     }
 }
