@@ -260,3 +260,29 @@ async fn contacts_and_paths_naming_a_farm_node_are_refused() {
         assert_eq!(got, want, "{contact}{extra}");
     }
 }
+
+#[test]
+fn answers_are_capped_with_a_warning() {
+    let mut resp = String::from("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n");
+    for i in 0..50 {
+        resp.push_str(&format!(
+            "Contact: <sip:u{i}@192.0.2.1:5060>;expires=600\r\n"
+        ));
+    }
+    resp.push_str("Content-Length: 0\r\n\r\n");
+    let capped = super::cap_answer(resp.clone().into_bytes(), 600);
+    assert!(capped.len() <= 600, "{}", capped.len());
+    let text = String::from_utf8(capped).unwrap();
+    assert!(text.contains("\r\nWarning: 399 sipfarm"), "{text}");
+    assert!(text.contains("Contact: <sip:u0@"), "{text}");
+    assert!(
+        text.ends_with("\r\n\r\n") && text.contains("Content-Length: 0\r\n"),
+        "{text}"
+    );
+    let kept = text.lines().filter(|l| l.starts_with("Contact:")).count();
+    assert!((1..50).contains(&kept), "{kept}");
+    assert_eq!(
+        super::cap_answer(resp.clone().into_bytes(), 10_000),
+        resp.into_bytes()
+    );
+}

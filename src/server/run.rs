@@ -122,7 +122,11 @@ async fn serve(server: Arc<Server>, sockets: Sockets) -> Result<(), String> {
             let addr = s.local_addr().map_err(|e| e.to_string())?;
             tracing::info!(listen = %format!("udp:{}", host_port(addr)), "listening");
         }
-        tasks.spawn(transport::udp::serve(s, server.clone()));
+        tasks.spawn(transport::udp::serve(
+            s,
+            server.clone(),
+            server.admission.clone(),
+        ));
     }
     for l in sockets.tcp {
         if first {

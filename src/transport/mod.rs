@@ -4,7 +4,9 @@
 //! The transport layer moves bytes and knows nothing of SIP beyond framing: each framed
 //! message is handed to a [`Handler`] with its [`Peer`], the way to answer it.
 
+pub(crate) mod admission;
 pub(crate) mod bind;
+pub(crate) mod stun;
 pub(crate) mod tcp;
 pub(crate) mod udp;
 
@@ -89,8 +91,8 @@ pub struct Limits {
     pub tcp_queue_bytes: usize,
     /// Requests being handled at once by one instance; past it, 503 with Retry-After.
     pub max_in_flight: usize,
-    /// Requests per second accepted from one source address (a burst of twice as many);
-    /// past it, dropped (like Kamailio's pike).
+    /// Datagrams per second accepted from one source address (a burst of twice as many);
+    /// past it, dropped before they are read (like Kamailio's pike).
     pub source_rate: u32,
     /// Outbound TCP connects under way at once.
     pub max_dials: usize,
@@ -107,7 +109,7 @@ impl Default for Limits {
             tcp_write_timeout: std::time::Duration::from_secs(10),
             tcp_queue_bytes: 1 << 20,
             max_in_flight: 4096,
-            source_rate: 200,
+            source_rate: 5000,
             max_dials: 256,
             max_dns_lookups: 64,
         }
