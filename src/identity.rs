@@ -26,9 +26,9 @@ pub(crate) struct Identity {
     farm_host: String,
     /// The sockets of this instance (port 0 already resolved).
     locals: Vec<(Proto, SocketAddr)>,
-    /// The addresses of the farm's memcached nodes: nothing is ever sent there, whatever the
-    /// port (a SIP request is not a memcached command).
-    farm_nodes: Vec<IpAddr>,
+    /// The farm's memcached nodes: nothing is ever sent there (a SIP request is not a
+    /// memcached command).
+    farm_nodes: Vec<SocketAddr>,
 }
 
 impl Identity {
@@ -48,14 +48,25 @@ impl Identity {
     }
 
     /// The same identity, knowing the addresses of the farm's memcached nodes.
-    pub(crate) fn with_farm_nodes(mut self, nodes: Vec<IpAddr>) -> Identity {
-        self.farm_nodes = nodes.into_iter().map(|ip| ip.to_canonical()).collect();
+    pub(crate) fn with_farm_nodes(mut self, nodes: Vec<SocketAddr>) -> Identity {
+        self.farm_nodes = nodes
+            .into_iter()
+            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+            .collect();
         self
     }
 
-    /// Is `ip` one of the farm's memcached nodes?
-    pub(crate) fn is_farm_node(&self, ip: IpAddr) -> bool {
-        self.farm_nodes.contains(&ip.to_canonical())
+    /// Is `dest` a memcached node of the farm? Its exact address, whatever the transport;
+    /// and on a host of its own (not loopback, not this instance), any port of it: a cache
+    /// host has no SIP service to reach. On a shared host (one machine running memcached,
+    /// sipfarm and phones) only the node's own port is refused.
+    pub(crate) fn is_farm_node(&self, dest: SocketAddr) -> bool {
+        let ip = dest.ip().to_canonical();
+        self.farm_nodes.iter().any(|n| {
+            n.ip() == ip
+                && (n.port() == dest.port()
+                    || !(ip.is_loopback() || self.locals.iter().any(|(_, l)| l.ip() == ip)))
+        })
     }
 
     /// Is `host` (lowercase, IPv6 without brackets) one of our domains? Any port matches.
@@ -142,6 +153,26 @@ mod tests {
         assert!(farm("sip:127.0.0.1:5080;lr"));
         assert!(!farm("sip:bob@example.test"), "a user is not the farm");
         assert!(!farm("sip:elsewhere.test;lr"));
+    }
+
+    #[test]
+    fn farm_nodes_by_address_or_by_host() {
+        let i = id().with_farm_nodes(vec![
+            "127.0.0.1:11211".parse().unwrap(),
+            "192.0.2.5:11211".parse().unwrap(),
+        ]);
+        let at = |s: &str| i.is_farm_node(s.parse().unwrap());
+        assert!(at("127.0.0.1:11211"));
+        assert!(!at("127.0.0.1:5062"), "a shared host keeps its other ports");
+        assert!(
+            at("192.0.2.5:11211") && at("192.0.2.5:5060"),
+            "a cache host: every port"
+        );
+        assert!(
+            at("[::ffff:192.0.2.5]:5060"),
+            "IPv4-mapped is the same host"
+        );
+        assert!(!at("192.0.2.6:11211"));
     }
 
     #[test]

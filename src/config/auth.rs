@@ -6,6 +6,7 @@ use super::origin::Source;
 use super::{AuthConfig, Overrides};
 use crate::auth::policy::Algorithm;
 use ipnet::IpNet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Fewer allowed failures a minute than this would lock out a phone retrying with a
@@ -14,11 +15,13 @@ const DEFAULT_MAX_FAILURES: u32 = 20;
 const DEFAULT_BLOCK_SECONDS: u64 = 300;
 const DEFAULT_NONCE_EXPIRES: u64 = 300;
 
+/// The authentication settings (None: off), and the shared secret file whenever one is
+/// given (it also keys the MAC of our Via headers, authentication on or off).
 pub(super) fn resolve(
     o: &Overrides,
     f: &FileAuth,
     src: Source,
-) -> Result<Option<AuthConfig>, String> {
+) -> Result<(Option<AuthConfig>, Option<PathBuf>), String> {
     let (users, users_at) = src.pick(
         "--users",
         o.users.clone(),
@@ -64,7 +67,7 @@ pub(super) fn resolve(
     )?;
     let algorithms = algorithms(f.algorithms.as_deref(), src)?;
     let Some(users_file) = users else {
-        return Ok(None);
+        return Ok((None, secret));
     };
     let Some(secret_file) = secret else {
         return Err(format!(
@@ -72,15 +75,18 @@ pub(super) fn resolve(
              every instance accepts the nonces of the others"
         ));
     };
-    Ok(Some(AuthConfig {
-        users_file,
-        secret_file,
-        nonce_expires: Duration::from_secs(expires),
-        trusted,
-        max_failures,
-        block: Duration::from_secs(block),
-        algorithms,
-    }))
+    Ok((
+        Some(AuthConfig {
+            users_file,
+            secret_file: secret_file.clone(),
+            nonce_expires: Duration::from_secs(expires),
+            trusted,
+            max_failures,
+            block: Duration::from_secs(block),
+            algorithms,
+        }),
+        Some(secret_file),
+    ))
 }
 
 /// The challenge order. MD5 first by default: RFC 8760 lets the server order by preference
@@ -131,7 +137,6 @@ pub(super) fn networks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     #[test]
     fn off_without_users_and_errors_say_where() {
@@ -139,6 +144,7 @@ mod tests {
         assert!(
             resolve(&Overrides::default(), &FileAuth::default(), src)
                 .unwrap()
+                .0
                 .is_none()
         );
         let o = Overrides {
@@ -182,7 +188,7 @@ mod tests {
             trusted: Some(vec!["192.0.2.7".into()]),
             ..Default::default()
         };
-        let a = resolve(&o, &f, Source::new("")).unwrap().unwrap();
+        let a = resolve(&o, &f, Source::new("")).unwrap().0.unwrap();
         assert_eq!(a.nonce_expires, Duration::from_secs(300));
         assert_eq!(a.max_failures, DEFAULT_MAX_FAILURES);
         assert!(a.trusted[0].contains(&"192.0.2.7".parse::<std::net::IpAddr>().unwrap()));

@@ -113,6 +113,9 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// None: no authentication.
     pub auth: Option<AuthConfig>,
+    /// The farm's shared secret (nonces, and the MAC of our Via headers); None: a random key
+    /// per process keys the MAC.
+    pub secret_file: Option<PathBuf>,
     pub limits: Limits,
 }
 
@@ -137,7 +140,7 @@ impl Config {
         )?;
         // Threads last, where they were always checked: given several mistakes, the same one
         // is reported.
-        let auth = auth::resolve(o, &file.auth.unwrap_or_default(), src)?;
+        let (auth, secret_file) = auth::resolve(o, &file.auth.unwrap_or_default(), src)?;
         let limits = limits::resolve(&file.limits.unwrap_or_default(), src)?;
         let threads = server::threads(o, &server_file, src)?;
         Ok(Config {
@@ -151,6 +154,7 @@ impl Config {
             memcached,
             proxy,
             auth,
+            secret_file,
             limits,
         })
     }

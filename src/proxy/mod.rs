@@ -20,9 +20,11 @@
 //! - 16.7 / 16.11 responses: [`response`].
 
 mod branch;
+mod mac;
 mod response;
 
 pub(crate) use branch::{BRANCH_PREFIX, branch, loop_part};
+pub(crate) use mac::ViaMac;
 pub(crate) use response::forward_response;
 
 use crate::identity::Identity;
@@ -87,6 +89,7 @@ pub(crate) enum NextHop {
 
 pub(crate) struct Proxy {
     identity: Arc<Identity>,
+    mac: ViaMac,
     deny: Vec<ipnet::IpNet>,
     record_route: bool,
     outbound: Option<SipUri>,
@@ -133,14 +136,20 @@ pub(crate) fn forbidden_destination(ip: IpAddr) -> bool {
 }
 
 impl Proxy {
-    pub(crate) fn new(cfg: &ProxyConfig, identity: Arc<Identity>) -> Proxy {
+    pub(crate) fn new(cfg: &ProxyConfig, identity: Arc<Identity>, mac: ViaMac) -> Proxy {
         Proxy {
             identity,
+            mac,
             deny: cfg.deny.clone(),
             record_route: cfg.record_route,
             outbound: cfg.outbound_proxy.as_deref().and_then(parse_sip),
             resolver: Resolver::new(cfg.dns_server),
         }
+    }
+
+    /// The MAC of our Via headers (responses are checked against it).
+    pub(crate) fn mac(&self) -> &ViaMac {
+        &self.mac
     }
 
     /// Route one request that is not for us as UAS (16.3 to 16.6). `conns` tells which TCP
@@ -296,7 +305,7 @@ impl Proxy {
         })?;
         let ip = target.addr.ip();
         let denied = !hop.registered && self.deny.iter().any(|n| n.contains(&ip.to_canonical()));
-        if forbidden_destination(ip) || self.identity.is_farm_node(ip) || denied {
+        if forbidden_destination(ip) || self.identity.is_farm_node(target.addr) || denied {
             throttled_info!(dest = %target.addr, "refused a forbidden destination");
             return Err(Refusal::new(403, "Forbidden destination"));
         }
@@ -332,16 +341,23 @@ impl Proxy {
                 record_route.push(self.rr_value(peer.proto));
             }
         }
-        let conn_token = match &peer.path {
-            ReplyPath::Tcp(c) => format!(";sfc={}", c.id),
-            ReplyPath::Udp(_) => String::new(),
+        let conn = match &peer.path {
+            ReplyPath::Tcp(c) => Some(c.id),
+            ReplyPath::Udp(_) => None,
         };
+        let conn_token = conn.map(|id| format!(";sfc={id}")).unwrap_or_default();
+        let branch = branch(msg, loop_hash);
+        let tag = msg
+            .list(&HeaderName::Via)
+            .ok()
+            .and_then(|v| v.first().and_then(|top| mac::back_to(top, peer.src)))
+            .map(|back| self.mac.tag(&branch, back, conn.unwrap_or(0)))
+            .map(|t| format!(";{}={t}", mac::PARAM))
+            .unwrap_or_default();
         let via = format!(
-            "SIP/2.0/{} {};branch={}{};rport",
+            "SIP/2.0/{} {};branch={branch}{conn_token}{tag};rport",
             proto.via(),
             host_port(self.identity.sent_by(proto, dest)),
-            branch(msg, loop_hash),
-            conn_token
         );
         let bytes = forward_request(
             msg,

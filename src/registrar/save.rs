@@ -196,26 +196,36 @@ pub(crate) fn read(
     })
 }
 
-/// Does a SIP URI name one of the farm's memcached nodes by address (whatever the port)?
-/// Read from the text, without the URI parser (this runs for every contact of every
-/// REGISTER); names that resolve to a node are refused when something is sent there.
+/// Does a SIP URI name one of the farm's memcached nodes by address? Read from the text,
+/// without the URI parser (this runs for every contact of every REGISTER); names that
+/// resolve to a node are refused when something is sent there.
 fn names_farm_node(uri: &str, identity: &Identity) -> bool {
-    let Some(rest) = uri
-        .strip_prefix("sip:")
-        .or_else(|| uri.strip_prefix("sips:"))
-    else {
-        return false;
+    let (rest, default_port) = match uri.strip_prefix("sip:") {
+        Some(r) => (r, 5060),
+        None => match uri.strip_prefix("sips:") {
+            Some(r) => (r, 5061),
+            None => return false,
+        },
     };
     let end = rest.find([';', '?', '>']).unwrap_or(rest.len());
     let hostport = rest[..end]
         .rsplit_once('@')
         .map_or(&rest[..end], |(_, h)| h);
-    let host = match hostport.strip_prefix('[') {
-        Some(v6) => v6.split_once(']').map_or(v6, |(h, _)| h),
-        None => hostport.split_once(':').map_or(hostport, |(h, _)| h),
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => (v6, None),
+        },
+        None => match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        },
     };
-    host.parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| identity.is_farm_node(ip))
+    let port = port.map_or(Some(default_port), |p| p.parse::<u16>().ok());
+    match (host.parse::<std::net::IpAddr>(), port) {
+        (Ok(ip), Some(port)) => identity.is_farm_node(SocketAddr::new(ip, port)),
+        _ => false,
+    }
 }
 
 /// Step 7 as a pure function of the record: apply the request, or refuse it and change

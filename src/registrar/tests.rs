@@ -235,18 +235,28 @@ fn reading_never_panics_on_the_torture_corpus() {
 #[tokio::test]
 async fn contacts_and_paths_naming_a_farm_node_are_refused() {
     let s = MemoryStore::new();
-    let id = identity().with_farm_nodes(vec!["127.0.0.9".parse().unwrap()]);
+    // A node on a host of its own (any port refused) and one on this host (its port only).
+    let id = identity().with_farm_nodes(vec![
+        "192.0.2.9:11211".parse().unwrap(),
+        "127.0.0.1:11211".parse().unwrap(),
+    ]);
     let src: SocketAddr = "127.0.0.1:5070".parse().unwrap();
     let cases = [
         (
-            "Contact: <sip:x@127.0.0.9:11211;transport=tcp>\r\n",
+            "Contact: <sip:x@192.0.2.9:11211;transport=tcp>\r\n",
             "",
             403,
         ),
-        ("Contact: sip:127.0.0.9\r\n", "", 403),
+        ("Contact: sip:192.0.2.9\r\n", "", 403),
+        (
+            "Contact: <sip:x@127.0.0.1:11211;transport=tcp>\r\n",
+            "",
+            403,
+        ),
+        ("Contact: <sip:x@127.0.0.1:11212>\r\n", "", 200),
         (
             "Contact: <sip:bob@127.0.0.1:5070>\r\n",
-            "Path: <sip:127.0.0.9:11211;lr>\r\n",
+            "Path: <sip:192.0.2.9:5060;lr>\r\n",
             403,
         ),
         ("Contact: <sip:bob@127.0.0.1:5070>\r\n", "", 200),

@@ -9,6 +9,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::location::Store;
+use crate::proxy::ViaMac;
 use crate::sip::uri::host_port;
 use crate::transport::bind::{Sockets, bind_sockets};
 use crate::transport::{self, Listen, Proto};
@@ -74,22 +75,24 @@ async fn build(cfg: Config, sockets: &Sockets) -> Result<Arc<Server>, String> {
         .with_farm_nodes(farm_node_addresses(&cfg).await),
     );
     let auth = open_auth(&cfg)?;
+    let mac = ViaMac::open(cfg.secret_file.as_deref())?;
     let store = Store::open(cfg.memcached.as_ref(), cfg.threads).await?;
     Ok(Arc::new(Server::new(
         cfg,
         identity,
         store,
         auth,
+        mac,
         sockets.udp.clone(),
     )))
 }
 
 /// The IP addresses of the memcached nodes (names resolved once, at start).
-async fn farm_node_addresses(cfg: &Config) -> Vec<std::net::IpAddr> {
+async fn farm_node_addresses(cfg: &Config) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for (node, _) in cfg.memcached.iter().flat_map(|m| m.nodes.iter()) {
         match tokio::net::lookup_host(node.as_str()).await {
-            Ok(addrs) => out.extend(addrs.map(|a| a.ip())),
+            Ok(addrs) => out.extend(addrs),
             Err(e) => tracing::warn!(%node, error = %e, "cannot resolve a memcached node"),
         }
     }

@@ -66,13 +66,13 @@ impl Message {
     /// (RFC 3261 8.1.1), single-valued headers single (RFC 4475 3.3.8), CSeq matching the
     /// method (8.2 / RFC 4475 3.1.2.17), a usable top Via (RFC 4475 3.2.1).
     pub fn validate_request(&self) -> Result<(), ParseError> {
-        // RFC 3261 25.1: TEXT-UTF8 and quoted strings hold no control characters but HTAB
-        // (folding is undone already): a NUL in a Call-ID must not be stored and echoed.
-        let control = |s: &str| s.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f);
-        if self.headers.iter().any(|h| control(&h.value)) {
+        // RFC 3261 25.1: header values hold no control characters but HTAB (folding is
+        // undone already), except as a quoted-pair inside a quoted string (RFC 4475
+        // intmeth): a raw NUL in a Call-ID must not be stored and echoed.
+        if self.headers.iter().any(|h| bare_control(&h.value)) {
             return Err(ParseError::Bad("Control character in a header value"));
         }
-        if self.request_uri().is_some_and(control) {
+        if self.request_uri().is_some_and(bare_control) {
             return Err(ParseError::Bad("Control character in the Request-URI"));
         }
         let method = self.method().unwrap_or("");
@@ -149,6 +149,27 @@ pub fn parse_delta(v: &str) -> Option<u32> {
     )
 }
 
+/// A control character (other than HTAB) that is not a quoted-pair inside a quoted string.
+fn bare_control(value: &str) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for b in value.bytes() {
+        let control = (b < 0x20 && b != b'\t') || b == 0x7f;
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        if control {
+            return true;
+        }
+        match b {
+            b'"' => quoted = !quoted,
+            b'\\' if quoted => escaped = true,
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +205,8 @@ mod tests {
         }
         let tabbed = ok.replace("Call-ID: c", "Call-ID:\tc");
         parse(&tabbed).unwrap().validate_request().unwrap();
+        // A quoted-pair may escape one (RFC 4475 intmeth).
+        let pair = ok.replace("To: <sip:a@x>", "To: \"BEL:\\\x07 NUL:\\\0\" <sip:a@x>");
+        parse(&pair).unwrap().validate_request().unwrap();
     }
 }
