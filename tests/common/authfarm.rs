@@ -7,6 +7,7 @@
 
 use super::digest::users_line;
 use super::processes::TempDir;
+use super::ua::Ua;
 use super::{Memcached, Sipfarm};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -92,4 +93,35 @@ pub fn write_users(path: &std::path::Path, users: &[(&str, &str)]) {
         text.push('\n');
     }
     std::fs::write(path, text).unwrap();
+}
+
+/// An out-of-dialog request from `from_aor` (user@domain) sent by `ua` to `ruri`; `to` is the
+/// whole To value. The From tag follows from the Call-ID, so that the same arguments give
+/// the same request again (a CANCEL, an ACK). A MESSAGE carries `hello`.
+#[allow(clippy::too_many_arguments)]
+pub fn sip_request(
+    ua: &Ua,
+    method: &str,
+    ruri: &str,
+    from_aor: &str,
+    to: &str,
+    call_id: &str,
+    cseq: u32,
+    branch: &str,
+) -> String {
+    let body = if method == "MESSAGE" { "hello" } else { "" };
+    let ctype = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: text/plain\r\n"
+    };
+    let user = from_aor.split('@').next().unwrap_or_default();
+    let (ip, port) = (ua.ip, ua.port);
+    format!(
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{from_aor}>;tag=f{call_id}\r\nTo: {to}\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{ip}:{port}>\r\n\
+         {ctype}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }

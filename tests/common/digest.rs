@@ -206,18 +206,18 @@ pub fn cnonce() -> String {
 }
 
 /// A request sent the way a phone sends it: once without credentials (a 401 or 407 is
-/// expected), then again, built by `build` with the next CSeq, carrying the answer to the
+/// expected), then built again by `build` with the next CSeq, carrying the answer to the
 /// `alg` challenge for `user`. `build(cseq)` must give the same request (same Call-ID) with
-/// that CSeq and a new branch. Returns the challenge answered and the final answer.
-pub fn with_credentials(
+/// that CSeq and a new branch. Returns the challenge and the request to send, unsent (for a
+/// request that is forwarded, whose answer comes from the callee).
+pub fn authorize(
     ua: &Ua,
     to: SocketAddr,
     build: &dyn Fn(u32) -> String,
     (user, password): (&str, &str),
     alg: Alg,
-) -> (Challenge, Resp) {
-    let first = build(1);
-    let r = ua.request(to, &first);
+) -> (Challenge, String) {
+    let r = ua.request(to, &build(1));
     assert!(
         r.code == 401 || r.code == 407,
         "a challenge expected:\n{}",
@@ -229,7 +229,20 @@ pub fn with_credentials(
     let m = Sip::parse(&second);
     let (method, uri) = (m.method().unwrap(), m.request_uri().unwrap());
     let creds = ch.answer(user, password, method, uri, 1, &cnonce());
-    let r = ua.request(to, &with_header(&second, answer_header, &creds));
+    let authorized = with_header(&second, answer_header, &creds);
+    (ch, authorized)
+}
+
+/// `authorize`, then the authorized request sent and its final answer awaited.
+pub fn with_credentials(
+    ua: &Ua,
+    to: SocketAddr,
+    build: &dyn Fn(u32) -> String,
+    who: (&str, &str),
+    alg: Alg,
+) -> (Challenge, Resp) {
+    let (ch, authorized) = authorize(ua, to, build, who, alg);
+    let r = ua.request(to, &authorized);
     (ch, r)
 }
 
