@@ -2,9 +2,11 @@
 //! file, one nonce secret), read with the tests' own SIP reader and digest client:
 //!
 //! - RFC 3261 22.2 / 22.4 and RFC 8760 2.4: a REGISTER without credentials gets 401 with one
-//!   WWW-Authenticate per algorithm, SHA-256 first then MD5, realm = the To domain,
-//!   qop="auth"; either algorithm registers, with a nonce issued by the other instance
-//!   (stateless nonces under the shared secret), and the binding is seen through either;
+//!   WWW-Authenticate per algorithm in the order of `auth.algorithms` (MD5 first by default,
+//!   for the clients that answer only the first; SHA-256 first when configured), realm = the
+//!   To domain, qop="auth"; either algorithm registers, with a nonce issued by the other
+//!   instance (stateless nonces under the shared secret), and the binding is seen through
+//!   either;
 //! - RFC 7616 3.4.5 (nonce-count): an Authorization replayed to the other instance (same nonce,
 //!   same nc) gets a new challenge with stale=true and changes no binding; the next nc works;
 //! - RFC 7616 3.3 (stale): correct credentials on a nonce older than its lifetime + 5 s drift
@@ -30,7 +32,7 @@ fn bindings(at: std::net::SocketAddr, who: (&str, &str)) -> Vec<String> {
 }
 
 #[test]
-fn challenges_sha256_first_and_nonces_valid_on_every_instance() {
+fn both_challenges_and_nonces_valid_on_every_instance() {
     let f = AuthFarm::start(&[]);
     let ua = Ua::new();
     let c_md5 = format!("sip:alice@127.0.0.1:{}", ua.port);
@@ -44,8 +46,18 @@ fn challenges_sha256_first_and_nonces_valid_on_every_instance() {
     assert_eq!(r.code, 401, "{}", r.text);
     let ch = challenges(&r.text);
     assert_eq!(ch.len(), 2, "one challenge per algorithm:\n{}", r.text);
-    assert_eq!(ch[0].alg(), Some(Alg::Sha256), "SHA-256 first:\n{}", r.text);
-    assert_eq!(ch[1].alg(), Some(Alg::Md5), "MD5 second:\n{}", r.text);
+    assert_eq!(
+        ch[0].alg(),
+        Some(Alg::Md5),
+        "MD5 first by default:\n{}",
+        r.text
+    );
+    assert_eq!(
+        ch[1].alg(),
+        Some(Alg::Sha256),
+        "SHA-256 second:\n{}",
+        r.text
+    );
     for c in &ch {
         assert!(c.scheme.eq_ignore_ascii_case("Digest"), "{}", r.text);
         assert_eq!(c.realm(), "example.test", "realm = the To domain");
@@ -55,7 +67,7 @@ fn challenges_sha256_first_and_nonces_valid_on_every_instance() {
     assert!(r.headers("proxy-authenticate").is_empty());
 
     // MD5, on A's nonce, through B.
-    let creds = ch[1].answer(
+    let creds = ch[0].answer(
         ALICE.0,
         ALICE.1,
         "REGISTER",
@@ -92,6 +104,39 @@ fn challenges_sha256_first_and_nonces_valid_on_every_instance() {
     let mut want = vec![c_md5, c_sha];
     want.sort();
     assert_eq!(bindings(f.a.addr(), ALICE), want);
+}
+
+/// `[auth] algorithms = ["SHA-256", "MD5"]`: SHA-256 first, in 401 and 407 alike.
+#[test]
+fn sha256_first_when_configured() {
+    let config = "[auth]\nalgorithms = [\"SHA-256\", \"MD5\"]\n";
+    let f = AuthFarm::start_with(&[ALICE, BOB], Some(config), &[]);
+    let ua = Ua::new();
+    let r = ua.request(
+        f.b.addr(),
+        &ua.register("alice", &[], None, &unique("q"), 1),
+    );
+    assert_eq!(r.code, 401);
+    let order: Vec<_> = challenges(&r.text).iter().map(|c| c.alg()).collect();
+    assert_eq!(order, vec![Some(Alg::Sha256), Some(Alg::Md5)], "{}", r.text);
+    let to = "<sip:bob@example.test>";
+    let m = sip_request(
+        &ua,
+        "MESSAGE",
+        "sip:bob@example.test",
+        "alice@example.test",
+        to,
+        &unique("m"),
+        1,
+        &unique("z9hG4bK"),
+    );
+    let r = ua.request(f.a.addr(), &m);
+    assert_eq!(r.code, 407);
+    let order: Vec<_> = challenges(&r.text).iter().map(|c| c.alg()).collect();
+    assert_eq!(order, vec![Some(Alg::Sha256), Some(Alg::Md5)], "{}", r.text);
+    let contact = format!("<sip:alice@127.0.0.1:{}>", ua.port);
+    let r = register_auth(&ua, f.a.addr(), ALICE, Alg::Sha256, &[&contact], Some(300));
+    assert_eq!(r.code, 200, "{}", r.text);
 }
 
 #[test]

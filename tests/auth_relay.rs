@@ -4,8 +4,8 @@
 //! - the farm's memcached nodes are never a destination, whoever asks and however (Request-URI
 //!   with any port and transport, a Route, a trusted peer): a SIP request must never reach the
 //!   location store as memcached commands (`flush_all`);
-//! - RFC 3261 22.3 (407 with Proxy-Authenticate, realm = the From domain, SHA-256 first per
-//!   RFC 8760 2.4) and 26.1 / 26.3.2.2 (no open relay): a foreign user reaches only our users;
+//! - RFC 3261 22.3 (407 with Proxy-Authenticate, realm = the From domain, one per algorithm
+//!   in the default `auth.algorithms` order: MD5, SHA-256) and 26.1 / 26.3.2.2 (no open relay): a foreign user reaches only our users;
 //!   a local user reaches a foreign domain only with credentials, its own;
 //! - trusted peers (`[auth] trusted`) are never challenged;
 //! - `[proxy] deny`: a destination that the request chose (Request-URI, Route) in a denied
@@ -136,7 +136,7 @@ fn outbound_relay_only_for_authenticated_local_users() {
     let ch = challenges(&r.text);
     assert_eq!(
         ch.iter().map(|c| c.alg()).collect::<Vec<_>>(),
-        vec![Some(Alg::Sha256), Some(Alg::Md5)],
+        vec![Some(Alg::Md5), Some(Alg::Sha256)],
         "{}",
         r.text
     );

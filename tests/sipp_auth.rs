@@ -4,10 +4,10 @@
 //! `[authentication]`, 200): 1,000 users registered with the passwords of an injection file
 //! with zero failed calls, then every binding found through the other instance.
 //!
-//! RFC 3261 22.2 / 22.4 with RFC 8760 2.4: sipfarm offers one challenge per algorithm,
-//! SHA-256 first, then MD5. sipp 3.6.1 computes MD5 only and reads the parameters of the
-//! first challenge of the 401: this test shows whether a phone that knows only MD5, and
-//! answers the first challenge, can register.
+//! RFC 3261 22.2 / 22.4 with RFC 8760 2.4: sipfarm offers one challenge per algorithm.
+//! sipp 3.6.1 computes MD5 only and answers the first challenge of the 401 (a first
+//! challenge with algorithm=SHA-256 stops the whole sipp run, exit 255): this test passes
+//! only while MD5 comes first, as `auth.algorithms` has it by default.
 
 mod common;
 use common::*;
@@ -69,7 +69,7 @@ fn sipp_registers_1000_users_with_digest_authentication() {
     args.extend(extra.iter().map(|s| s.to_string()));
     let (ok, tail) = run_sipp(&args, Duration::from_secs(120));
     let why = if tail.contains("must use MD5") {
-        "sipp 3.6.1 answers the first challenge of the 401 and computes MD5 only; sipfarm lists \
+        "sipp 3.6.1 answers the first challenge of the 401 and computes MD5 only; the 401 lists \
          SHA-256 first, and sipp stops the whole run (exit 255) at the first 401"
     } else {
         "sipp reported failed registrations"
