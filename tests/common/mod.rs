@@ -4,13 +4,19 @@
 //! - `processes`: free ports, unique tokens, the one guard type for every child process
 //!   (SIGTERM, a bounded wait, SIGKILL, wait), signals (freeze, thaw, crash), temp folders;
 //! - `ua`: user agents over UDP and TCP, and the tests' own SIP reader (not sipfarm's parser);
-//! - `sipp`: the sipp scenarios of bench/sipp, shared with the bench.
+//! - `sipp`: the sipp scenarios of bench/sipp, shared with the bench;
+//! - `digest`: the tests' own digest client (MD5 and SHA-256, qop=auth);
+//! - `authfarm`: two instances with authentication on, over nodes away from 127.0.0.1.
 #![allow(dead_code, unused_imports)]
 
+mod authfarm;
+mod digest;
 mod processes;
 mod sipp;
 mod ua;
 
+pub use authfarm::*;
+pub use digest::*;
 pub use processes::*;
 pub use sipp::*;
 pub use ua::*;
@@ -31,15 +37,24 @@ pub fn sipfarm_bin() -> &'static str {
 /// A real memcached on a free loopback port.
 pub struct Memcached {
     pub port: u16,
+    /// The loopback address it listens on (127.0.0.1 unless started with `start_at`).
+    pub ip: &'static str,
     proc: Proc,
 }
 
 impl Memcached {
-    /// On a free port (another one if the port was taken before memcached could bind it).
+    /// On a free port of 127.0.0.1 (another one if the port was taken before memcached could
+    /// bind it).
     pub fn start() -> Memcached {
+        Self::start_at("127.0.0.1")
+    }
+
+    /// On a free port of another loopback address (127.0.0.0/8), away from the user agents
+    /// of 127.0.0.1: sipfarm never sends anything to a node's address, whatever the port.
+    pub fn start_at(ip: &'static str) -> Memcached {
         for _ in 0..3 {
             let port = free_port();
-            match Self::try_start(port) {
+            match Self::try_start(ip, port) {
                 Ok(m) => return m,
                 Err(status) => eprintln!("memcached exited ({status}) on {port}; another port"),
             }
@@ -49,12 +64,12 @@ impl Memcached {
 
     /// On this port (a node restarted where it was).
     pub fn start_on(port: u16) -> Memcached {
-        Self::try_start(port)
+        Self::try_start("127.0.0.1", port)
             .unwrap_or_else(|status| panic!("memcached exited ({status}) on {port}"))
     }
 
-    fn try_start(port: u16) -> Result<Memcached, String> {
-        let line = format!("-l 127.0.0.1 -p {port} -U 0 -m 64 -M -t 1");
+    fn try_start(ip: &'static str, port: u16) -> Result<Memcached, String> {
+        let line = format!("-l {ip} -p {port} -U 0 -m 64 -M -t 1");
         let mut args: Vec<&str> = line.split(' ').collect();
         if running_as_root() {
             // memcached refuses to run as root unless told which user to be.
@@ -68,7 +83,7 @@ impl Memcached {
             "memcached (apt-get install memcached)",
         );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect((ip, port)).is_err() {
             if !proc.running() {
                 return Err(exit_text(proc.stop()));
             }
@@ -78,11 +93,11 @@ impl Memcached {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Memcached { port, proc })
+        Ok(Memcached { port, ip, proc })
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -105,7 +120,7 @@ impl Memcached {
 
     /// Send one text command and read the answer up to its end marker.
     pub fn command(&self, cmd: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mut s = TcpStream::connect((self.ip, self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         s.write_all(cmd.as_bytes()).unwrap();
         let mut out = Vec::new();
@@ -165,9 +180,14 @@ impl Sipfarm {
     /// and the extra arguments; waits until it answers OPTIONS. If it exits first (the port
     /// was taken between `free_port` and its bind), it starts again on another port.
     pub fn start(extra: &[&str]) -> Sipfarm {
+        Self::start_logging(extra, None)
+    }
+
+    /// Like `start`, its log (standard error) written to `log` when given.
+    pub fn start_logging(extra: &[&str], log: Option<&std::path::Path>) -> Sipfarm {
         for _ in 0..3 {
             let port = free_port();
-            match Self::try_start(port, extra) {
+            match Self::try_start(port, extra, log) {
                 Ok(s) => return s,
                 Err(status) => eprintln!("sipfarm exited ({status}) on {port}; another port"),
             }
@@ -175,7 +195,11 @@ impl Sipfarm {
         panic!("sipfarm did not start with {extra:?}");
     }
 
-    fn try_start(port: u16, extra: &[&str]) -> Result<Sipfarm, String> {
+    fn try_start(
+        port: u16,
+        extra: &[&str],
+        log: Option<&std::path::Path>,
+    ) -> Result<Sipfarm, String> {
         let listen_udp = format!("udp:127.0.0.1:{port}");
         let listen_tcp = format!("tcp:127.0.0.1:{port}");
         let mut args = vec![
@@ -188,16 +212,17 @@ impl Sipfarm {
             "example.test",
         ];
         args.extend_from_slice(extra);
-        let proc = Proc::start(
-            Command::new(sipfarm_bin())
-                .args(&args)
-                .env(
-                    "SIPFARM_LOG",
-                    std::env::var("SIPFARM_LOG").unwrap_or_else(|_| "sipfarm=warn".into()),
-                )
-                .stdout(Stdio::null()),
-            "sipfarm",
-        );
+        let mut cmd = Command::new(sipfarm_bin());
+        cmd.args(&args)
+            .env(
+                "SIPFARM_LOG",
+                std::env::var("SIPFARM_LOG").unwrap_or_else(|_| "sipfarm=warn".into()),
+            )
+            .stdout(Stdio::null());
+        if let Some(path) = log {
+            cmd.stderr(std::fs::File::create(path).expect("sipfarm log file"));
+        }
+        let proc = Proc::start(&mut cmd, "sipfarm");
         let mut s = Sipfarm { port, proc };
         let ua = Ua::new();
         let deadline = Instant::now() + Duration::from_secs(15);

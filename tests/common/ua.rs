@@ -243,6 +243,8 @@ impl Resp {
 pub struct Ua {
     pub sock: UdpSocket,
     pub port: u16,
+    /// The loopback address it is bound to (127.0.0.1 unless made with `new_at`).
+    pub ip: &'static str,
 }
 
 impl Default for Ua {
@@ -253,14 +255,21 @@ impl Default for Ua {
 
 impl Ua {
     pub fn new() -> Ua {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Ua::new_at("127.0.0.1")
+    }
+
+    /// On another loopback address (127.0.0.0/8): a second source, or a peer that stands
+    /// for another network.
+    pub fn new_at(ip: &'static str) -> Ua {
+        let sock = UdpSocket::bind((ip, 0)).unwrap();
         let port = sock.local_addr().unwrap().port();
-        Ua { sock, port }
+        Ua { sock, port, ip }
     }
 
     pub fn via(&self) -> String {
         format!(
-            "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK{};rport",
+            "SIP/2.0/UDP {}:{};branch=z9hG4bK{};rport",
+            self.ip,
             self.port,
             unique("b")
         )
@@ -420,15 +429,20 @@ pub struct Phone {
 
 impl Phone {
     pub fn new(user: &str) -> Phone {
+        Phone::new_at(user, "127.0.0.1")
+    }
+
+    /// A phone on another loopback address.
+    pub fn new_at(user: &str, ip: &'static str) -> Phone {
         Phone {
-            ua: Ua::new(),
+            ua: Ua::new_at(ip),
             user: user.to_owned(),
             tag: unique("tag"),
         }
     }
 
     pub fn contact(&self) -> String {
-        format!("sip:{}@127.0.0.1:{}", self.user, self.ua.port)
+        format!("sip:{}@{}:{}", self.user, self.ua.ip, self.ua.port)
     }
 
     pub fn register_via(&self, instance: SocketAddr) {
