@@ -10,11 +10,20 @@
 //!   its own, so in-dialog requests may arrive at any of them)?
 //! - [`Identity::is_farm_node`]: is this address one of the farm's memcached nodes (where
 //!   nothing that comes from SIP may ever be sent)?
+//! - [`Identity::mac`]: what only the farm can write (its key signs our Via and
+//!   Record-Route entries, so that forged responses and forged in-dialog requests are told
+//!   from ours).
 
+use crate::sip::Message;
+use crate::sip::addr::{NameAddr, route_uri};
+use crate::sip::header::HeaderName;
 use crate::sip::uri::host as uri_host;
 use crate::transport::Proto;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use sip_uri::SipUri;
 use std::net::{IpAddr, SocketAddr};
+use subtle::ConstantTimeEq;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
@@ -29,6 +38,9 @@ pub(crate) struct Identity {
     /// The farm's memcached nodes: nothing is ever sent there (a SIP request is not a
     /// memcached command).
     farm_nodes: Vec<SocketAddr>,
+    /// The key of what only the farm can write: the MAC of our Via headers (responses) and of
+    /// our Record-Route entries (in-dialog requests).
+    key: [u8; 32],
 }
 
 impl Identity {
@@ -44,7 +56,31 @@ impl Identity {
             farm_host,
             locals,
             farm_nodes: Vec::new(),
+            key: [0; 32],
         }
+    }
+
+    /// The same identity with the farm's key (see [`load_key`]).
+    pub(crate) fn with_key(mut self, key: [u8; 32]) -> Identity {
+        self.key = key;
+        self
+    }
+
+    /// A MAC over `parts` under the farm's key: 20 hex digits, fit for a URI or Via param.
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> String {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
+        for p in parts {
+            m.update(&(p.len() as u64).to_be_bytes());
+            m.update(p);
+        }
+        let d = m.finalize().into_bytes();
+        d[..10].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Does `tag` match the MAC of `parts` (in constant time)?
+    pub(crate) fn mac_ok(&self, tag: &str, parts: &[&[u8]]) -> bool {
+        let want = self.mac(parts);
+        want.len() == tag.len() && bool::from(want.as_bytes().ct_eq(tag.as_bytes()))
     }
 
     /// The same identity, knowing the addresses of the farm's memcached nodes.
@@ -57,16 +93,17 @@ impl Identity {
     }
 
     /// Is `dest` a memcached node of the farm? Its exact address, whatever the transport;
-    /// and on a host of its own (not loopback, not this instance), any port of it: a cache
-    /// host has no SIP service to reach. On a shared host (one machine running memcached,
-    /// sipfarm and phones) only the node's own port is refused.
+    /// and when the node is on a host other than this instance's, any port of it: a cache
+    /// host has no SIP service to reach. On this instance's own address (one machine running
+    /// memcached, sipfarm and phones) only the node's own port is refused.
     pub(crate) fn is_farm_node(&self, dest: SocketAddr) -> bool {
         let ip = dest.ip().to_canonical();
-        self.farm_nodes.iter().any(|n| {
-            n.ip() == ip
-                && (n.port() == dest.port()
-                    || !(ip.is_loopback() || self.locals.iter().any(|(_, l)| l.ip() == ip)))
-        })
+        let shared = self.locals.iter().any(|(_, l)| {
+            l.ip().to_canonical() == ip || (l.ip().is_unspecified() && ip.is_loopback())
+        });
+        self.farm_nodes
+            .iter()
+            .any(|n| n.ip() == ip && (n.port() == dest.port() || !shared))
     }
 
     /// Is `host` (lowercase, IPv6 without brackets) one of our domains? Any port matches.
@@ -115,6 +152,74 @@ impl Identity {
     }
 }
 
+/// The Record-Route parameter that signs a dialog.
+pub(crate) const RR_PARAM: &str = "sfr";
+
+/// What our Record-Route carries for a dialog: a MAC over its Call-ID and the caller's tag
+/// (the From tag of the request that creates it; in later requests it is the From or the To
+/// tag, depending on the direction). Only the farm can write it, so a request that merely
+/// claims to be in a dialog of ours (a To tag and a Route naming the farm) is told apart.
+pub(crate) fn dialog_tag(identity: &Identity, call_id: &str, caller_tag: &str) -> String {
+    identity.mac(&[b"dialog", call_id.as_bytes(), caller_tag.as_bytes()])
+}
+
+/// Is `msg` inside a dialog this farm record-routed: a To tag, and a top Route naming the
+/// farm whose signature matches the dialog?
+pub(crate) fn in_our_dialog(identity: &Identity, msg: &Message) -> bool {
+    let to_tag = msg
+        .get(&HeaderName::To)
+        .and_then(|t| NameAddr::parse(t).ok())
+        .and_then(|a| a.tag().map(str::to_owned));
+    let Some(to_tag) = to_tag else {
+        return false;
+    };
+    let Some(top) = msg
+        .list(&HeaderName::Route)
+        .ok()
+        .and_then(|r| r.first().and_then(|v| route_uri(v)))
+        .filter(|u| identity.names_farm(u))
+    else {
+        return false;
+    };
+    let Some(Some(sig)) = top.param(RR_PARAM) else {
+        return false;
+    };
+    let call_id = msg.call_id().unwrap_or("");
+    [from_tag(msg), to_tag]
+        .iter()
+        .any(|tag| identity.mac_ok(sig, &[b"dialog", call_id.as_bytes(), tag.as_bytes()]))
+}
+
+pub(crate) fn from_tag(msg: &Message) -> String {
+    msg.get(&HeaderName::From)
+        .and_then(|f| NameAddr::parse(f).ok())
+        .and_then(|a| a.tag().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The farm's key: derived from the shared secret file (its first line; every instance then
+/// verifies what any other wrote), or random for this process when there is none.
+pub(crate) fn load_key(secret_file: Option<&std::path::Path>) -> Result<[u8; 32], String> {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    match secret_file {
+        Some(path) => {
+            let text =
+                std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+            let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
+            // A key of its own, derived from the secret (the nonces use the secret itself).
+            let mut m = <Hmac<Sha256> as Mac>::new_from_slice(first)
+                .map_err(|_| format!("{}: unusable secret", path.display()))?;
+            m.update(b"sipfarm farm key");
+            key.copy_from_slice(&m.finalize().into_bytes());
+        }
+        None => std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut key))
+            .map_err(|e| format!("/dev/urandom: {e}"))?,
+    }
+    Ok(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,11 +264,16 @@ mod tests {
     fn farm_nodes_by_address_or_by_host() {
         let i = id().with_farm_nodes(vec![
             "127.0.0.1:11211".parse().unwrap(),
+            "127.0.0.11:11211".parse().unwrap(),
             "192.0.2.5:11211".parse().unwrap(),
         ]);
         let at = |s: &str| i.is_farm_node(s.parse().unwrap());
         assert!(at("127.0.0.1:11211"));
-        assert!(!at("127.0.0.1:5062"), "a shared host keeps its other ports");
+        assert!(
+            !at("127.0.0.1:5062"),
+            "this instance's host keeps its other ports"
+        );
+        assert!(at("127.0.0.11:5062"), "another host: every port");
         assert!(
             at("192.0.2.5:11211") && at("192.0.2.5:5060"),
             "a cache host: every port"

@@ -399,3 +399,41 @@ fn no_relay_through_a_strict_route() {
     );
     carol.wait_response(403, "MESSAGE");
 }
+
+/// A request that merely claims to be in a dialog of ours (a To tag and a Route naming the
+/// farm, without the farm's signature for that dialog) is no way around the relay rule:
+/// from a foreign user, or from a spoofed local one without credentials.
+#[test]
+fn a_forged_in_dialog_request_is_not_relayed() {
+    let f = AuthFarm::start(&[]);
+    let dave = Phone::new_at("dave", "127.0.0.2");
+    let target = format!("sip:dave@127.0.0.2:{}", dave.ua.port);
+    for (from, signature) in [
+        ("carol@foreign.test", ""),
+        ("alice@example.test", ""),
+        ("carol@foreign.test", ";sfr=00000000000000000000"),
+    ] {
+        let ua = Ua::new();
+        let m = sip_request(
+            &ua,
+            "MESSAGE",
+            &target,
+            from,
+            "<sip:dave@foreign.test>;tag=forged",
+            &unique("d"),
+            1,
+            &branch(),
+        );
+        let m = with_header(&m, "Route", &format!("<sip:example.test;lr{signature}>"));
+        let r = ua.request(f.a.addr(), &m);
+        assert!(
+            r.code == 403 || r.code == 407,
+            "{from} {signature}: a forged dialog:\n{}",
+            r.text
+        );
+        assert!(
+            dave.wait(Duration::from_millis(300), |_| true).is_none(),
+            "dave got nothing from {from}"
+        );
+    }
+}

@@ -203,6 +203,37 @@ impl FailureLimiter {
         })
     }
 
+    /// A failure from `ip` while its user is over the limit blocks the source, not the user:
+    /// a guesser spread over many addresses is stopped address by address, and the user's
+    /// own phone (which does not fail) keeps registering. `Some` when `ip` becomes blocked.
+    pub(crate) fn block_source(&self, ip: IpAddr, now_ms: u64) -> Option<Blocked> {
+        let addr = addr_key(ip);
+        let mut table = self.lock();
+        if table.blocked(&Key::Addr(addr), now_ms) {
+            return None;
+        }
+        if !table.entries.contains_key(&Key::Addr(addr)) && table.entries.len() >= table.capacity {
+            table.make_room(now_ms);
+        }
+        let e = table
+            .entries
+            .entry(Key::Addr(addr))
+            .or_insert_with(|| Entry::new(now_ms));
+        e.last_ms = e.last_ms.max(now_ms);
+        e.blocked_until = now_ms.saturating_add(self.block_ms);
+        e.counts = [0; BUCKETS];
+        Some(Blocked {
+            addr: Some(addr),
+            user: None,
+            until: e.blocked_until,
+        })
+    }
+
+    /// Is the user over its limit (failures from anywhere)?
+    pub(crate) fn user_blocked(&self, user: &str, now_ms: u64) -> bool {
+        user_key(user).is_some_and(|u| self.lock().blocked(&Key::User(u.into()), now_ms))
+    }
+
     /// Is the address (network) or the user blocked?
     pub(crate) fn is_blocked(&self, ip: IpAddr, user: &str, now_ms: u64) -> bool {
         let table = self.lock();

@@ -11,11 +11,13 @@
 //! 3. REGISTER for one of our domains needs credentials for realm = the To domain, and the
 //!    authenticated user may register only its own AOR (403 otherwise);
 //! 4. other requests we answer ourselves (OPTIONS to the instance) pass;
-//! 5. in-dialog requests (a To tag and a Route naming the farm) pass, and so do ACK and
-//!    CANCEL, except that neither may be relayed from a foreign user to a foreign domain;
-//! 6. a request whose From is in one of our domains needs credentials for realm = the From
+//! 5. in-dialog requests (a To tag and a top Route naming the farm, signed by the farm for
+//!    this dialog) pass and may go anywhere;
+//! 6. ACK and CANCEL pass; they may go anywhere when their From is one of our users;
+//! 7. a request whose From is in one of our domains needs credentials for realm = the From
 //!    domain, as the From user (407, then 403 for another user's credentials);
-//! 7. a foreign user may reach our users (inbound calls) and nothing else (403: no relay).
+//! 8. a foreign user may reach our users (inbound calls) and nothing else: the proxy refuses
+//!    (403) any other destination once it knows where the request really goes.
 
 pub use super::digest::Algorithm;
 use super::digest::{self, Credentials};
@@ -23,10 +25,10 @@ use super::limit::FailureLimiter;
 use super::nonce::{NonceKeys, NonceState, nonce_id};
 use super::users::Users;
 use crate::clock::now_millis;
-use crate::identity::Identity;
+use crate::identity::{Identity, in_our_dialog};
 use crate::location::Store;
 use crate::sip::Message;
-use crate::sip::addr::{NameAddr, route_uri};
+use crate::sip::addr::NameAddr;
 use crate::sip::header::HeaderName;
 use crate::sip::response::Refusal;
 use crate::sip::uri::{Aor, canonical_user};
@@ -105,8 +107,9 @@ impl Auth {
     }
 
     /// The gate (rules in the module comment). `as_uas`: the request is for this element
-    /// itself (REGISTER for one of our domains, OPTIONS to the instance); `ruri_host`: the
-    /// lowercased host of the Request-URI.
+    /// itself (REGISTER for one of our domains, OPTIONS to the instance). Passing, it says
+    /// whether the request may be relayed anywhere (true) or only to a registered user of
+    /// ours: that is decided by the proxy once it knows where the request really goes.
     pub(crate) async fn gate(
         &self,
         store: &Store,
@@ -114,10 +117,9 @@ impl Auth {
         msg: &Message,
         src: IpAddr,
         as_uas: bool,
-        ruri_host: &str,
-    ) -> Result<(), Refusal> {
-        if self.trusted.iter().any(|n| n.contains(&src)) {
-            return Ok(());
+    ) -> Result<bool, Refusal> {
+        if self.trusted.iter().any(|n| n.contains(&src.to_canonical())) {
+            return Ok(true);
         }
         if self.limiter.is_blocked(src, "", now_millis()) {
             return Err(blocked());
@@ -128,28 +130,31 @@ impl Auth {
             let user = self
                 .authenticate(store, msg, src, Challenge::Registrar, to.domain())
                 .await?;
-            return own_address(&user, &to, "may register only its own address");
+            own_address(&user, &to, "may register only its own address")?;
+            return Ok(false);
         }
         if as_uas {
-            return Ok(());
+            return Ok(false);
         }
         let from = address(msg, &HeaderName::From);
         let local_from = from.as_ref().filter(|a| identity.serves_domain(a.domain()));
-        let inbound = identity.serves_domain(ruri_host);
-        if matches!(method, "ACK" | "CANCEL") || in_dialog(msg, identity) {
-            // Never challenged; still no relay from a foreign user to a foreign domain.
-            return match local_from.is_some() || inbound || in_dialog(msg, identity) {
-                true => Ok(()),
-                false => Err(no_relay()),
-            };
+        if in_our_dialog(identity, msg) {
+            return Ok(true);
         }
-        if let Some(from) = local_from {
-            let user = self
-                .authenticate(store, msg, src, Challenge::Proxy, from.domain())
-                .await?;
-            return own_address(&user, from, "From names another user");
+        if matches!(method, "ACK" | "CANCEL") {
+            // Never challenged (RFC 3261 22.1): they follow an INVITE from one of our users
+            // (authenticated then) wherever it went.
+            return Ok(local_from.is_some());
         }
-        if inbound { Ok(()) } else { Err(no_relay()) }
+        let Some(from) = local_from else {
+            // A foreign user: our users only (inbound calls), never a relay.
+            return Ok(false);
+        };
+        let user = self
+            .authenticate(store, msg, src, Challenge::Proxy, from.domain())
+            .await?;
+        own_address(&user, from, "From names another user")?;
+        Ok(true)
     }
 
     /// Check the credentials of `msg` for `realm`; the authenticated user name, or the
@@ -167,8 +172,15 @@ impl Auth {
             return Err(self.challenge(kind, realm, false));
         };
         let now = now_millis();
-        if self.limiter.is_blocked(src, &creds.username, now) {
+        if self.limiter.is_blocked(src, "", now) {
             return Err(blocked());
+        }
+        if !names_request_uri(&creds.uri, msg.request_uri().unwrap_or_default()) {
+            // RFC 7616 3.4.6 / RFC 2617 3.2.2.5: credentials are for the resource they name.
+            return Err(Refusal::new(
+                400,
+                "Digest uri does not match the Request-URI",
+            ));
         }
         let state = self.nonces.check(&creds.nonce, now);
         if state == NonceState::Invalid {
@@ -186,9 +198,13 @@ impl Auth {
             return Err(self.challenge(kind, realm, true));
         }
         let nc = u64::from(creds.nc.unwrap_or(0));
-        match store.raise(&nonce_id(&creds.nonce), nc, self.nc_ttl).await {
+        let tx = transaction_key(msg);
+        match store
+            .raise(&nonce_id(&creds.nonce), nc, tx, self.nc_ttl)
+            .await
+        {
             Ok(true) => Ok(creds.username),
-            // A nonce-count seen before: a replay (or a retransmission of an answered request).
+            // A nonce-count seen before in another transaction: a replay.
             Ok(false) => Err(self.challenge(kind, realm, true)),
             Err(e) => {
                 throttled_warn!(error = %e, "cannot record a nonce-count");
@@ -197,10 +213,18 @@ impl Auth {
         }
     }
 
-    /// A failed attempt: counted, and refused with a new challenge, or 403 when it starts a
-    /// block (one log line per block, not per packet).
+    /// A failed attempt: counted for the source and the user, and refused with a new
+    /// challenge, or 403 when the source becomes blocked (one log line per block, not per
+    /// packet). A user over its limit blocks each source that keeps failing for it, not the
+    /// user itself: its own phone keeps registering.
     fn failed(&self, src: IpAddr, user: &str, kind: Challenge, realm: &str, now: u64) -> Refusal {
-        match self.limiter.failed(src, user, now) {
+        let counted = self.limiter.failed(src, user, now);
+        let block = match counted {
+            Some(b) if b.addr.is_some() => Some(b),
+            _ if self.limiter.user_blocked(user, now) => self.limiter.block_source(src, now),
+            _ => None,
+        };
+        match block {
             Some(block) => {
                 tracing::warn!(%block, seconds = (block.until.saturating_sub(now)) / 1000, "blocked after too many failed authentication attempts");
                 blocked()
@@ -227,6 +251,43 @@ impl Auth {
     }
 }
 
+/// The transaction a request belongs to (RFC 3261 17.2.3: top Via branch, plus Call-ID and
+/// CSeq): a retransmission carries the same nonce-count in the same transaction and is let
+/// through again (a stateless proxy forwards every retransmission, 16.11), a replay does not.
+fn transaction_key(msg: &Message) -> u64 {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    let branch = msg
+        .top_via()
+        .ok()
+        .and_then(|v| v.branch().map(str::to_owned))
+        .unwrap_or_default();
+    let (cseq, method) = msg.cseq().unwrap_or((0, ""));
+    for part in [
+        branch.as_bytes(),
+        msg.call_id().unwrap_or("").as_bytes(),
+        method.as_bytes(),
+    ] {
+        h.update(part);
+        h.update([0]);
+    }
+    h.update(cseq.to_be_bytes());
+    let d = h.finalize();
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// Does the digest `uri` name the Request-URI? The same text, the same URI by RFC 3261
+/// 19.1.4, or the Request-URI without its scheme (some clients send the host alone).
+fn names_request_uri(digest_uri: &str, request_uri: &str) -> bool {
+    let bare = request_uri
+        .strip_prefix("sip:")
+        .or_else(|| request_uri.strip_prefix("sips:"))
+        .unwrap_or(request_uri);
+    digest_uri == request_uri
+        || digest_uri.eq_ignore_ascii_case(bare)
+        || crate::sip::uri::same_contact(digest_uri, request_uri)
+}
+
 /// The credentials of `msg` for `realm` (the first that parses; a UA may send several).
 fn credentials(msg: &Message, kind: Challenge, realm: &str) -> Option<Credentials> {
     let name = HeaderName::from_wire(kind.credentials_header());
@@ -251,25 +312,6 @@ fn own_address(user: &str, aor: &Aor, why: &'static str) -> Result<(), Refusal> 
     }
 }
 
-/// A request inside a dialog this farm record-routed: a To tag, and a top Route naming the
-/// farm.
-fn in_dialog(msg: &Message, identity: &Identity) -> bool {
-    let tagged = msg
-        .get(&HeaderName::To)
-        .and_then(|t| NameAddr::parse(t).ok())
-        .is_some_and(|a| a.tag().is_some());
-    tagged
-        && msg
-            .list(&HeaderName::Route)
-            .ok()
-            .and_then(|r| r.first().and_then(|v| route_uri(v)))
-            .is_some_and(|u| identity.names_farm(&u))
-}
-
 fn blocked() -> Refusal {
     Refusal::new(403, "Forbidden (too many failed attempts)")
-}
-
-fn no_relay() -> Refusal {
-    Refusal::new(403, "Forbidden (relaying denied)")
 }

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub struct MemoryStore {
     records: Mutex<HashMap<String, Record>>,
-    /// Counters (highest nonce-count per nonce): value and expiry, Unix seconds.
-    counters: Mutex<HashMap<String, (u64, u64)>>,
+    /// Counters (highest nonce-count per nonce): value, its transaction, expiry (Unix s).
+    counters: Mutex<HashMap<String, (u64, u64, u64)>>,
 }
 
 /// Most counters kept at once; past it, expired ones go first, then everything (a flood of
@@ -37,31 +37,32 @@ impl MemoryStore {
         });
         let n = records.len();
         drop(records);
-        lock(&self.counters).retain(|_, (_, until)| *until > now);
+        lock(&self.counters).retain(|_, (_, _, until)| *until > now);
         n
     }
 
-    /// Raise counter `name` to `value` when it is higher than what is stored (true).
-    pub(crate) fn raise(&self, name: &str, value: u64, ttl: u32) -> bool {
+    /// Raise counter `name` to `value` for transaction `tx` (see `Store::raise`).
+    pub(crate) fn raise(&self, name: &str, value: u64, tx: u64, ttl: u32) -> bool {
         let now = now_secs();
         let mut counters = lock(&self.counters);
         if counters.len() >= MAX_COUNTERS {
-            counters.retain(|_, (_, until)| *until > now);
+            counters.retain(|_, (_, _, until)| *until > now);
             if counters.len() >= MAX_COUNTERS {
                 counters.clear();
             }
         }
         let until = now + u64::from(ttl);
         match counters.get_mut(name) {
-            Some((seen, expiry)) if *expiry > now => {
-                if value <= *seen {
+            Some((seen, seen_tx, expiry)) if *expiry > now => {
+                if value < *seen || (value == *seen && tx != *seen_tx) {
                     return false;
                 }
                 *seen = value;
+                *seen_tx = tx;
                 *expiry = until;
             }
             _ => {
-                counters.insert(name.to_owned(), (value, until));
+                counters.insert(name.to_owned(), (value, tx, until));
             }
         }
         true

@@ -1,77 +1,50 @@
-//! Authenticated responses (issue: the farm must not be a reflector). A stateless proxy
-//! relays a response to the address in the Via below its own (RFC 3261 16.7 item 3, 18.2.2),
-//! so anyone could send a datagram with a Via that looks like ours on top and a victim's
-//! address below it. Every Via we add therefore carries `sfm`, a MAC over our branch, the
-//! address the response must go back to and the TCP connection token, under a key that only
-//! the farm knows: the shared secret when one is configured (every instance then verifies
-//! what any other wrote), else a random key of this process. A response whose MAC fails is
-//! dropped.
+//! Authenticated responses: the farm must not be a reflector. A stateless proxy relays a
+//! response to the address in the Via below its own (RFC 3261 16.7 item 3, 18.2.2), so anyone
+//! could send a datagram with a Via that looks like ours on top and a victim's address below
+//! it. Every Via we add therefore carries `sfm`, a MAC (under the farm's key, see
+//! [`Identity::mac`]) over our branch, the address the response must go back to and the TCP
+//! connection token. A response whose MAC fails is dropped.
 
+use crate::identity::Identity;
 use crate::sip::response::stamp_via;
 use crate::sip::via::Via;
 use crate::transport::Proto;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use subtle::ConstantTimeEq;
 
 /// The Via parameter that carries the MAC.
 pub(crate) const PARAM: &str = "sfm";
 
-pub(crate) struct ViaMac {
-    key: [u8; 32],
+/// The MAC of our Via: branch, where the response goes (transport and address), and the
+/// connection token (0 when none).
+pub(crate) fn tag(id: &Identity, branch: &str, back: (Proto, SocketAddr), conn: u64) -> String {
+    id.mac(&parts(branch, back, conn).each())
 }
 
-impl ViaMac {
-    /// From the farm's shared secret file (its first line), or a random key of this process
-    /// when there is none.
-    pub(crate) fn open(secret_file: Option<&Path>) -> Result<ViaMac, String> {
-        let mut key = [0u8; 32];
-        match secret_file {
-            Some(path) => {
-                let text = std::fs::read(path)
-                    .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-                let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
-                // A key of its own, derived from the secret (the nonces use the secret itself).
-                let mut m = <Hmac<Sha256> as Mac>::new_from_slice(first)
-                    .map_err(|_| format!("{}: unusable secret", path.display()))?;
-                m.update(b"sipfarm via mac");
-                key.copy_from_slice(&m.finalize().into_bytes());
-            }
-            None => std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut key))
-                .map_err(|e| format!("/dev/urandom: {e}"))?,
-        }
-        Ok(ViaMac { key })
-    }
+/// Does `tag` match?
+pub(crate) fn verify(
+    id: &Identity,
+    tag: &str,
+    branch: &str,
+    back: (Proto, SocketAddr),
+    conn: u64,
+) -> bool {
+    id.mac_ok(tag, &parts(branch, back, conn).each())
+}
 
-    /// The MAC of our Via: branch, where the response goes (transport and address), and the
-    /// connection token (0 when none).
-    pub(crate) fn tag(&self, branch: &str, back: (Proto, SocketAddr), conn: u64) -> String {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
-        m.update(branch.as_bytes());
-        m.update(&[0]);
-        m.update(back.0.as_str().as_bytes());
-        m.update(back.1.to_string().as_bytes());
-        m.update(&[0]);
-        m.update(&conn.to_be_bytes());
-        let d = m.finalize().into_bytes();
-        d[..10].iter().map(|b| format!("{b:02x}")).collect()
-    }
+struct Parts(String, String, [u8; 8]);
 
-    /// Does `tag` match?
-    pub(crate) fn verify(
-        &self,
-        tag: &str,
-        branch: &str,
-        back: (Proto, SocketAddr),
-        conn: u64,
-    ) -> bool {
-        let want = self.tag(branch, back, conn);
-        want.len() == tag.len() && bool::from(want.as_bytes().ct_eq(tag.as_bytes()))
+impl Parts {
+    fn each(&self) -> [&[u8]; 3] {
+        [self.0.as_bytes(), self.1.as_bytes(), &self.2]
     }
+}
+
+fn parts(branch: &str, back: (Proto, SocketAddr), conn: u64) -> Parts {
+    Parts(
+        format!("via {branch}"),
+        format!("{} {}", back.0.as_str(), back.1),
+        conn.to_be_bytes(),
+    )
 }
 
 /// Where the response to a request goes (RFC 3261 18.2.2 with RFC 3581): computed from the
@@ -108,25 +81,25 @@ pub(crate) fn back_to(top: &str, src: SocketAddr) -> Option<(Proto, SocketAddr)>
 mod tests {
     use super::*;
 
+    fn id(key: u8) -> Identity {
+        Identity::new(vec![], "sip:f".into(), "f".into(), vec![]).with_key([key; 32])
+    }
+
     #[test]
     fn tags_bind_branch_address_and_connection() {
-        let m = ViaMac::open(None).unwrap();
+        let m = id(1);
         let a: SocketAddr = "192.0.2.1:5060".parse().unwrap();
         let b: SocketAddr = "192.0.2.2:5060".parse().unwrap();
-        let t = m.tag("z9hG4bKsf1", (Proto::Udp, a), 0);
-        assert!(m.verify(&t, "z9hG4bKsf1", (Proto::Udp, a), 0));
+        let t = tag(&m, "z9hG4bKsf1", (Proto::Udp, a), 0);
+        assert!(verify(&m, &t, "z9hG4bKsf1", (Proto::Udp, a), 0));
         assert!(
-            !m.verify(&t, "z9hG4bKsf1", (Proto::Udp, b), 0),
+            !verify(&m, &t, "z9hG4bKsf1", (Proto::Udp, b), 0),
             "another victim"
         );
-        assert!(!m.verify(&t, "z9hG4bKsf2", (Proto::Udp, a), 0));
-        assert!(!m.verify(&t, "z9hG4bKsf1", (Proto::Tcp, a), 0));
-        assert!(!m.verify(&t, "z9hG4bKsf1", (Proto::Udp, a), 7));
-        assert!(
-            !ViaMac::open(None)
-                .unwrap()
-                .verify(&t, "z9hG4bKsf1", (Proto::Udp, a), 0)
-        );
+        assert!(!verify(&m, &t, "z9hG4bKsf2", (Proto::Udp, a), 0));
+        assert!(!verify(&m, &t, "z9hG4bKsf1", (Proto::Tcp, a), 0));
+        assert!(!verify(&m, &t, "z9hG4bKsf1", (Proto::Udp, a), 7));
+        assert!(!verify(&id(2), &t, "z9hG4bKsf1", (Proto::Udp, a), 0));
     }
 
     #[test]

@@ -24,10 +24,9 @@ mod mac;
 mod response;
 
 pub(crate) use branch::{BRANCH_PREFIX, branch, loop_part};
-pub(crate) use mac::ViaMac;
 pub(crate) use response::forward_response;
 
-use crate::identity::Identity;
+use crate::identity::{Identity, RR_PARAM, dialog_tag, from_tag};
 use crate::location::LocationStore;
 use crate::registrar;
 use crate::resolve::Resolver;
@@ -89,7 +88,6 @@ pub(crate) enum NextHop {
 
 pub(crate) struct Proxy {
     identity: Arc<Identity>,
-    mac: ViaMac,
     deny: Vec<ipnet::IpNet>,
     record_route: bool,
     outbound: Option<SipUri>,
@@ -136,10 +134,9 @@ pub(crate) fn forbidden_destination(ip: IpAddr) -> bool {
 }
 
 impl Proxy {
-    pub(crate) fn new(cfg: &ProxyConfig, identity: Arc<Identity>, mac: ViaMac) -> Proxy {
+    pub(crate) fn new(cfg: &ProxyConfig, identity: Arc<Identity>) -> Proxy {
         Proxy {
             identity,
-            mac,
             deny: cfg.deny.clone(),
             record_route: cfg.record_route,
             outbound: cfg.outbound_proxy.as_deref().and_then(parse_sip),
@@ -147,13 +144,10 @@ impl Proxy {
         }
     }
 
-    /// The MAC of our Via headers (responses are checked against it).
-    pub(crate) fn mac(&self) -> &ViaMac {
-        &self.mac
-    }
-
     /// Route one request that is not for us as UAS (16.3 to 16.6). `conns` tells which TCP
     /// connections are open (a UA registered over TCP is reached over its connection).
+    /// Without `may_relay` (a request nobody authenticated, from outside a dialog of ours),
+    /// it may only reach a registered user of ours: no open relay.
     pub(crate) async fn route(
         &self,
         store: &impl LocationStore,
@@ -161,10 +155,16 @@ impl Proxy {
         msg: &Message,
         peer: &Peer,
         ruri: SipUri,
+        may_relay: bool,
     ) -> Result<Forward, Refusal> {
         let loop_hash = self.check(msg)?;
         let mut routing = self.preprocess(msg, ruri)?;
         let hop = self.target(store, &mut routing).await?;
+        if !hop.registered && !may_relay {
+            // Judged on where the request really goes: after route pre-processing (a strict
+            // route can swap the Request-URI) and the lookup.
+            return Err(Refusal::new(403, "Forbidden (relaying denied)"));
+        }
         let (proto, dest) = self.locate(&hop, conns, msg).await?;
         Ok(self.forward(msg, peer, &routing, proto, dest, &loop_hash))
     }
@@ -335,10 +335,11 @@ impl Proxy {
             .is_some_and(|a| a.tag().is_some());
         let mut record_route = Vec::new();
         if self.record_route && !in_dialog && DIALOG_CREATING.contains(&method) {
+            let sig = dialog_tag(&self.identity, msg.call_id().unwrap_or(""), &from_tag(msg));
             // Top entry faces the callee (the next hop), the second the caller, when they differ.
-            record_route.push(self.rr_value(proto));
+            record_route.push(self.rr_value(proto, &sig));
             if proto != peer.proto {
-                record_route.push(self.rr_value(peer.proto));
+                record_route.push(self.rr_value(peer.proto, &sig));
             }
         }
         let conn = match &peer.path {
@@ -351,7 +352,7 @@ impl Proxy {
             .list(&HeaderName::Via)
             .ok()
             .and_then(|v| v.first().and_then(|top| mac::back_to(top, peer.src)))
-            .map(|back| self.mac.tag(&branch, back, conn.unwrap_or(0)))
+            .map(|back| mac::tag(&self.identity, &branch, back, conn.unwrap_or(0)))
             .map(|t| format!(";{}={t}", mac::PARAM))
             .unwrap_or_default();
         let via = format!(
@@ -377,11 +378,13 @@ impl Proxy {
         }
     }
 
-    /// Our Record-Route value for one side of a request.
-    fn rr_value(&self, proto: Proto) -> String {
+    /// Our Record-Route value for one side of a request, signed for its dialog (see
+    /// [`dialog_tag`]).
+    fn rr_value(&self, proto: Proto, sig: &str) -> String {
+        let farm = self.identity.farm_uri();
         match proto {
-            Proto::Udp => format!("<{};lr>", self.identity.farm_uri()),
-            Proto::Tcp => format!("<{};transport=tcp;lr>", self.identity.farm_uri()),
+            Proto::Udp => format!("<{farm};lr;{RR_PARAM}={sig}>"),
+            Proto::Tcp => format!("<{farm};transport=tcp;lr;{RR_PARAM}={sig}>"),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Via as `sfc`). Only a response whose Via carries our MAC over where it goes is relayed
 //! ([`super::mac`]): the farm is not a reflector.
 
-use super::mac::{PARAM, ViaMac, response_destination};
+use super::mac::{self, PARAM, response_destination};
 use super::{BRANCH_PREFIX, Forward, NextHop, forbidden_destination};
 use crate::identity::Identity;
 use crate::sip::Message;
@@ -16,7 +16,6 @@ use bytes::Bytes;
 /// Where a response goes, or None (logged, throttled) when it is dropped.
 pub(crate) fn forward_response(
     identity: &Identity,
-    mac: &ViaMac,
     conns: &Connections,
     msg: &Message,
 ) -> Option<Forward> {
@@ -46,7 +45,7 @@ pub(crate) fn forward_response(
         .flatten()
         .and_then(|id| id.parse::<u64>().ok());
     let tag = top.param(PARAM).flatten().unwrap_or_default();
-    if !mac.verify(tag, branch, back, conn.unwrap_or(0)) {
+    if !mac::verify(identity, tag, branch, back, conn.unwrap_or(0)) {
         throttled_info!(dest = %back.1, "dropped a response whose Via fails its MAC (forged?)");
         return None;
     }

@@ -46,11 +46,15 @@ impl Server {
                 && (self.identity.is_local(&host, uri.port())
                     || (uri.user().is_none() && self.identity.serves_domain(&host))));
         check_extensions(msg, as_uas)?;
-        if let Some(auth) = &self.auth {
-            let src = peer.src.ip();
-            auth.gate(&self.store, &self.identity, msg, src, as_uas, &host)
-                .await?;
-        }
+        let may_relay = match &self.auth {
+            Some(auth) => {
+                let src = peer.src.ip();
+                auth.gate(&self.store, &self.identity, msg, src, as_uas)
+                    .await?
+            }
+            // Off: anyone may send anywhere (a warning at start says so).
+            None => true,
+        };
         if as_uas && method == "REGISTER" {
             let reply = registrar::save(
                 &self.store,
@@ -79,7 +83,7 @@ impl Server {
         }
         let forward = self
             .proxy
-            .route(&self.store, &self.conns, msg, peer, uri)
+            .route(&self.store, &self.conns, msg, peer, uri, may_relay)
             .await?;
         Ok(Outcome::Forward(forward))
     }

@@ -20,7 +20,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::location::Store;
-use crate::proxy::{Forward, Proxy, ViaMac};
+use crate::proxy::{Forward, Proxy};
 use crate::sip::response::Refusal;
 use crate::sip::{Framing, Message, ParseError};
 use crate::throttle::throttled_info;
@@ -70,10 +70,9 @@ impl Server {
         identity: Arc<Identity>,
         store: Store,
         auth: Option<Auth>,
-        mac: ViaMac,
         udp: Vec<Arc<UdpSocket>>,
     ) -> Server {
-        let proxy = Proxy::new(&cfg.proxy, identity.clone(), mac);
+        let proxy = Proxy::new(&cfg.proxy, identity.clone());
         let trusted = cfg
             .auth
             .as_ref()

@@ -9,7 +9,6 @@ use crate::clock;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::location::Store;
-use crate::proxy::ViaMac;
 use crate::sip::uri::host_port;
 use crate::transport::bind::{Sockets, bind_sockets};
 use crate::transport::{self, Listen, Proto};
@@ -65,6 +64,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
 async fn build(cfg: Config, sockets: &Sockets) -> Result<Arc<Server>, String> {
     let locals: Vec<(Proto, SocketAddr)> =
         sockets.bound.iter().map(|l| (l.proto, l.addr)).collect();
+    let key = crate::identity::load_key(cfg.secret_file.as_deref())?;
     let identity = Arc::new(
         Identity::new(
             cfg.domains.clone(),
@@ -72,17 +72,16 @@ async fn build(cfg: Config, sockets: &Sockets) -> Result<Arc<Server>, String> {
             cfg.proxy.farm_host.clone(),
             locals,
         )
-        .with_farm_nodes(farm_node_addresses(&cfg).await),
+        .with_farm_nodes(farm_node_addresses(&cfg).await)
+        .with_key(key),
     );
     let auth = open_auth(&cfg)?;
-    let mac = ViaMac::open(cfg.secret_file.as_deref())?;
     let store = Store::open(cfg.memcached.as_ref(), cfg.threads).await?;
     Ok(Arc::new(Server::new(
         cfg,
         identity,
         store,
         auth,
-        mac,
         sockets.udp.clone(),
     )))
 }

@@ -38,8 +38,7 @@ impl Server {
 
     /// A response from downstream, forwarded as the proxy decides.
     pub(super) async fn forward_response(self: &Arc<Self>, msg: &Message, peer: &Peer) {
-        let mac = self.proxy.mac();
-        if let Some(f) = forward_response(&self.identity, mac, &self.conns, msg) {
+        if let Some(f) = forward_response(&self.identity, &self.conns, msg) {
             if !self.send(peer, f).await {
                 throttled_info!("could not forward a response");
             }

@@ -321,3 +321,21 @@ pub fn expires_of(r: &Resp, uri: &str) -> Option<u32> {
                 .ok()
         })
 }
+
+/// Record-Route values without the farm's dialog signature (`;sfr=HEX`), which differs per
+/// dialog; panics when an entry naming the farm lacks it.
+pub fn unsigned_rr(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| match v.find(";sfr=") {
+            Some(i) => {
+                let end = v[i + 1..].find([';', '>']).map_or(v.len(), |j| i + 1 + j);
+                format!("{}{}", &v[..i], &v[end..])
+            }
+            None => {
+                assert!(!v.contains("example.test"), "unsigned Record-Route {v}");
+                v.clone()
+            }
+        })
+        .collect()
+}

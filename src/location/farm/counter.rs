@@ -13,9 +13,17 @@ use crate::location::node::Write;
 const ATTEMPTS: usize = 5;
 
 impl Farm {
-    /// Raise counter `name` to `value` when `value` is higher than what is stored (true), or
-    /// leave it (false: the value was seen already). `name` is ours (hex), never a client's.
-    pub(crate) async fn raise(&self, name: &str, value: u64, ttl: u32) -> Result<bool, StoreError> {
+    /// Raise counter `name` to `value` for transaction `tx` when `value` is higher than what
+    /// is stored, or equal and of the same transaction (a retransmission): true; else leave
+    /// it (false: seen already). `name` is ours (hex), never a client's. The item holds
+    /// "VALUE TX" in decimal.
+    pub(crate) async fn raise(
+        &self,
+        name: &str,
+        value: u64,
+        tx: u64,
+        ttl: u32,
+    ) -> Result<bool, StoreError> {
         let key = format!("{}nc:{name}", self.prefix);
         let unavailable = |why: String| StoreError::Unavailable(why);
         let Some(&node) = self.targets(&key).first() else {
@@ -28,10 +36,14 @@ impl Farm {
                 None => None,
                 Some((stored, cas)) => {
                     // Unreadable counts as "seen everything": refuse rather than accept a replay.
-                    let seen = std::str::from_utf8(&stored)
+                    let (seen, seen_tx) = std::str::from_utf8(&stored)
                         .ok()
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .unwrap_or(u64::MAX);
+                        .and_then(|s| s.split_once(' '))
+                        .and_then(|(v, t)| Some((v.parse::<u64>().ok()?, t.parse::<u64>().ok()?)))
+                        .unwrap_or((u64::MAX, 0));
+                    if value == seen && tx == seen_tx {
+                        return Ok(true);
+                    }
                     if value <= seen {
                         return Ok(false);
                     }
@@ -39,7 +51,7 @@ impl Farm {
                 }
             };
             let written = node
-                .store(&key, value.to_string().as_bytes(), ttl, cas)
+                .store(&key, format!("{value} {tx}").as_bytes(), ttl, cas)
                 .await
                 .map_err(|e| unavailable(e.0))?;
             if let Write::Stored(_) = written {
