@@ -273,7 +273,21 @@ mod tests {
             !at("127.0.0.1:5062"),
             "this instance's host keeps its other ports"
         );
-        assert!(at("127.0.0.11:5062"), "another host: every port");
+        assert!(
+            !at("127.0.0.11:5062"),
+            "listening on 0.0.0.0: loopback is this host"
+        );
+        let alone = Identity::new(
+            vec![],
+            "sip:f".into(),
+            "f".into(),
+            vec![(Proto::Udp, "127.0.0.1:5080".parse().unwrap())],
+        )
+        .with_farm_nodes(vec!["127.0.0.11:11211".parse().unwrap()]);
+        assert!(
+            alone.is_farm_node("127.0.0.11:5062".parse().unwrap()),
+            "another host: every port"
+        );
         assert!(
             at("192.0.2.5:11211") && at("192.0.2.5:5060"),
             "a cache host: every port"

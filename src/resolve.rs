@@ -23,6 +23,22 @@ pub(crate) struct Target {
 
 pub(crate) struct Resolver {
     dns: Option<TokioResolver>,
+    /// Lookups under way, and how many may be (names come from requests: an attacker could
+    /// otherwise start any number of them).
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: usize,
+}
+
+/// A whole RFC 3263 resolution (NAPTR, SRV, A/AAAA) never takes longer than this.
+const RESOLUTION_DEADLINE: Duration = Duration::from_secs(4);
+
+/// One lookup under way; leaving frees its place.
+struct Slot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// RFC 3263 4.1: a transport named by the URI.
@@ -57,7 +73,7 @@ pub(crate) fn pick_srv(mut records: Vec<(u16, u16, u16, String)>) -> Option<(u16
 impl Resolver {
     /// `server`: the DNS server to ask (`IP:PORT`); None: the system's (resolv.conf). A
     /// machine without any resolver configuration still forwards to IP addresses.
-    pub(crate) fn new(server: Option<SocketAddr>) -> Resolver {
+    pub(crate) fn new(server: Option<SocketAddr>, max_in_flight: usize) -> Resolver {
         let builder = match server {
             Some(addr) => {
                 let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
@@ -80,7 +96,23 @@ impl Resolver {
         if dns.is_none() {
             tracing::warn!("no DNS resolver configured: only IP addresses can be forwarded to");
         }
-        Resolver { dns }
+        Resolver {
+            dns,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            max_in_flight,
+        }
+    }
+
+    /// A place for one DNS resolution, or an error when too many are under way.
+    fn slot(&self) -> Result<Slot<'_>, String> {
+        let n = self
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slot = Slot(&self.in_flight);
+        if n >= self.max_in_flight {
+            return Err("too many DNS lookups under way".into());
+        }
+        Ok(slot)
     }
 
     fn dns(&self) -> Result<&TokioResolver, String> {
@@ -108,6 +140,23 @@ impl Resolver {
                 explicit,
             });
         }
+        let _slot = self.slot()?;
+        tokio::time::timeout(
+            RESOLUTION_DEADLINE,
+            self.resolve_name(uri, host, named, explicit),
+        )
+        .await
+        .map_err(|_| "DNS resolution timed out".to_owned())?
+    }
+
+    /// RFC 3263 4 for a host name (the URI's host is not an IP address).
+    async fn resolve_name(
+        &self,
+        uri: &SipUri,
+        host: String,
+        named: Option<Proto>,
+        explicit: bool,
+    ) -> Result<Target, String> {
         if let Some(port) = uri.port() {
             let ip = self.address(&host).await?;
             return Ok(Target {
@@ -200,6 +249,16 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_lookups_are_bounded() {
+        let r = Resolver::new(None, 2);
+        let a = r.slot().unwrap();
+        let _b = r.slot().unwrap();
+        assert!(r.slot().is_err(), "a third lookup at once is refused");
+        drop(a);
+        assert!(r.slot().is_ok(), "a place freed is usable again");
+    }
     use sip_uri::UriParse;
 
     #[test]
@@ -218,7 +277,11 @@ mod tests {
 
     #[tokio::test]
     async fn numeric_targets_need_no_dns() {
-        let r = Resolver { dns: None };
+        let r = Resolver {
+            dns: None,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            max_in_flight: 1,
+        };
         let t = r
             .resolve(&SipUri::parse("sip:a@127.0.0.1:5070;transport=tcp").unwrap())
             .await

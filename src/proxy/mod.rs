@@ -134,13 +134,13 @@ pub(crate) fn forbidden_destination(ip: IpAddr) -> bool {
 }
 
 impl Proxy {
-    pub(crate) fn new(cfg: &ProxyConfig, identity: Arc<Identity>) -> Proxy {
+    pub(crate) fn new(cfg: &ProxyConfig, identity: Arc<Identity>, max_dns_lookups: usize) -> Proxy {
         Proxy {
             identity,
             deny: cfg.deny.clone(),
             record_route: cfg.record_route,
             outbound: cfg.outbound_proxy.as_deref().and_then(parse_sip),
-            resolver: Resolver::new(cfg.dns_server),
+            resolver: Resolver::new(cfg.dns_server, max_dns_lookups),
         }
     }
 

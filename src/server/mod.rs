@@ -72,7 +72,7 @@ impl Server {
         auth: Option<Auth>,
         udp: Vec<Arc<UdpSocket>>,
     ) -> Server {
-        let proxy = Proxy::new(&cfg.proxy, identity.clone());
+        let proxy = Proxy::new(&cfg.proxy, identity.clone(), cfg.limits.max_dns_lookups);
         let trusted = cfg
             .auth
             .as_ref()
