@@ -4,6 +4,7 @@
 # one thread) and Kamailio (in-memory usrloc; all its processes summed). Counters are zeroed
 # after the users are registered, so each figure covers only the measured requests.
 #   bench/callgrind.sh [REQUESTS]      (default 2000; takes a few minutes)
+#   SIPFARM_BIN=path bench/callgrind.sh  measures another sipfarm binary (before/after a change)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-2000}"
@@ -73,7 +74,7 @@ m1=$(free_port); m2=$(free_port)
 memcached -u root -l 127.0.0.1 -p "$m1" -m 256 -M -t 1 & pids+=($!)
 memcached -u root -l 127.0.0.1 -p "$m2" -m 256 -M -t 1 & pids+=($!)
 sp=$(free_port)
-valgrind --tool=callgrind --callgrind-out-file="$work/sf.%p" target/release/sipfarm serve \
+valgrind --tool=callgrind --callgrind-out-file="$work/sf.%p" "${SIPFARM_BIN:-target/release/sipfarm}" serve \
     --listen "udp:127.0.0.1:$sp" --listen "tcp:127.0.0.1:$sp" --domain example.test \
     --memcached "127.0.0.1:$m1,127.0.0.1:$m2" --replicas 2 --max-contacts 1 --threads 1 \
     --log-level error >/dev/null 2>&1 &

@@ -8,6 +8,8 @@
 //! - [`Identity::names_farm`]: does this Route or Request-URI designate the farm (RFC 3261
 //!   16.4: a Route naming us is removed; every instance of the farm treats the farm URI as
 //!   its own, so in-dialog requests may arrive at any of them)?
+//! - [`Identity::is_farm_node`]: is this address one of the farm's memcached nodes (where
+//!   nothing that comes from SIP may ever be sent)?
 
 use crate::sip::uri::host as uri_host;
 use crate::transport::Proto;
@@ -24,6 +26,9 @@ pub(crate) struct Identity {
     farm_host: String,
     /// The sockets of this instance (port 0 already resolved).
     locals: Vec<(Proto, SocketAddr)>,
+    /// The addresses of the farm's memcached nodes: nothing is ever sent there, whatever the
+    /// port (a SIP request is not a memcached command).
+    farm_nodes: Vec<IpAddr>,
 }
 
 impl Identity {
@@ -38,7 +43,19 @@ impl Identity {
             farm_uri,
             farm_host,
             locals,
+            farm_nodes: Vec::new(),
         }
+    }
+
+    /// The same identity, knowing the addresses of the farm's memcached nodes.
+    pub(crate) fn with_farm_nodes(mut self, nodes: Vec<IpAddr>) -> Identity {
+        self.farm_nodes = nodes.into_iter().map(|ip| ip.to_canonical()).collect();
+        self
+    }
+
+    /// Is `ip` one of the farm's memcached nodes?
+    pub(crate) fn is_farm_node(&self, ip: IpAddr) -> bool {
+        self.farm_nodes.contains(&ip.to_canonical())
     }
 
     /// Is `host` (lowercase, IPv6 without brackets) one of our domains? Any port matches.

@@ -49,6 +49,7 @@
 //! transport moves bytes and never builds a SIP answer. The registrar never speaks memcached;
 //! the farm never parses SIP. Configuration is read and checked once ([`config`]).
 
+pub mod auth;
 mod clock;
 pub mod config;
 mod identity;
@@ -59,4 +60,5 @@ mod resolve;
 pub mod server;
 pub mod sip;
 pub mod status;
+mod throttle;
 mod transport;

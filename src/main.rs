@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use sipfarm::config::{Config, Overrides};
+use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,10 +17,32 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one instance (embedded in-memory location store unless --memcached is given).
-    Serve(Overrides),
+    Serve(Box<Overrides>),
     /// Look at the memcached farm.
     #[command(subcommand)]
     Farm(FarmCommand),
+    /// Edit the users file of digest authentication (HA1 values, never passwords).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user, or change its password: the password is read from standard input (one
+    /// line) and its HA1 for realm DOMAIN written, for MD5 and SHA-256.
+    Add(UserArgs),
+    /// Remove a user.
+    Rm(UserArgs),
+}
+
+#[derive(Args)]
+struct UserArgs {
+    /// The user's address-of-record, USER@DOMAIN (the domain is the realm).
+    #[arg(value_name = "USER@DOMAIN")]
+    aor: String,
+    /// The users file (created when missing, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    users: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -116,9 +139,47 @@ fn farm_status(args: &StatusArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn user_add(args: &UserArgs) -> ExitCode {
+    // One line, at most 1 KiB: a password, not a file.
+    let mut line = String::new();
+    let mut stdin = std::io::stdin().lock();
+    match std::io::BufRead::read_line(&mut (&mut stdin).take(1024), &mut line) {
+        Ok(_) => {}
+        Err(e) => {
+            return fail(&format!(
+                "cannot read the password from standard input: {e}"
+            ));
+        }
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return fail("no password on standard input (one line expected)");
+    }
+    match sipfarm::auth::add_user(&args.users, &args.aor, password) {
+        Ok(()) => {
+            println!("{}: {} added", args.users.display(), args.aor);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn user_rm(args: &UserArgs) -> ExitCode {
+    match sipfarm::auth::remove_user(&args.users, &args.aor) {
+        Ok(true) => {
+            println!("{}: {} removed", args.users.display(), args.aor);
+            ExitCode::SUCCESS
+        }
+        Ok(false) => fail(&format!("{}: no user {}", args.users.display(), args.aor)),
+        Err(e) => fail(&e),
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(o) => serve(&o),
         Command::Farm(FarmCommand::Status(args)) => farm_status(&args),
+        Command::User(UserCommand::Add(args)) => user_add(&args),
+        Command::User(UserCommand::Rm(args)) => user_rm(&args),
     }
 }

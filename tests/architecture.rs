@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u32)] = &[
     // Messages; time and the runtime index. They import nothing of ours.
     ("sip", 0),
     ("clock", 0),
+    ("throttle", 0),
     // Moving bytes; storing bindings.
     ("transport", 1),
     ("location", 1),

@@ -51,6 +51,33 @@ pub(super) struct FileProxy {
     pub(super) farm_uri: Option<String>,
     pub(super) outbound_proxy: Option<String>,
     pub(super) dns_server: Option<String>,
+    pub(super) deny: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileLimits {
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_source: Option<usize>,
+    pub(super) partial_message_timeout: Option<u64>,
+    pub(super) tcp_write_timeout: Option<u64>,
+    pub(super) tcp_queue_bytes: Option<usize>,
+    pub(super) max_in_flight: Option<usize>,
+    pub(super) source_rate: Option<u32>,
+    pub(super) max_dials: Option<usize>,
+    pub(super) max_dns_lookups: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAuth {
+    pub(super) users_file: Option<std::path::PathBuf>,
+    pub(super) secret_file: Option<std::path::PathBuf>,
+    pub(super) nonce_expires: Option<u64>,
+    pub(super) trusted: Option<Vec<String>>,
+    pub(super) max_failures: Option<u32>,
+    pub(super) block_seconds: Option<u64>,
+    pub(super) algorithms: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +87,8 @@ pub(super) struct File {
     pub(super) registrar: Option<FileRegistrar>,
     pub(super) memcached: Option<FileMemcached>,
     pub(super) proxy: Option<FileProxy>,
+    pub(super) auth: Option<FileAuth>,
+    pub(super) limits: Option<FileLimits>,
 }
 
 /// The file's text parsed; errors start with its name (TOML's own message says the line and

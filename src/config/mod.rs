@@ -5,10 +5,12 @@
 //! offending value; `main` prints it and exits with status 2.
 //!
 //! `file` reads the file as written; each section has its resolve step (`server`,
-//! `registrar`, `memcached`, `proxy`), which takes a flag over its file key and names either
-//! in errors (`origin`).
+//! `registrar`, `memcached`, `proxy`, `auth`, `limits`), which takes a flag over its file key and names
+//! either in errors (`origin`).
 
+mod auth;
 mod file;
+mod limits;
 mod memcached;
 mod origin;
 mod proxy;
@@ -19,10 +21,11 @@ pub use file::NodeSpec;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::auth::AuthConfig;
 pub use crate::location::MemcachedConfig;
 pub use crate::proxy::ProxyConfig;
 pub use crate::registrar::RegistrarConfig;
-pub use crate::transport::{Listen, Proto};
+pub use crate::transport::{Limits, Listen, Proto};
 
 /// What the command line may override (None: not given): the flags of `sipfarm serve`.
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -79,6 +82,18 @@ pub struct Overrides {
     /// DNS server for RFC 3263 lookups (NAPTR, SRV, A), IP or IP:PORT. Default: the system's.
     #[arg(long, value_name = "IP:PORT")]
     pub dns_server: Option<String>,
+    /// Users file (see `sipfarm user add`): turns digest authentication on. Every instance
+    /// of a farm reads the same file.
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+    /// Secret shared by every instance (one line, at least 16 bytes; a second line is the
+    /// previous secret, still accepted during a rotation): nonces issued by one instance are
+    /// valid on all. Needed with --users.
+    #[arg(long, value_name = "FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+    /// How long a nonce is accepted, in seconds. Default 300.
+    #[arg(long, value_name = "SECONDS")]
+    pub nonce_expires: Option<u64>,
 }
 
 /// The checked configuration.
@@ -96,6 +111,9 @@ pub struct Config {
     /// None: the embedded in-memory store.
     pub memcached: Option<MemcachedConfig>,
     pub proxy: ProxyConfig,
+    /// None: no authentication.
+    pub auth: Option<AuthConfig>,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -119,6 +137,8 @@ impl Config {
         )?;
         // Threads last, where they were always checked: given several mistakes, the same one
         // is reported.
+        let auth = auth::resolve(o, &file.auth.unwrap_or_default(), src)?;
+        let limits = limits::resolve(&file.limits.unwrap_or_default(), src)?;
         let threads = server::threads(o, &server_file, src)?;
         Ok(Config {
             listen: server.listen,
@@ -130,6 +150,8 @@ impl Config {
             registrar,
             memcached,
             proxy,
+            auth,
+            limits,
         })
     }
 }

@@ -32,6 +32,7 @@ pub(super) fn resolve(
         farm_host,
         outbound_proxy: outbound_proxy.map(str::to_owned),
         dns_server: dns_server(o, f, src)?,
+        deny: super::auth::networks(f.deny.as_deref().unwrap_or_default(), src, "proxy.deny")?,
     })
 }
 

@@ -12,7 +12,14 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub struct MemoryStore {
     records: Mutex<HashMap<String, Record>>,
+    /// Counters (highest nonce-count per nonce): value and expiry, Unix seconds.
+    counters: Mutex<HashMap<String, (u64, u64)>>,
 }
+
+/// Most counters kept at once; past it, expired ones go first, then everything (a flood of
+/// fresh nonces must not grow memory without bound; a lost counter only means a new
+/// challenge for its nonce's owner).
+const MAX_COUNTERS: usize = 1 << 20;
 
 impl MemoryStore {
     pub fn new() -> MemoryStore {
@@ -23,13 +30,46 @@ impl MemoryStore {
     /// come back do not hold memory forever.
     pub fn sweep(&self) -> usize {
         let now = now_secs();
-        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let mut records = lock(&self.records);
         records.retain(|_, r| {
             r.prune(now);
             !r.bindings.is_empty()
         });
-        records.len()
+        let n = records.len();
+        drop(records);
+        lock(&self.counters).retain(|_, (_, until)| *until > now);
+        n
     }
+
+    /// Raise counter `name` to `value` when it is higher than what is stored (true).
+    pub(crate) fn raise(&self, name: &str, value: u64, ttl: u32) -> bool {
+        let now = now_secs();
+        let mut counters = lock(&self.counters);
+        if counters.len() >= MAX_COUNTERS {
+            counters.retain(|_, (_, until)| *until > now);
+            if counters.len() >= MAX_COUNTERS {
+                counters.clear();
+            }
+        }
+        let until = now + u64::from(ttl);
+        match counters.get_mut(name) {
+            Some((seen, expiry)) if *expiry > now => {
+                if value <= *seen {
+                    return false;
+                }
+                *seen = value;
+                *expiry = until;
+            }
+            _ => {
+                counters.insert(name.to_owned(), (value, until));
+            }
+        }
+        true
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LocationStore for MemoryStore {
@@ -40,7 +80,7 @@ impl LocationStore for MemoryStore {
         F: FnMut(&mut Record, u64) -> Result<T, E> + Send,
     {
         let now = now_secs();
-        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let mut records = lock(&self.records);
         let mut record = records
             .get(aor.as_str())
             .cloned()
@@ -59,7 +99,7 @@ impl LocationStore for MemoryStore {
 
     async fn lookup(&self, aor: &Aor) -> Result<Option<Record>, StoreError> {
         let now = now_secs();
-        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let records = lock(&self.records);
         Ok(records.get(aor.as_str()).map(|r| {
             let mut r = r.clone();
             r.prune(now);

@@ -64,6 +64,17 @@ impl Store {
 
 // Each arm calls the store behind its Arc directly (`**`), so that this does not depend on
 // `LocationStore for Arc<T>`.
+impl Store {
+    /// Raise the shared counter `name` to `value` when that is higher than what is stored
+    /// (true), else leave it (false). Used for nonce-counts: see `farm/counter.rs`.
+    pub(crate) async fn raise(&self, name: &str, value: u64, ttl: u32) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.raise(name, value, ttl)),
+            Store::Farm(f) => f.raise(name, value, ttl).await,
+        }
+    }
+}
+
 impl LocationStore for Store {
     async fn update<T, E, F>(&self, aor: &Aor, change: F) -> Result<Result<T, E>, StoreError>
     where

@@ -35,6 +35,7 @@ use crate::sip::edit::{RequestEdits, forward_request};
 use crate::sip::header::HeaderName;
 use crate::sip::response::Refusal;
 use crate::sip::uri::{host as uri_host, host_port, parse_sip};
+use crate::throttle::throttled_info;
 use crate::transport::{Connections, Peer, Proto, ReplyPath};
 use bytes::Bytes;
 use sip_uri::SipUri;
@@ -62,6 +63,10 @@ pub struct ProxyConfig {
     pub outbound_proxy: Option<String>,
     /// DNS server for RFC 3263 (None: the system's).
     pub dns_server: Option<SocketAddr>,
+    /// Networks no request may be sent to when the destination comes from the request
+    /// (Request-URI, Route, RFC 3263 answers); contacts registered by users are not
+    /// checked against it. The farm's memcached nodes are always refused.
+    pub deny: Vec<ipnet::IpNet>,
 }
 
 /// A message to send, decided: its bytes and where they go.
@@ -82,9 +87,30 @@ pub(crate) enum NextHop {
 
 pub(crate) struct Proxy {
     identity: Arc<Identity>,
+    deny: Vec<ipnet::IpNet>,
     record_route: bool,
     outbound: Option<SipUri>,
     resolver: Resolver,
+}
+
+/// The next hop of a request.
+struct Hop {
+    uri: SipUri,
+    /// The far end of the TCP connection the target registered over.
+    tcp_hint: Option<SocketAddr>,
+    /// It comes from a registered binding or the operator's configuration, not from the
+    /// request itself (the deny list applies only to what a request chose).
+    registered: bool,
+}
+
+impl Hop {
+    fn from_request(uri: SipUri) -> Hop {
+        Hop {
+            uri,
+            tcp_hint: None,
+            registered: false,
+        }
+    }
 }
 
 /// A request as route pre-processing (16.4) leaves it.
@@ -110,6 +136,7 @@ impl Proxy {
     pub(crate) fn new(cfg: &ProxyConfig, identity: Arc<Identity>) -> Proxy {
         Proxy {
             identity,
+            deny: cfg.deny.clone(),
             record_route: cfg.record_route,
             outbound: cfg.outbound_proxy.as_deref().and_then(parse_sip),
             resolver: Resolver::new(cfg.dns_server),
@@ -128,8 +155,8 @@ impl Proxy {
     ) -> Result<Forward, Refusal> {
         let loop_hash = self.check(msg)?;
         let mut routing = self.preprocess(msg, ruri)?;
-        let (next_hop, tcp_hint) = self.target(store, &mut routing).await?;
-        let (proto, dest) = self.locate(&next_hop, tcp_hint, conns, msg).await?;
+        let hop = self.target(store, &mut routing).await?;
+        let (proto, dest) = self.locate(&hop, conns, msg).await?;
         Ok(self.forward(msg, peer, &routing, proto, dest, &loop_hash))
     }
 
@@ -141,13 +168,22 @@ impl Proxy {
         // Our own Via with this request's loop part means it came back unchanged.
         let loop_hash = loop_part(msg);
         let suffix = format!(".{loop_hash}");
-        let looped = msg.vias().unwrap_or_default().iter().any(|v| {
-            self.identity.is_local(v.host_bare(), v.port)
-                && v.branch()
-                    .is_some_and(|b| b.starts_with(BRANCH_PREFIX) && b.ends_with(&suffix))
+        let vias = msg.vias().unwrap_or_default();
+        let ours = |v: &&crate::sip::via::Via| self.identity.is_local(v.host_bare(), v.port);
+        let looped = vias.iter().filter(ours).any(|v| {
+            v.branch()
+                .is_some_and(|b| b.starts_with(BRANCH_PREFIX) && b.ends_with(&suffix))
         });
         if looped {
             return Err(Refusal::new(482, "Loop Detected"));
+        }
+        // A spiral passes here twice at most; a third pass is a loop whatever changed (Route
+        // entries bouncing a request between instances rewrite the loop part every time).
+        if vias.iter().filter(ours).count() >= 2 {
+            return Err(Refusal::new(
+                482,
+                "Loop Detected (this instance twice in Via)",
+            ));
         }
         Ok(loop_hash)
     }
@@ -181,6 +217,18 @@ impl Proxy {
                 None => return Err(bad_route()),
             }
         }
+        // One later entry naming the farm is a dialog that spirals through the farm once;
+        // more is a route set built to bounce the request between instances.
+        let again = routes
+            .iter()
+            .filter(|r| route_uri(r).is_some_and(|u| self.identity.names_farm(&u)))
+            .count();
+        if again > 1 {
+            return Err(Refusal::new(
+                482,
+                "Loop Detected (Route names the farm again)",
+            ));
+        }
         Ok(Routing {
             host: uri_host(&ruri).unwrap_or_default(),
             routes_changed: routes.len() != received,
@@ -190,12 +238,8 @@ impl Proxy {
         })
     }
 
-    /// 16.5 and 16.6 item 6: the URI of the next hop, and the TCP connection to prefer.
-    async fn target(
-        &self,
-        store: &impl LocationStore,
-        r: &mut Routing,
-    ) -> Result<(SipUri, Option<SocketAddr>), Refusal> {
+    /// 16.5 and 16.6 item 6: the next hop.
+    async fn target(&self, store: &impl LocationStore, r: &mut Routing) -> Result<Hop, Refusal> {
         if let Some(first) = r.routes.first() {
             let u = route_uri(first).ok_or_else(|| Refusal::new(400, "Bad Route"))?;
             if u.param("lr").is_none() {
@@ -205,7 +249,7 @@ impl Proxy {
                 r.request_uri = NameAddr::parse(&strict).map(|a| a.uri).unwrap_or_default();
                 r.routes_changed = true;
             }
-            return Ok((u, None));
+            return Ok(Hop::from_request(u));
         }
         if self.identity.serves_domain(&r.host) {
             let t = registrar::lookup(store, &r.ruri, &r.request_uri).await?;
@@ -214,34 +258,46 @@ impl Proxy {
                 r.routes = route_set;
                 r.routes_changed = true;
             }
-            return Ok((t.next_hop, t.tcp_hint));
+            return Ok(Hop {
+                uri: t.next_hop,
+                tcp_hint: t.tcp_hint,
+                registered: true,
+            });
         }
         if self.identity.is_local(&r.host, r.ruri.port()) {
             // Addressed to this instance but not to a domain we serve: nowhere to go.
             return Err(Refusal::new(404, "Not Found"));
         }
-        Ok((
-            self.outbound.clone().unwrap_or_else(|| r.ruri.clone()),
-            None,
-        ))
+        Ok(match &self.outbound {
+            // The operator's own proxy: not a destination the request chose.
+            Some(ob) => Hop {
+                uri: ob.clone(),
+                tcp_hint: None,
+                registered: true,
+            },
+            None => Hop::from_request(r.ruri.clone()),
+        })
     }
 
     /// Where the next hop is: an open connection to the binding's TCP source, else RFC 3263.
+    /// Never a memcached node of the farm; never a denied network when the request chose it.
     async fn locate(
         &self,
-        next_hop: &SipUri,
-        tcp_hint: Option<SocketAddr>,
+        hop: &Hop,
         conns: &Connections,
         msg: &Message,
     ) -> Result<(Proto, SocketAddr), Refusal> {
-        if let Some(addr) = tcp_hint.filter(|a| conns.by_addr(*a).is_some()) {
+        if let Some(addr) = hop.tcp_hint.filter(|a| conns.by_addr(*a).is_some()) {
             return Ok((Proto::Tcp, addr));
         }
-        let target = self.resolver.resolve(next_hop).await.map_err(|e| {
-            tracing::info!(next_hop = %next_hop, error = %e, "cannot resolve the next hop");
+        let target = self.resolver.resolve(&hop.uri).await.map_err(|e| {
+            throttled_info!(next_hop = %hop.uri, error = %e, "cannot resolve the next hop");
             Refusal::new(503, "Service Unavailable (next hop unresolvable)")
         })?;
-        if forbidden_destination(target.addr.ip()) {
+        let ip = target.addr.ip();
+        let denied = !hop.registered && self.deny.iter().any(|n| n.contains(&ip.to_canonical()));
+        if forbidden_destination(ip) || self.identity.is_farm_node(ip) || denied {
+            throttled_info!(dest = %target.addr, "refused a forbidden destination");
             return Err(Refusal::new(403, "Forbidden destination"));
         }
         let estimate = msg.framed_len() + 300;

@@ -8,6 +8,7 @@ use crate::identity::Identity;
 use crate::sip::Message;
 use crate::sip::edit::pop_via;
 use crate::sip::via::Via;
+use crate::throttle::throttled_info;
 use crate::transport::{Connections, Proto};
 use bytes::Bytes;
 use std::net::{IpAddr, SocketAddr};
@@ -21,7 +22,7 @@ pub(crate) fn forward_response(
     let vias = match msg.vias() {
         Ok(v) => v,
         Err(e) => {
-            tracing::info!(error = %e, "dropped a response with a bad Via");
+            throttled_info!(error = %e, "dropped a response with a bad Via");
             return None;
         }
     };
@@ -29,7 +30,7 @@ pub(crate) fn forward_response(
     let ours = identity.is_local(top.host_bare(), top.port)
         && top.branch().is_some_and(|b| b.starts_with(BRANCH_PREFIX));
     if !ours {
-        tracing::info!(via = %top.host, "dropped a response whose top Via is not ours");
+        throttled_info!(via = %top.host, "dropped a response whose top Via is not ours");
         return None;
     }
     let Some(next) = vias.get(1) else {
@@ -50,11 +51,11 @@ pub(crate) fn forward_response(
         });
     }
     let Some(dest) = response_destination(next) else {
-        tracing::info!(via = %next.host, "cannot resolve where the response goes");
+        throttled_info!(via = %next.host, "cannot resolve where the response goes");
         return None;
     };
-    if forbidden_destination(dest.ip()) {
-        tracing::info!(%dest, "dropped a response toward a broadcast or multicast address");
+    if forbidden_destination(dest.ip()) || identity.is_farm_node(dest.ip()) {
+        throttled_info!(%dest, "dropped a response toward a broadcast or multicast address");
         return None;
     }
     let proto = if next.transport == "TCP" {

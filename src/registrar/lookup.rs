@@ -11,6 +11,7 @@ use crate::location::{Binding, LocationStore};
 use crate::sip::addr::route_uri;
 use crate::sip::response::Refusal;
 use crate::sip::uri::{Aor, parse_sip};
+use crate::throttle::throttled_warn;
 use sip_uri::SipUri;
 use std::net::SocketAddr;
 
@@ -43,7 +44,7 @@ pub(crate) async fn lookup(
     let record = match store.lookup(&aor).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(aor = %aor, error = %e, "location lookup failed");
+            throttled_warn!(aor = %aor, error = %e, "location lookup failed");
             return Err(Refusal::new(500, "Location Service Unavailable").with("Retry-After", 5));
         }
     };

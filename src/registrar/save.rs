@@ -25,6 +25,7 @@ use crate::sip::header::{HeaderName, unquote};
 use crate::sip::response::{Refusal, Response};
 use crate::sip::uri::{Aor, parse_sip, scheme};
 use crate::sip::{Message, parse_delta};
+use crate::throttle::throttled_warn;
 use crate::transport::Proto;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -161,6 +162,9 @@ pub(crate) fn read(
                     params.push_str(v);
                 }
             }
+            if names_farm_node(&a.uri, identity) {
+                return Err(refuse(403, "Forbidden (contact names a node of the farm)"));
+            }
             out.push(NewContact {
                 uri: a.uri,
                 params,
@@ -172,12 +176,16 @@ pub(crate) fn read(
         }
         Change::Set(out)
     };
-    let path = req
+    let path: Vec<String> = req
         .list(&HeaderName::Path)
         .map_err(|_| refuse(400, "Bad Path"))?
         .into_iter()
         .map(str::to_owned)
         .collect();
+    let path_uri = |p: &String| NameAddr::parse(p).map(|a| a.uri).unwrap_or_default();
+    if path.iter().any(|p| names_farm_node(&path_uri(p), identity)) {
+        return Err(refuse(403, "Forbidden (Path names a node of the farm)"));
+    }
     Ok(Register {
         aor,
         change,
@@ -186,6 +194,28 @@ pub(crate) fn read(
         path,
         source: format!("{}:{}", proto.as_str(), src),
     })
+}
+
+/// Does a SIP URI name one of the farm's memcached nodes by address (whatever the port)?
+/// Read from the text, without the URI parser (this runs for every contact of every
+/// REGISTER); names that resolve to a node are refused when something is sent there.
+fn names_farm_node(uri: &str, identity: &Identity) -> bool {
+    let Some(rest) = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))
+    else {
+        return false;
+    };
+    let end = rest.find([';', '?', '>']).unwrap_or(rest.len());
+    let hostport = rest[..end]
+        .rsplit_once('@')
+        .map_or(&rest[..end], |(_, h)| h);
+    let host = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(h, _)| h),
+        None => hostport.split_once(':').map_or(hostport, |(h, _)| h),
+    };
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| identity.is_farm_node(ip))
 }
 
 /// Step 7 as a pure function of the record: apply the request, or refuse it and change
@@ -317,7 +347,7 @@ pub(crate) async fn save(
         }),
         Ok(Err(refusal)) => Err(refusal),
         Err(e) => {
-            tracing::warn!(aor = %r.aor, error = %e, "location store failed");
+            throttled_warn!(aor = %r.aor, error = %e, "location store failed");
             let reason = match e {
                 StoreError::TooLarge => "Too Many Contacts (record too large)",
                 _ => "Location Service Unavailable",

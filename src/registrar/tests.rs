@@ -231,3 +231,58 @@ fn reading_never_panics_on_the_torture_corpus() {
         }
     }
 }
+
+#[tokio::test]
+async fn contacts_and_paths_naming_a_farm_node_are_refused() {
+    let s = MemoryStore::new();
+    let id = identity().with_farm_nodes(vec!["127.0.0.9".parse().unwrap()]);
+    let src: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+    let cases = [
+        (
+            "Contact: <sip:x@127.0.0.9:11211;transport=tcp>\r\n",
+            "",
+            403,
+        ),
+        ("Contact: sip:127.0.0.9\r\n", "", 403),
+        (
+            "Contact: <sip:bob@127.0.0.1:5070>\r\n",
+            "Path: <sip:127.0.0.9:11211;lr>\r\n",
+            403,
+        ),
+        ("Contact: <sip:bob@127.0.0.1:5070>\r\n", "", 200),
+    ];
+    for (i, (contact, extra, want)) in cases.into_iter().enumerate() {
+        let m = msg(contact, extra, "n", i as u32 + 1);
+        let got = match save(&s, &cfg(), &m, src, Proto::Udp, &id).await {
+            Ok(_) => 200,
+            Err(r) => r.code,
+        };
+        assert_eq!(got, want, "{contact}{extra}");
+    }
+}
+
+#[test]
+fn answers_are_capped_with_a_warning() {
+    let mut resp = String::from("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n");
+    for i in 0..50 {
+        resp.push_str(&format!(
+            "Contact: <sip:u{i}@192.0.2.1:5060>;expires=600\r\n"
+        ));
+    }
+    resp.push_str("Content-Length: 0\r\n\r\n");
+    let capped = super::cap_answer(resp.clone().into_bytes(), 600);
+    assert!(capped.len() <= 600, "{}", capped.len());
+    let text = String::from_utf8(capped).unwrap();
+    assert!(text.contains("\r\nWarning: 399 sipfarm"), "{text}");
+    assert!(text.contains("Contact: <sip:u0@"), "{text}");
+    assert!(
+        text.ends_with("\r\n\r\n") && text.contains("Content-Length: 0\r\n"),
+        "{text}"
+    );
+    let kept = text.lines().filter(|l| l.starts_with("Contact:")).count();
+    assert!((1..50).contains(&kept), "{kept}");
+    assert_eq!(
+        super::cap_answer(resp.clone().into_bytes(), 10_000),
+        resp.into_bytes()
+    );
+}

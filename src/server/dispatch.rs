@@ -12,7 +12,7 @@ use crate::sip::addr::NameAddr;
 use crate::sip::header::{HeaderName, NODE_HEADER, STATUS_HEADER};
 use crate::sip::response::{Refusal, Response, local_tag};
 use crate::sip::uri::{host as uri_host, parse_sip, scheme};
-use crate::transport::Peer;
+use crate::transport::{Peer, Proto};
 use sip_uri::SipUri;
 
 /// Option tags this element supports (RFC 3261 20.37); anything else in Require or
@@ -46,6 +46,11 @@ impl Server {
                 && (self.identity.is_local(&host, uri.port())
                     || (uri.user().is_none() && self.identity.serves_domain(&host))));
         check_extensions(msg, as_uas)?;
+        if let Some(auth) = &self.auth {
+            let src = peer.src.ip();
+            auth.gate(&self.store, &self.identity, msg, src, as_uas, &host)
+                .await?;
+        }
         if as_uas && method == "REGISTER" {
             let reply = registrar::save(
                 &self.store,
@@ -56,8 +61,13 @@ impl Server {
                 &self.identity,
             )
             .await?;
+            let bytes = match (peer.proto, &self.auth) {
+                // Nobody authenticated this request: no amplification over UDP.
+                (Proto::Udp, None) => registrar::cap_answer(reply.bytes, answer_limit(msg)),
+                _ => reply.bytes,
+            };
             return Ok(Outcome::Answer {
-                bytes: reply.bytes,
+                bytes,
                 hold_until: reply.hold_until,
             });
         }
@@ -90,6 +100,13 @@ impl Server {
         }
         resp.build()
     }
+}
+
+/// The largest answer over UDP to an unauthenticated request: three times the request, and
+/// never below a safe datagram size (RFC 3261 18.1.1), so that ordinary registrations with a
+/// few contacts are never cut.
+fn answer_limit(msg: &Message) -> usize {
+    (3 * msg.framed_len()).max(crate::proxy::UDP_MTU_LIMIT)
 }
 
 /// An ACK whose To tag is the one we compute for our own final answers.

@@ -16,15 +16,19 @@ mod send;
 
 pub use run::run;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::location::Store;
 use crate::proxy::{Forward, Proxy};
 use crate::sip::response::Refusal;
 use crate::sip::{Framing, Message, ParseError};
+use crate::throttle::throttled_info;
+use crate::transport::admission::SourceRate;
 use crate::transport::{Connections, Handler, Peer, Proto};
 use bytes::Bytes;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::UdpSocket;
 use tracing::Instrument;
 
@@ -47,21 +51,42 @@ pub(crate) struct Server {
     identity: Arc<Identity>,
     store: Store,
     proxy: Proxy,
+    /// Digest authentication and the relay rules (None: off).
+    auth: Option<Auth>,
     /// Open TCP connections, accepted and dialled.
     conns: Arc<Connections>,
+    /// The per-source rate, checked before a datagram is read further.
+    admission: Arc<SourceRate>,
+    /// Requests being handled now (bounded by `limits.max_in_flight`).
+    in_flight: AtomicUsize,
     /// The first event loop's UDP sockets: a request that came in over TCP leaves over UDP
     /// from one of these.
     udp: Vec<Arc<UdpSocket>>,
 }
 
 impl Server {
-    fn new(cfg: Config, identity: Arc<Identity>, store: Store, udp: Vec<Arc<UdpSocket>>) -> Server {
+    fn new(
+        cfg: Config,
+        identity: Arc<Identity>,
+        store: Store,
+        auth: Option<Auth>,
+        udp: Vec<Arc<UdpSocket>>,
+    ) -> Server {
         let proxy = Proxy::new(&cfg.proxy, identity.clone());
+        let trusted = cfg
+            .auth
+            .as_ref()
+            .map(|a| a.trusted.clone())
+            .unwrap_or_default();
+        let admission = Arc::new(SourceRate::new(cfg.limits.source_rate, trusted));
         Server {
+            admission,
+            in_flight: AtomicUsize::new(0),
             cfg,
             identity,
             store,
             proxy,
+            auth,
             conns: Arc::new(Connections::default()),
             udp,
         }
@@ -83,8 +108,25 @@ impl Server {
                 tracing::debug!(src = %peer.src, error = %err, "refusing a malformed request");
                 self.refuse(&m, peer, &Refusal::from(err)).await;
             }
-            _ => tracing::info!(src = %peer.src, error = %err, "dropped an unreadable message"),
+            _ => throttled_info!(src = %peer.src, error = %err, "dropped an unreadable message"),
         }
+    }
+}
+
+/// One request being handled; leaving frees its place.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(server: &'a Server) -> Option<InFlight<'a>> {
+        let n = server.in_flight.fetch_add(1, Ordering::Relaxed);
+        let slot = InFlight(&server.in_flight);
+        (n < server.cfg.limits.max_in_flight).then_some(slot)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -106,6 +148,12 @@ impl Handler for Server {
         );
         async {
             if msg.is_request() {
+                let Some(_slot) = InFlight::enter(&self) else {
+                    throttled_info!(src = %peer.src, "shed a request: too many in flight");
+                    let busy = Refusal::new(503, "Service Unavailable (overloaded)")
+                        .with("Retry-After", 1);
+                    return self.refuse(&msg, &peer, &busy).await;
+                };
                 let outcome = self.decide(&msg, &peer).await;
                 self.deliver(&msg, &peer, outcome).await;
             } else {

@@ -4,6 +4,7 @@
 //! A request never hops between threads: the task that reads it answers it.
 
 use super::Server;
+use crate::auth::Auth;
 use crate::clock;
 use crate::config::Config;
 use crate::identity::Identity;
@@ -63,19 +64,53 @@ pub fn run(cfg: Config) -> Result<(), String> {
 async fn build(cfg: Config, sockets: &Sockets) -> Result<Arc<Server>, String> {
     let locals: Vec<(Proto, SocketAddr)> =
         sockets.bound.iter().map(|l| (l.proto, l.addr)).collect();
-    let identity = Arc::new(Identity::new(
-        cfg.domains.clone(),
-        cfg.proxy.farm_uri.clone(),
-        cfg.proxy.farm_host.clone(),
-        locals,
-    ));
+    let identity = Arc::new(
+        Identity::new(
+            cfg.domains.clone(),
+            cfg.proxy.farm_uri.clone(),
+            cfg.proxy.farm_host.clone(),
+            locals,
+        )
+        .with_farm_nodes(farm_node_addresses(&cfg).await),
+    );
+    let auth = open_auth(&cfg)?;
     let store = Store::open(cfg.memcached.as_ref(), cfg.threads).await?;
     Ok(Arc::new(Server::new(
         cfg,
         identity,
         store,
+        auth,
         sockets.udp.clone(),
     )))
+}
+
+/// The IP addresses of the memcached nodes (names resolved once, at start).
+async fn farm_node_addresses(cfg: &Config) -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    for (node, _) in cfg.memcached.iter().flat_map(|m| m.nodes.iter()) {
+        match tokio::net::lookup_host(node.as_str()).await {
+            Ok(addrs) => out.extend(addrs.map(|a| a.ip())),
+            Err(e) => tracing::warn!(%node, error = %e, "cannot resolve a memcached node"),
+        }
+    }
+    out
+}
+
+/// The users and the nonce secret, read once at start; without them, a warning when the
+/// instance can be reached from other machines (anyone could then register any user).
+fn open_auth(cfg: &Config) -> Result<Option<Auth>, String> {
+    let Some(a) = &cfg.auth else {
+        if cfg.listen.iter().any(|l| !l.addr.ip().is_loopback()) {
+            tracing::warn!(
+                "authentication is off (no --users) on a non-loopback address: anyone who can \
+                 reach this instance can register any user and relay through it"
+            );
+        }
+        return Ok(None);
+    };
+    let auth = Auth::open(a)?;
+    tracing::info!(users = auth.user_count(), file = %a.users_file.display(), "digest authentication on");
+    Ok(Some(auth))
 }
 
 /// Run one event loop's listeners until one fails.
@@ -87,7 +122,11 @@ async fn serve(server: Arc<Server>, sockets: Sockets) -> Result<(), String> {
             let addr = s.local_addr().map_err(|e| e.to_string())?;
             tracing::info!(listen = %format!("udp:{}", host_port(addr)), "listening");
         }
-        tasks.spawn(transport::udp::serve(s, server.clone()));
+        tasks.spawn(transport::udp::serve(
+            s,
+            server.clone(),
+            server.admission.clone(),
+        ));
     }
     for l in sockets.tcp {
         if first {

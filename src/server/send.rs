@@ -6,6 +6,7 @@ use super::{Outcome, Server};
 use crate::proxy::{Forward, NextHop, forward_response};
 use crate::sip::Message;
 use crate::sip::response::{Refusal, udp_response_target};
+use crate::throttle::throttled_info;
 use crate::transport::{self, Peer, Proto, ReplyPath, tcp};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -39,7 +40,7 @@ impl Server {
     pub(super) async fn forward_response(self: &Arc<Self>, msg: &Message, peer: &Peer) {
         if let Some(f) = forward_response(&self.identity, &self.conns, msg) {
             if !self.send(peer, f).await {
-                tracing::info!("could not forward a response");
+                throttled_info!("could not forward a response");
             }
         }
     }
@@ -108,7 +109,7 @@ impl Server {
                 match tcp::connect(dest, TCP_CONNECT_TIMEOUT, self.clone(), settings).await {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::info!(%dest, error = %e, "tcp connect failed");
+                        throttled_info!(%dest, error = %e, "tcp connect failed");
                         return false;
                     }
                 }

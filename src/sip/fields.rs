@@ -66,6 +66,15 @@ impl Message {
     /// (RFC 3261 8.1.1), single-valued headers single (RFC 4475 3.3.8), CSeq matching the
     /// method (8.2 / RFC 4475 3.1.2.17), a usable top Via (RFC 4475 3.2.1).
     pub fn validate_request(&self) -> Result<(), ParseError> {
+        // RFC 3261 25.1: TEXT-UTF8 and quoted strings hold no control characters but HTAB
+        // (folding is undone already): a NUL in a Call-ID must not be stored and echoed.
+        let control = |s: &str| s.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f);
+        if self.headers.iter().any(|h| control(&h.value)) {
+            return Err(ParseError::Bad("Control character in a header value"));
+        }
+        if self.request_uri().is_some_and(control) {
+            return Err(ParseError::Bad("Control character in the Request-URI"));
+        }
         let method = self.method().unwrap_or("");
         for (name, missing) in [
             (HeaderName::CallId, "Missing Call-ID"),
@@ -164,5 +173,16 @@ mod tests {
         assert!(parse(&bad).unwrap().validate_request().is_err());
         let bad = ok.replace("Call-ID: c\r\n", "Call-ID: c\r\ni: d\r\n");
         assert!(parse(&bad).unwrap().validate_request().is_err());
+        // Control characters: none in header values (a tab is white space).
+        for bad in [
+            ok.replace("Call-ID: c", "Call-ID: c\0x"),
+            ok.replace("From: <sip:a@x>", "From: \"a\x07\" <sip:a@x>"),
+            ok.replace("To: <sip:a@x>", "To: <sip:a@x>\x7f"),
+        ] {
+            let e = parse(&bad).map(|m| m.validate_request());
+            assert!(matches!(e, Err(_) | Ok(Err(_))), "{bad:?}");
+        }
+        let tabbed = ok.replace("Call-ID: c", "Call-ID:\tc");
+        parse(&tabbed).unwrap().validate_request().unwrap();
     }
 }

@@ -4,7 +4,9 @@
 //! The transport layer moves bytes and knows nothing of SIP beyond framing: each framed
 //! message is handed to a [`Handler`] with its [`Peer`], the way to answer it.
 
+pub(crate) mod admission;
 pub(crate) mod bind;
+pub(crate) mod stun;
 pub(crate) mod tcp;
 pub(crate) mod udp;
 
@@ -69,6 +71,48 @@ impl Listen {
 impl std::fmt::Display for Listen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.proto.as_str(), self.addr)
+    }
+}
+
+/// What `[limits]` configures: the bounds that keep one source, or a flood, from stopping
+/// or exhausting an instance. Every figure has a safe default (README, "Security").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// TCP connections open at once, accepted and dialled.
+    pub max_connections: usize,
+    /// TCP connections open at once from one source address.
+    pub max_connections_per_source: usize,
+    /// Time a message may take to arrive once its first byte has (slow-loris).
+    pub partial_message_timeout: std::time::Duration,
+    /// Time a TCP write may stay blocked (a peer that never reads) before the connection
+    /// is closed.
+    pub tcp_write_timeout: std::time::Duration,
+    /// Bytes queued for one TCP connection before more are refused.
+    pub tcp_queue_bytes: usize,
+    /// Requests being handled at once by one instance; past it, 503 with Retry-After.
+    pub max_in_flight: usize,
+    /// Datagrams per second accepted from one source address (a burst of twice as many);
+    /// past it, dropped before they are read (like Kamailio's pike).
+    pub source_rate: u32,
+    /// Outbound TCP connects under way at once.
+    pub max_dials: usize,
+    /// DNS lookups under way at once.
+    pub max_dns_lookups: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 4096,
+            max_connections_per_source: 64,
+            partial_message_timeout: std::time::Duration::from_secs(10),
+            tcp_write_timeout: std::time::Duration::from_secs(10),
+            tcp_queue_bytes: 1 << 20,
+            max_in_flight: 4096,
+            source_rate: 5000,
+            max_dials: 256,
+            max_dns_lookups: 64,
+        }
     }
 }
 

@@ -1,8 +1,12 @@
 //! UDP: one datagram is one message (RFC 3261 18.1.1 / 18.2.1). Each request is handled in a
 //! task of its own, so that a slow location lookup never holds up the socket; responses,
-//! which need no lookup, are forwarded in order from the receive loop.
+//! which need no lookup, are forwarded in order from the receive loop. Before anything else,
+//! a source over its rate is dropped ([`super::admission`]), STUN keep-alives are answered
+//! and blank keep-alives ignored (RFC 5626 4.4.2, 8.4).
 
-use super::{Handler, Peer, Proto, ReplyPath};
+use super::admission::SourceRate;
+use super::{Handler, Peer, Proto, ReplyPath, stun};
+use crate::throttle::throttled_info;
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
@@ -11,12 +15,31 @@ use tokio::net::UdpSocket;
 const MAX_DATAGRAM: usize = 65_535;
 
 /// Receive forever, handing each datagram to `handler`.
-pub(crate) async fn serve<H: Handler>(sock: Arc<UdpSocket>, handler: Arc<H>) {
+pub(crate) async fn serve<H: Handler>(
+    sock: Arc<UdpSocket>,
+    handler: Arc<H>,
+    admission: Arc<SourceRate>,
+) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         match sock.recv_from(&mut buf).await {
             Ok((n, src)) => {
-                let data = Bytes::copy_from_slice(&buf[..n]);
+                if !admission.allow(src.ip(), crate::clock::now_millis()) {
+                    throttled_info!(%src, "dropped datagrams over the per-source rate");
+                    continue;
+                }
+                let raw = &buf[..n];
+                if stun::is_stun(raw) {
+                    if let Some(answer) = stun::binding_response(raw, src) {
+                        // Never waits: a full socket buffer drops the answer, as UDP may.
+                        let _ = sock.try_send_to(&answer, src);
+                    }
+                    continue;
+                }
+                if stun::is_blank_keepalive(raw) {
+                    continue;
+                }
+                let data = Bytes::copy_from_slice(raw);
                 let peer = Peer {
                     proto: Proto::Udp,
                     src,

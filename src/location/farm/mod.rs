@@ -19,6 +19,7 @@
 //! - `heal`: read repair, the health monitor, refilling a node that came back;
 //! - `refresh`: the refresh cache, which makes a refresh one round trip.
 
+mod counter;
 mod heal;
 mod merge;
 mod placement;

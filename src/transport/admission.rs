@@ -1,0 +1,112 @@
+//! Admission control before any work is done on a datagram: a per-source request rate, like
+//! Kamailio's pike. A source over its rate is dropped at the socket, before parsing, so that
+//! one flooding address costs a hash lookup per packet and legitimate sources keep being
+//! served. Trusted networks (gateways, carriers) are exempt.
+
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+const SHARDS: usize = 16;
+/// Sources remembered per shard; a full shard forgets its idle sources first.
+const PER_SHARD: usize = 4096;
+
+/// A token bucket per source address: `rate` per second, bursts up to twice that.
+pub(crate) struct SourceRate {
+    rate: u64,
+    exempt: Vec<IpNet>,
+    shards: Vec<Mutex<HashMap<IpAddr, Bucket>>>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    /// Thousandths of a request.
+    tokens: u64,
+    last_ms: u64,
+}
+
+impl SourceRate {
+    pub(crate) fn new(rate: u32, exempt: Vec<IpNet>) -> SourceRate {
+        SourceRate {
+            rate: u64::from(rate.max(1)),
+            exempt,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    /// May a request from `ip` be handled now?
+    pub(crate) fn allow(&self, ip: IpAddr, now_ms: u64) -> bool {
+        let ip = ip.to_canonical();
+        if self.exempt.iter().any(|n| n.contains(&ip)) {
+            return true;
+        }
+        let burst = self.rate * 2 * 1000;
+        let i = shard_of(ip);
+        let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= PER_SHARD && !shard.contains_key(&ip) {
+            forget_idle(&mut shard, now_ms, self.rate);
+        }
+        let b = shard.entry(ip).or_insert(Bucket {
+            tokens: burst,
+            last_ms: now_ms,
+        });
+        let refill = now_ms.saturating_sub(b.last_ms) * self.rate;
+        b.tokens = (b.tokens + refill).min(burst);
+        b.last_ms = now_ms;
+        if b.tokens >= 1000 {
+            b.tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn shard_of(ip: IpAddr) -> usize {
+    let h = match ip {
+        IpAddr::V4(v4) => u32::from(v4) as u64,
+        IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64 ^ u128::from(v6) as u64,
+    };
+    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % SHARDS
+}
+
+/// Drop sources whose bucket would be full again (they lose nothing by being forgotten);
+/// if none is, the shard starts over (fail open: a forgotten flooder gets one burst).
+fn forget_idle(shard: &mut HashMap<IpAddr, Bucket>, now_ms: u64, rate: u64) {
+    let full_after_ms = 2000;
+    shard.retain(|_, b| now_ms.saturating_sub(b.last_ms) * rate < full_after_ms * rate);
+    if shard.len() >= PER_SHARD {
+        shard.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_and_burst_per_source() {
+        let r = SourceRate::new(100, vec!["10.0.0.0/8".parse().unwrap()]);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let allowed = (0..1000).filter(|_| r.allow(a, 5_000)).count();
+        assert_eq!(allowed, 200, "a burst of twice the rate");
+        assert!(r.allow(b, 5_000), "another source is not affected");
+        // One second later: 100 more.
+        let allowed = (0..1000).filter(|_| r.allow(a, 6_000)).count();
+        assert_eq!(allowed, 100);
+        let trusted: IpAddr = "10.1.2.3".parse().unwrap();
+        assert!((0..10_000).all(|_| r.allow(trusted, 5_000)));
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let r = SourceRate::new(10, vec![]);
+        for i in 0..200_000u32 {
+            r.allow(IpAddr::from(i.to_be_bytes()), 1_000);
+        }
+        let total: usize = r.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(total <= SHARDS * PER_SHARD, "{total}");
+    }
+}
