@@ -64,16 +64,20 @@ class Sipfarm(System):
         self.procs = []
 
     def start(self):
+        # Each memcached node on a loopback address of its own (127.0.0.2, .3, ...), as on
+        # hosts of their own: sipfarm refuses a Contact or Path naming a node's address
+        # (whatever the port), and the uas and sipp contacts are on 127.0.0.1.
         self.mc = []
-        for _ in range(self.nodes):
-            port = free_port()
-            p = Proc(["memcached", "-u", "root", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "1024", "-M", "-t", "1"])
+        for i in range(self.nodes):
+            host = f"127.0.0.{2 + i}"
+            port = free_port(host)
+            p = Proc(["memcached", "-u", "root", "-l", host, "-p", str(port), "-U", "0", "-m", "1024", "-M", "-t", "1"])
             self.procs.append(p)
-            self.mc.append((p, port))
-            if not wait_port(port):
+            self.mc.append((p, host, port))
+            if not wait_port(port, host=host):
                 raise RuntimeError("memcached did not start")
         self.port = free_port()
-        nodes = ",".join(f"127.0.0.1:{p}" for _, p in self.mc)
+        nodes = ",".join(f"{h}:{p}" for _, h, p in self.mc)
         cmd = [self.binary, "serve", "--listen", f"udp:127.0.0.1:{self.port}", "--listen", f"tcp:127.0.0.1:{self.port}",
                "--domain", DOMAIN, "--memcached", nodes, "--replicas", str(self.replicas), "--max-contacts", "1",
                "--log-level", "warn"]
@@ -96,7 +100,7 @@ class Sipfarm(System):
         return self.sf.pids()
 
     def store_pids(self):
-        return [p.pid for p, _ in self.mc]
+        return [p.pid for p, _, _ in self.mc]
 
 
 class Kamailio(System):
@@ -233,8 +237,8 @@ class KamailioDmq(Kamailio):
 
 def memcached_bytes(system):
     total = 0
-    for _, port in system.mc:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+    for _, host, port in system.mc:
+        with socket.create_connection((host, port), timeout=2) as c:
             c.sendall(b"stats\r\n")
             data = b""
             while not data.endswith(b"END\r\n"):
