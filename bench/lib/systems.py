@@ -81,11 +81,15 @@ class Sipfarm(System):
         cmd = [self.binary, "serve", "--listen", f"udp:127.0.0.1:{self.port}", "--listen", f"tcp:127.0.0.1:{self.port}",
                "--domain", DOMAIN, "--memcached", nodes, "--replicas", str(self.replicas), "--max-contacts", "1",
                "--log-level", "warn"]
+        # All the load comes from one address (sipp and the uas on 127.0.0.1): sipfarm's
+        # per-source datagram rate (limits.source_rate, 5000/s by default, like a pike that
+        # Kamailio's config here has not) would drop the upper steps of the ladders.
+        self.cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+        self.cfg.write("[limits]\nsource_rate = 1000000\n")
         if not self.pipelined:
-            self.cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
             self.cfg.write("[memcached]\npipeline = false\n")
-            self.cfg.close()
-            cmd += ["--config", self.cfg.name]
+        self.cfg.close()
+        cmd += ["--config", self.cfg.name]
         if self.users:
             secret = os.path.join(self.users.work, "auth-secret")
             with open(os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
@@ -98,6 +102,11 @@ class Sipfarm(System):
 
     def proxy_pids(self):
         return self.sf.pids()
+
+    def stop(self):
+        super().stop()
+        if getattr(self, "cfg", None):
+            os.unlink(self.cfg.name)
 
     def store_pids(self):
         return [p.pid for p, _, _ in self.mc]
