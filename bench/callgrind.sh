@@ -70,13 +70,15 @@ uas_port=$(free_port)
 sipp -sf bench/sipp/message_uas.xml -t un -i 127.0.0.1 -p "$uas_port" -nostdin -max_socket 2000 >/dev/null 2>&1 &
 pids+=($!)
 
+# The memcached nodes on loopback addresses of their own: sipfarm refuses a Contact naming a
+# node's address, and the uas is on 127.0.0.1.
 m1=$(free_port); m2=$(free_port)
-memcached -u root -l 127.0.0.1 -p "$m1" -m 256 -M -t 1 & pids+=($!)
-memcached -u root -l 127.0.0.1 -p "$m2" -m 256 -M -t 1 & pids+=($!)
+memcached -u root -l 127.0.0.2 -p "$m1" -m 256 -M -t 1 & pids+=($!)
+memcached -u root -l 127.0.0.3 -p "$m2" -m 256 -M -t 1 & pids+=($!)
 sp=$(free_port)
 valgrind --tool=callgrind --callgrind-out-file="$work/sf.%p" "${SIPFARM_BIN:-target/release/sipfarm}" serve \
     --listen "udp:127.0.0.1:$sp" --listen "tcp:127.0.0.1:$sp" --domain example.test \
-    --memcached "127.0.0.1:$m1,127.0.0.1:$m2" --replicas 2 --max-contacts 1 --threads 1 \
+    --memcached "127.0.0.2:$m1,127.0.0.3:$m2" --replicas 2 --max-contacts 1 --threads 1 \
     --log-level error >/dev/null 2>&1 &
 sfpid=$!; pids+=($sfpid)
 wait_tcp "$sp"

@@ -3,6 +3,11 @@
 #   bench/run.sh            full side-by-side run; the table goes to bench/RESULTS.md too
 #   bench/run.sh --smoke    sipfarm alone, a few seconds per scenario (CI runs this)
 #   bench/run.sh --help     every option (systems, scenarios, ladders, repeats, durations)
+#   bench/run.sh --systems sipfarm,kamailio --scenarios register_auth,call_auth --out auth.md
+#                           digest authentication: sipfarm --users against Kamailio WITH_AUTH
+#                           (auth_db on PostgreSQL), the same users (--out: else the table
+#                           replaces bench/RESULTS.md); --smoke adds a short register_auth
+#                           for sipfarm when its build has --users
 # Installs what it needs when missing (sip-tester, memcached; for the full run also kamailio,
 # kamailio-postgres-modules, postgresql) and builds the release binary.
 set -euo pipefail

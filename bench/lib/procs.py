@@ -15,14 +15,14 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def free_port():
+def free_port(host="127.0.0.1"):
     while True:
         t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        t.bind(("127.0.0.1", 0))
+        t.bind((host, 0))
         port = t.getsockname()[1]
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            u.bind(("127.0.0.1", port))
+            u.bind((host, port))
             return port
         except OSError:
             continue
@@ -31,11 +31,11 @@ def free_port():
             t.close()
 
 
-def wait_port(port, timeout=15.0):
+def wait_port(port, timeout=15.0, host="127.0.0.1"):
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            socket.create_connection((host, port), timeout=0.2).close()
             return True
         except OSError:
             time.sleep(0.05)

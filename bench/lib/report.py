@@ -31,6 +31,14 @@ def render(results, systems, scenarios, transports, ladders, repeats, duration, 
                f"{os.cpu_count()} cores ({model}), load average before the report {' '.join(load)}; "
                f"{repeats} repeat(s) of {duration:g} s per step, systems interleaved, medians. "
                f"CPU is microseconds of CPU time per successful request (call = whole call flow).\n")
+    if any(key[1].endswith("_auth") for key in results):
+        out.append("Authenticated scenarios (digest, qop=auth, MD5: the only algorithm sipp answers): sipfarm with "
+                   "--users and --auth-secret-file (memcached R=2; store = memcached) against Kamailio WITH_AUTH "
+                   "(usrloc in memory, auth_db over PostgreSQL with stored HA1s; store = PostgreSQL), the same users. "
+                   "register_auth: one successful request = one authenticated registration, i.e. REGISTER, 401, "
+                   "REGISTER with credentials, 200 (two requests counted once); its offered rate is of "
+                   "registrations. call_auth: one = a whole call, INVITE, 407, ACK, INVITE with credentials, "
+                   "180/200, ACK, BYE, 200.\n")
     out.append("| system | scenario | transport | offered/s | achieved/s | failed | p50 ms | p95 ms | p99 ms | "
                "proxy us | store us | proxy+store us | box us |")
     out.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
