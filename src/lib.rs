@@ -14,13 +14,17 @@
 //! proxy       RFC 3261 16.3, 16.4, 16.6, 16.11: returns a Forward or a Refusal
 //! registrar   save (RFC 3261 10.3, 3327, 5626) and lookup (binding -> target, Path -> route
 //!             set, 404 vs 480, the TCP connection hint), like Kamailio's save.c / lookup.c
+//! auth        digest authentication (RFC 3261 22, 7616, 8760), farm-wide nonces, the gate:
+//!             who is challenged, who may register which address, who may relay
 //! resolve     RFC 3263 (NAPTR, SRV, A/AAAA)
-//! identity    which domains we serve, which addresses are us, which URIs name the farm
+//! identity    which domains we serve, which addresses are us, which URIs name the farm,
+//!             the farm's memcached nodes, the farm's key (signed Via and Record-Route)
 //! transport   udp, tcp: framing, connections, socket binding; moves bytes only
 //! location    the store, like Kamailio's usrloc: memory | farm (ring, node, pipeline,
 //!             record, placement, merge, heal, refresh cache), one `Store` chosen at start
 //! sip         ground floor: message index over the received bytes, URIs, Via, responses,
-//! clock       edits, the Refusal type; time, the write clock and the event-loop index
+//! clock       edits, the Refusal type; time, the write clock and the event-loop index;
+//! throttle    log lines about dropped input, at most one per call site per interval
 //! ```
 //!
 //! ## The path of one request
@@ -28,7 +32,8 @@
 //! transport receives bytes -> one framed message (Content-Length on TCP)
 //!   -> sip::Message: an index of the header lines over the received bytes
 //!      (folding undone, compact names mapped; URIs typed on demand by `sip-uri`)
-//!   -> server::dispatch: common checks (400/416/420/505), then
+//!   -> transport::udp: per-source rate, STUN and blank keep-alives, before any parsing
+//!   -> server::dispatch: common checks (400/416/420/505), the auth gate, then
 //!        REGISTER for our domain -> registrar::save   -> Reply | Refusal
 //!        OPTIONS to the instance -> answered there
 //!        anything else           -> proxy::route     -> Forward { bytes, next hop } | Refusal
