@@ -29,6 +29,11 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One instance, one event loop, memory store.
+fn one() -> Sipfarm {
+    Sipfarm::start(&["--threads", "1"])
+}
+
 /// splitmix64: reproducible noise for branches, MACs and garbage.
 fn noise(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -344,4 +349,243 @@ fn forged_responses_reach_no_victim_and_stall_nothing() {
     );
     bob.respond(&msg, 200, "OK", "");
     alice.wait_response(200, "MESSAGE");
+}
+
+/// Datagrams the kernel dropped at the UDP socket bound to 127.0.0.1:`port` because its
+/// receive buffer was full (the `drops` column of /proc/net/udp).
+fn socket_drops(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) a process has used, from /proc/PID/stat.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // Fields 14 and 15 (utime, stime), in clock ticks (100 per second on Linux).
+    let ticks = f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Answers arriving on `ua` until `until`, each kept (code, time since its request) when
+/// its Call-ID is one of `sent`.
+fn collect(ua: &Ua, until: Instant, sent: &[(String, Instant)], got: &mut Answers) {
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        let Some(text) = ua.recv(left.max(Duration::from_millis(1))) else {
+            break;
+        };
+        let Some(m) = Sip::read(&text) else { continue };
+        let (Some(code), Some(cid)) = (m.code(), m.header("call-id")) else {
+            continue;
+        };
+        if let Some((_, at)) = sent.iter().find(|(c, _)| *c == cid) {
+            got.entry(cid).or_insert((code, at.elapsed()));
+        }
+    }
+}
+
+type Answers = std::collections::HashMap<String, (u16, Duration)>;
+
+/// `n` OPTIONS to `to`, one every `gap` whatever the answers, each answer matched by
+/// Call-ID and timed from its own request; unanswered within a second, lost. Also how many
+/// were sent while `attack_running()`.
+fn options_every(
+    ua: &Ua,
+    to: SocketAddr,
+    n: u32,
+    gap: Duration,
+    attack_running: impl Fn() -> bool,
+) -> (Vec<Sample>, u32) {
+    let start = Instant::now();
+    let mut sent: Vec<(String, Instant)> = Vec::new();
+    let mut got = Answers::new();
+    let mut while_running = 0;
+    for i in 0..n {
+        collect(ua, start + gap * i, &sent, &mut got);
+        if attack_running() {
+            while_running += 1;
+        }
+        let msg = ua.options(&format!("sip:127.0.0.1:{}", to.port()));
+        let cid = Sip::parse(&msg).header("call-id").unwrap();
+        ua.send(to, &msg);
+        sent.push((cid, Instant::now()));
+    }
+    let last = sent.last().map_or(start, |s| s.1);
+    collect(ua, last + ANSWER_WITHIN, &sent, &mut got);
+    let samples = sent
+        .iter()
+        .map(|(cid, _)| {
+            let (code, took) = match got.get(cid) {
+                Some((code, took)) if *took < ANSWER_WITHIN => (Some(*code), *took),
+                _ => (None, ANSWER_WITHIN),
+            };
+            Sample {
+                method: "OPTIONS",
+                code,
+                took,
+            }
+        })
+        .collect();
+    (samples, while_running)
+}
+
+/// What one flood did: datagrams sent and for how long, the kernel's counters over it, the
+/// instance's CPU time, and the legitimate OPTIONS sent during it.
+struct Flood {
+    sent: u64,
+    lasted: Duration,
+    /// Dropped by the kernel at the instance's socket (its receive buffer full).
+    dropped_by_kernel: u64,
+    cpu: Duration,
+    legit: Vec<Sample>,
+    legit_during: u32,
+}
+
+impl Flood {
+    fn figures(&self) -> String {
+        format!(
+            "{} datagrams in {:?} ({:.0}/s); {} dropped by the kernel at the instance's full socket, the rest read by it; sipfarm CPU {:?}; legit OPTIONS {} ({} of {} sent during the flood)",
+            self.sent,
+            self.lasted,
+            self.sent as f64 / self.lasted.as_secs_f64(),
+            self.dropped_by_kernel,
+            self.cpu,
+            summary(&self.legit),
+            self.legit_during,
+            self.legit.len()
+        )
+    }
+}
+
+/// The bound of a flood in datagrams (it also stops after 3 s).
+const FLOOD_MAX: u64 = 1_500_000;
+
+/// An OPTIONS flood from 127.0.0.2 to `s` for 3 s, `rate` per second (None: as fast as one
+/// thread sends), while the legitimate client sends 50 OPTIONS 50 ms apart, from 200 ms in
+/// (past the first burst).
+fn flood(s: &Sipfarm, rate: Option<u64>) -> Flood {
+    let to = s.addr();
+    let legit = Ua::new();
+    let flooding = std::sync::atomic::AtomicBool::new(true);
+    let running = || flooding.load(std::sync::atomic::Ordering::Relaxed);
+    let (drops0, cpu0) = (socket_drops(s.port), cpu_time(s.proc.pid()));
+    let ((sent, lasted), (legit, legit_during)) = std::thread::scope(|sc| {
+        let flood = sc.spawn(|| {
+            let ua = Ua::new_at(ATTACKER);
+            let msg = ua.options(&format!("sip:127.0.0.1:{}", to.port()));
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while sent < FLOOD_MAX && start.elapsed() < Duration::from_secs(3) {
+                if let Some(rate) = rate {
+                    if sent >= (start.elapsed().as_secs_f64() * rate as f64) as u64 {
+                        std::thread::sleep(Duration::from_micros(500));
+                        continue;
+                    }
+                }
+                for _ in 0..32 {
+                    if ua.sock.send_to(msg.as_bytes(), to).is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+            flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+            (sent, start.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let legit = options_every(&legit, to, 50, Duration::from_millis(50), running);
+        (flood.join().unwrap(), legit)
+    });
+    let (drops1, cpu1) = (socket_drops(s.port), cpu_time(s.proc.pid()));
+    Flood {
+        sent,
+        lasted,
+        dropped_by_kernel: drops1 - drops0,
+        cpu: cpu1.saturating_sub(cpu0),
+        legit,
+        legit_during,
+    }
+}
+
+/// An OPTIONS flood from one source, as fast as one thread sends, for about 3 s: the
+/// instance drops that source over `limits.source_rate` before parsing, and the legitimate
+/// client's 50 OPTIONS (50 ms apart, all sent while the flood runs) are answered within a
+/// second, 48 of them at least.
+#[test]
+fn a_flood_from_one_source_leaves_the_others_served() {
+    let _turn = turn();
+    let s = one();
+    let f = flood(&s, None);
+    eprintln!("figure: flood: {}", f.figures());
+    let took: Vec<String> = f
+        .legit
+        .iter()
+        .map(|s| match s.code {
+            Some(_) => format!("{}", s.took.as_micros()),
+            None => "lost".into(),
+        })
+        .collect();
+    eprintln!("figure: flood: legit latencies (us): {}", took.join(" "));
+    assert_eq!(
+        f.legit_during, 50,
+        "the flood ended before the legit requests"
+    );
+    let ok = f
+        .legit
+        .iter()
+        .filter(|s| s.code == Some(200) && s.took < ANSWER_WITHIN)
+        .count();
+    assert!(
+        ok >= 48,
+        "only {ok} of 50 legit OPTIONS answered within 1 s"
+    );
+    // And the instance still registers afterwards.
+    let legit = Legit::new();
+    assert_served(
+        "after the flood",
+        &[legit.register(s.addr()), legit.options(s.addr())],
+        Some(200),
+    );
+}
+
+/// Not a check: figures of floods at set rates (`SWEEP_RATES`, per second, 0 for as fast as
+/// one thread sends; default 20000,100000,0) against `limits.source_rate` = `SWEEP_SOURCE_RATE`
+/// (default: sipfarm's). `cargo test --test hostile_udp flood_sweep -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn flood_sweep() {
+    let _turn = turn();
+    let dir = TempDir::new("sipfarm-sweep-");
+    let cfg = dir.join("sipfarm.toml");
+    let source_rate = std::env::var("SWEEP_SOURCE_RATE").ok();
+    let cfg_arg = cfg.to_str().unwrap().to_owned();
+    let mut args = vec!["--threads", "1"];
+    if let Some(r) = &source_rate {
+        std::fs::write(&cfg, format!("[limits]\nsource_rate = {r}\n")).unwrap();
+        args.extend(["--config", cfg_arg.as_str()]);
+    }
+    let rates = std::env::var("SWEEP_RATES").unwrap_or_else(|_| "20000,100000,0".into());
+    for rate in rates.split(',') {
+        let rate: u64 = rate.trim().parse().expect("SWEEP_RATES: numbers");
+        let s = Sipfarm::start(&args);
+        let f = flood(&s, (rate > 0).then_some(rate));
+        eprintln!(
+            "figure: sweep: source_rate {}, flood at {}: {}",
+            source_rate.as_deref().unwrap_or("default"),
+            if rate > 0 {
+                rate.to_string()
+            } else {
+                "full speed".into()
+            },
+            f.figures()
+        );
+    }
 }
