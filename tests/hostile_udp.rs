@@ -13,7 +13,7 @@
 mod common;
 use common::*;
 use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -588,4 +588,159 @@ fn flood_sweep() {
             f.figures()
         );
     }
+}
+
+/// Garbage number `i`: random bytes, text that is not SIP, a request cut short before any
+/// Via, or a response with a bad or foreign Via.
+fn garbage(i: usize) -> Vec<u8> {
+    let n = noise(i as u64);
+    match i % 4 {
+        0 => (0..(20 + n % 500))
+            .map(|k| noise(n ^ k) as u8)
+            .collect::<Vec<u8>>(),
+        1 => [
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_owned(),
+            format!("hello {n:x}, this is not SIP at all"),
+            "SIP/3.0 200 OK\r\n\r\n".to_owned(),
+            format!("{n:x}\r\n\r\n{n:x}"),
+        ][(n % 4) as usize]
+            .clone()
+            .into_bytes(),
+        2 => {
+            let full = format!(
+                "INVITE sip:bob@example.test SIP/2.0\r\nMax-Forwards: 70\r\nFrom: <sip:a@example.test>;tag={n:x}\r\nTo: <sip:bob@example.test>\r\nCall-ID: g{n:x}\r\nCSeq: 1 INVITE\r\nContent-Length: 20\r\n\r\nv=0\r\n"
+            );
+            let cut = 10 + (n as usize % (full.len() - 10));
+            full.as_bytes()[..cut].to_vec()
+        }
+        _ => {
+            let via = [
+                "SIP/2.0/UDP ;;;@@".to_owned(),
+                "garbage".to_owned(),
+                format!("SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK{n:x}"),
+                "SIP/2.0/UDP [::1:5060;branch=z9hG4bKsf".to_owned(),
+            ][(n % 4) as usize]
+                .clone();
+            format!(
+                "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: g{n:x}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            )
+            .into_bytes()
+        }
+    }
+}
+
+/// 2,000 garbage datagrams to an instance logging at info: fewer than 200 log lines (each
+/// kind of drop is logged once per interval, with a count), and the legitimate client is
+/// served meanwhile.
+#[test]
+fn garbage_is_dropped_with_few_log_lines() {
+    let _turn = turn();
+    let dir = TempDir::new("sipfarm-garbage-");
+    let log = dir.join("sipfarm.log");
+    let s = Sipfarm::start_logging_at(&["--threads", "1"], &log, "sipfarm=info");
+    let attacker = UdpSocket::bind((ATTACKER, 0)).unwrap();
+    let before = log_lines(&log).len();
+    let to = s.addr();
+    let ((), samples) = during(to, || {
+        paced(2000, Duration::from_millis(1000), |i| {
+            attacker.send_to(&garbage(i), to).unwrap();
+        });
+    });
+    assert_served("garbage", &samples, Some(200));
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = log_lines(&log);
+    let written = lines.len() - before;
+    eprintln!(
+        "figure: garbage: 2000 datagrams, {written} log lines written ({} in all, {before} at start)",
+        lines.len()
+    );
+    for l in &lines[before..] {
+        eprintln!("figure: garbage log: {l}");
+    }
+    assert!(
+        written > 0,
+        "nothing logged about the garbage: is the log captured?"
+    );
+    assert!(written < 200, "{written} log lines for 2,000 datagrams");
+}
+
+/// The XOR-MAPPED-ADDRESS of a STUN Binding success response (RFC 5389 15.2), if any.
+fn xor_mapped(resp: &[u8]) -> Option<SocketAddr> {
+    let cookie = 0x2112_A442u32.to_be_bytes();
+    let mut at = 20;
+    while at + 4 <= resp.len() {
+        let kind = u16::from_be_bytes([resp[at], resp[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([resp[at + 2], resp[at + 3]]));
+        let value = resp.get(at + 4..at + 4 + len)?;
+        if kind == 0x0020 && value.len() == 8 && value[1] == 0x01 {
+            let port = u16::from_be_bytes([value[2], value[3]]) ^ 0x2112;
+            let ip: Vec<u8> = value[4..8].iter().zip(cookie).map(|(a, k)| a ^ k).collect();
+            let ip = Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]);
+            return Some(SocketAddr::V4(SocketAddrV4::new(ip, port)));
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    None
+}
+
+/// CRLF keep-alives get no answer and no log line; a STUN Binding request gets a Binding
+/// success response with its transaction id and the sender's address in XOR-MAPPED-ADDRESS.
+#[test]
+fn keepalives_crlf_is_silent_stun_is_answered() {
+    let _turn = turn();
+    let dir = TempDir::new("sipfarm-keepalive-");
+    let log = dir.join("sipfarm.log");
+    let s = Sipfarm::start_logging_at(&["--threads", "1"], &log, "sipfarm=info");
+    let ua = Ua::new();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = log_lines(&log).len();
+
+    for ping in ["\r\n\r\n", "\r\n"] {
+        ua.send(s.addr(), ping);
+        assert_eq!(
+            drain(&ua.sock, Duration::from_millis(300)),
+            0,
+            "{ping:?} answered"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let after_ping = log_lines(&log).len();
+    assert_eq!(
+        after_ping,
+        before,
+        "CRLF keep-alives were logged: {:?}",
+        &log_lines(&log)[before..]
+    );
+
+    for k in 0..3u64 {
+        let txid: Vec<u8> = (0..12).map(|j| noise(k * 100 + j) as u8).collect();
+        let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        req.extend_from_slice(&txid);
+        let t = Instant::now();
+        ua.send_bytes(s.addr(), &req);
+        ua.sock.set_read_timeout(Some(ANSWER_WITHIN)).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, from) = ua.sock.recv_from(&mut buf).expect("a STUN answer");
+        let took = t.elapsed();
+        let resp = &buf[..n];
+        eprintln!("figure: stun: {n}-byte answer in {took:?}");
+        assert_eq!(from, s.addr());
+        assert_eq!(&resp[0..2], &[0x01, 0x01], "Binding success response");
+        assert_eq!(usize::from(u16::from_be_bytes([resp[2], resp[3]])), n - 20);
+        assert_eq!(&resp[4..8], &[0x21, 0x12, 0xA4, 0x42], "magic cookie");
+        assert_eq!(&resp[8..20], &txid[..], "transaction id");
+        assert_eq!(
+            xor_mapped(resp),
+            Some(ua.sock.local_addr().unwrap()),
+            "XOR-MAPPED-ADDRESS is the sender"
+        );
+    }
+
+    // The log does show a datagram that is not a keep-alive (so the check above could fail).
+    ua.send(s.addr(), "not a keep-alive");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        log_lines(&log).len() > after_ping,
+        "an unreadable datagram was not logged: the log is not captured"
+    );
 }
