@@ -744,3 +744,129 @@ fn keepalives_crlf_is_silent_stun_is_answered() {
         "an unreadable datagram was not logged: the log is not captured"
     );
 }
+
+/// Lines of a log that name a forwarded request with one of these Call-IDs.
+fn forwards(log: &[String], call_ids: &[String]) -> usize {
+    log.iter()
+        .filter(|l| l.contains("forwarding request") && call_ids.iter().any(|c| l.contains(c)))
+        .count()
+}
+
+/// Two instances, each logging at debug (to count what they forward).
+struct Pair {
+    a: Sipfarm,
+    b: Sipfarm,
+    dir: TempDir,
+}
+
+impl Pair {
+    fn start() -> Pair {
+        let dir = TempDir::new("sipfarm-pair-");
+        let start = |name: &str| {
+            Sipfarm::start_logging_at(&["--threads", "1"], &dir.join(name), "sipfarm=debug")
+        };
+        let a = start("a.log");
+        let b = start("b.log");
+        Pair { a, b, dir }
+    }
+
+    fn forwards(&self, call_ids: &[String]) -> (usize, usize) {
+        (
+            forwards(&log_lines(&self.dir.join("a.log")), call_ids),
+            forwards(&log_lines(&self.dir.join("b.log")), call_ids),
+        )
+    }
+}
+
+/// A MESSAGE with Max-Forwards 255 whose Route alternates A and B 100 times: 482 within a
+/// second, forwarded a couple of times at most (not 200), and the callee gets nothing.
+#[test]
+fn route_ping_pong_between_two_instances_ends_in_482() {
+    let _turn = turn();
+    let p = Pair::start();
+    let bob = Phone::new(&unique("bob"));
+    bob.register_via(p.a.addr());
+    bob.register_via(p.b.addr());
+    let route = vec![
+        format!(
+            "<sip:127.0.0.1:{};lr>,<sip:127.0.0.1:{};lr>",
+            p.a.port, p.b.port
+        );
+        100
+    ]
+    .join(",");
+    let attacker = Phone::new_at("mallory", ATTACKER);
+    let a = p.a.addr();
+    let (answers, samples) = during(a, || {
+        let mut answers = Vec::new();
+        for _ in 0..20 {
+            let cid = unique("pingpong");
+            let m = with_header(
+                &to_user(&attacker, "MESSAGE", &bob.user, &cid),
+                "Route",
+                &route,
+            )
+            .replace("Max-Forwards: 70", "Max-Forwards: 255");
+            let t = Instant::now();
+            let r = attacker.ua.try_request(a, &m, ANSWER_WITHIN);
+            answers.push((cid, r.map(|r| r.code), t.elapsed(), m.len()));
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        answers
+    });
+    assert_served("route ping-pong", &samples, Some(200));
+    let got = bob.wait(Duration::from_millis(500), |m| m.method().is_some());
+    std::thread::sleep(Duration::from_millis(200));
+    let ids: Vec<String> = answers.iter().map(|a| a.0.clone()).collect();
+    let (fa, fb) = p.forwards(&ids);
+    let worst = answers.iter().map(|a| a.2).max().unwrap();
+    eprintln!(
+        "figure: route ping-pong: {} MESSAGEs of {} bytes, answers {:?}, worst {worst:?}; forwarded {fa} times by A, {fb} by B",
+        answers.len(),
+        answers[0].3,
+        answers.iter().map(|a| a.1).collect::<Vec<_>>()
+    );
+    for (cid, code, took, _) in &answers {
+        assert_eq!(*code, Some(482), "{cid}: took {took:?}");
+        assert!(*took < ANSWER_WITHIN, "{cid}: 482 after {took:?}");
+    }
+    assert!(got.is_none(), "the callee got {:?}", got.map(|m| m.text));
+    // The Via check alone (this instance twice in Via) would stop it after 4 hops.
+    assert!(
+        fa + fb <= 4 * answers.len(),
+        "forwarded {fa} + {fb} times for {} requests",
+        answers.len()
+    );
+}
+
+/// A request that spirals through the farm once (A, B, then A again, its Via there once)
+/// is still delivered, and its answer comes back along the same path.
+#[test]
+fn a_spiral_through_both_instances_is_delivered() {
+    let _turn = turn();
+    let p = Pair::start();
+    let alice = Phone::new(&unique("alice"));
+    let bob = Phone::new(&unique("bob"));
+    bob.register_via(p.a.addr());
+    let cid = unique("spiral");
+    let m = with_header(
+        &to_user(&alice, "MESSAGE", &bob.user, &cid),
+        "Route",
+        &format!(
+            "<sip:127.0.0.1:{};lr>,<sip:127.0.0.1:{};lr>",
+            p.b.port, p.a.port
+        ),
+    );
+    alice.ua.send(p.a.addr(), &m);
+    let got = bob.wait_request("MESSAGE");
+    let vias = got.all("Via");
+    let at = |port: u16| format!("127.0.0.1:{port};");
+    assert_eq!(vias.len(), 4, "A, B, A and the caller: {}", got.text);
+    assert!(vias[0].contains(&at(p.a.port)), "{}", vias[0]);
+    assert!(vias[1].contains(&at(p.b.port)), "{}", vias[1]);
+    assert!(vias[2].contains(&at(p.a.port)), "{}", vias[2]);
+    assert_eq!(got.header("Max-Forwards").as_deref(), Some("67"));
+    assert_eq!(p.forwards(std::slice::from_ref(&cid)), (2, 1));
+    bob.respond(&got, 200, "OK", "");
+    alice.wait_response(200, "MESSAGE");
+}
