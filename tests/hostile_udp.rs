@@ -870,3 +870,86 @@ fn a_spiral_through_both_instances_is_delivered() {
     bob.respond(&got, 200, "OK", "");
     alice.wait_response(200, "MESSAGE");
 }
+
+/// The first response to arrive on `ua` within a second.
+fn first_response(ua: &Ua) -> Option<Sip> {
+    let deadline = Instant::now() + ANSWER_WITHIN;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let text = ua.recv(left)?;
+        if let Some(m) = Sip::read(&text).filter(|m| m.code().is_some()) {
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// The contacts registered for `user`, asked by a REGISTER without Contact.
+fn bindings(s: &Sipfarm, user: &str) -> Vec<String> {
+    let ua = Ua::new();
+    let r = ua.request(s.addr(), &ua.register(user, &[], None, &unique("q"), 1));
+    assert_eq!(r.code, 200, "{}", r.text);
+    r.contacts()
+}
+
+/// A raw NUL (or another control character) in a header value gets 400 and nothing is
+/// stored; a quoted-pair escaping one inside a quoted display name is accepted.
+#[test]
+fn control_characters_in_header_values_get_400_and_store_nothing() {
+    let _turn = turn();
+    let s = one();
+    let to = s.addr();
+    let (results, samples) = during(to, || {
+        let mut results = Vec::new();
+        let cases: [(&str, &str, &str); 6] = [
+            ("NUL in Call-ID", "Call-ID: ", "Call-ID: nul\0"),
+            ("SOH in Call-ID", "Call-ID: ", "Call-ID: soh\x01"),
+            ("VT in Call-ID", "Call-ID: ", "Call-ID: vt\x0b"),
+            ("BEL in From", "From: <", "From: bel\x07 <"),
+            ("ESC in To", "To: <", "To: \x1b[31m <"),
+            ("DEL in Contact", ">\r\nExpires", ">;x=del\x7f\r\nExpires"),
+        ];
+        for (what, old, new) in cases {
+            let ua = Ua::new_at(ATTACKER);
+            let user = unique("ctl");
+            let contact = format!("<sip:{user}@127.0.0.1:{}>", ua.port);
+            let m = ua
+                .register(&user, &[&contact], Some(300), &unique("c"), 1)
+                .replacen(old, new, 1);
+            assert!(m.contains(new), "{what}: not in {m:?}");
+            ua.send(to, &m);
+            let r = first_response(&ua);
+            results.push((what, user, r.map(|r| (r.code().unwrap(), r.text))));
+        }
+        // A quoted-pair: backslash, BEL, inside a quoted display name.
+        let ua = Ua::new_at(ATTACKER);
+        let user = unique("pair");
+        let contact = format!("<sip:{user}@127.0.0.1:{}>", ua.port);
+        let m = ua
+            .register(&user, &[&contact], Some(300), &unique("c"), 1)
+            .replacen("From: <", "From: \"\\\x07\" <", 1);
+        ua.send(to, &m);
+        let r = first_response(&ua);
+        results.push((
+            "quoted-pair BEL",
+            user,
+            r.map(|r| (r.code().unwrap(), r.text)),
+        ));
+        results
+    });
+    assert_served("control characters", &samples, Some(200));
+    for (what, user, r) in results {
+        let (code, text) = r.unwrap_or_else(|| panic!("{what}: no answer"));
+        let stored = bindings(&s, &user);
+        eprintln!(
+            "figure: control characters: {what}: {code}, {} binding(s) stored",
+            stored.len()
+        );
+        if what.starts_with("quoted-pair") {
+            assert_eq!(code, 200, "{what}:\n{text}");
+            assert_eq!(stored.len(), 1, "{what}: {stored:?}");
+        } else {
+            assert_eq!(code, 400, "{what}:\n{text}");
+            assert!(stored.is_empty(), "{what}: stored {stored:?}");
+        }
+    }
+}
