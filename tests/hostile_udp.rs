@@ -953,3 +953,66 @@ fn control_characters_in_header_values_get_400_and_store_nothing() {
         }
     }
 }
+
+/// Ten long contacts registered over TCP; a query over UDP (no authentication) gets an
+/// answer no larger than three times the query or 1300 bytes, with Warning 399; over TCP
+/// it lists all ten.
+#[test]
+fn a_register_query_over_udp_is_not_an_amplifier() {
+    let _turn = turn();
+    let s = one();
+    let user = unique("amp");
+    let contacts: Vec<String> = (0..10)
+        .map(|i| {
+            let head = format!("<sip:{user}-{i}-");
+            let tail = "@127.0.0.1:5999;transport=udp>";
+            format!("{head}{}{tail}", "x".repeat(200 - head.len() - tail.len()))
+        })
+        .collect();
+    assert!(contacts.iter().all(|c| c.len() == 200));
+    let reg = Ua::new();
+    let refs: Vec<&str> = contacts.iter().map(String::as_str).collect();
+    let m = reg
+        .register(&user, &refs, Some(600), &unique("amp"), 1)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let r = tcp_request(s.addr(), &m);
+    assert_eq!(r.code, 200, "{}", r.text);
+    assert_eq!(r.contacts().len(), 10);
+
+    let to = s.addr();
+    let (udp, samples) = during(to, || {
+        let q = Ua::new_at(ATTACKER);
+        let query = q.register(&user, &[], None, &unique("q"), 1);
+        let r = q.request(to, &query);
+        (query.len(), r)
+    });
+    assert_served("amplification", &samples, Some(200));
+    let (asked, r) = udp;
+    let limit = (3 * asked).max(1300);
+    let warning = r.headers("Warning");
+    let tcp_query = reg
+        .register(&user, &[], None, &unique("q"), 1)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let full = tcp_request(s.addr(), &tcp_query);
+    eprintln!(
+        "figure: amplification: UDP query {asked} bytes, answer {} bytes with {} contacts (limit {limit}); TCP answer {} bytes with {} contacts",
+        r.text.len(),
+        r.contacts().len(),
+        full.text.len(),
+        full.contacts().len()
+    );
+    assert_eq!(r.code, 200, "{}", r.text);
+    assert!(r.text.len() <= limit, "{} bytes:\n{}", r.text.len(), r.text);
+    assert!(
+        warning.iter().any(|w| w.starts_with("399 ")),
+        "no Warning 399:\n{}",
+        r.text
+    );
+    assert!(r.contacts().len() < 10);
+    assert_eq!(full.code, 200);
+    assert_eq!(full.contacts().len(), 10, "{}", full.text);
+    assert!(
+        full.text.len() > limit,
+        "the full list would not have been cut"
+    );
+}
