@@ -1016,3 +1016,84 @@ fn a_register_query_over_udp_is_not_an_amplifier() {
         "the full list would not have been cut"
     );
 }
+
+/// `[limits] max_in_flight = 2` and the only memcached node frozen (each lookup waits for
+/// the 100 ms timeout): of 30 INVITEs sent at once some are shed at once with 503 and
+/// Retry-After; after SIGCONT, requests are served again.
+#[test]
+fn in_flight_bound_sheds_with_503_while_the_store_hangs() {
+    let _turn = turn();
+    let dir = TempDir::new("sipfarm-inflight-");
+    let cfg = dir.join("sipfarm.toml");
+    std::fs::write(&cfg, "[limits]\nmax_in_flight = 2\n").unwrap();
+    let mc = Memcached::start();
+    let s = Sipfarm::start(&[
+        "--memcached",
+        &mc.addr(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    let bob = Phone::new(&unique("bob"));
+    bob.register_via(s.addr());
+    mc.freeze();
+    let attacker = Phone::new_at("mallory", ATTACKER);
+    let to = s.addr();
+    let (answers, samples) = during(to, || {
+        let ids: Vec<String> = (0..30).map(|_| unique("inflight")).collect();
+        let start = Instant::now();
+        for cid in &ids {
+            attacker
+                .ua
+                .send(to, &to_user(&attacker, "INVITE", &bob.user, cid));
+        }
+        let mut answers = Vec::new();
+        while answers.len() < ids.len() {
+            let Some(m) = attacker.wait(Duration::from_secs(2), |m| m.code().is_some()) else {
+                break;
+            };
+            let retry = m.header("Retry-After");
+            answers.push((m.code().unwrap(), retry, start.elapsed()));
+        }
+        answers
+    });
+    mc.thaw();
+    assert_served("in flight, store frozen", &samples, None);
+    let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    let mut codes: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    codes.sort();
+    eprintln!(
+        "figure: in flight: 30 INVITEs, {} answers {codes:?}; 503s within {:?}; legit codes {:?}",
+        answers.len(),
+        shed.iter().map(|a| a.2).max().unwrap_or_default(),
+        samples.iter().map(|s| s.code).collect::<Vec<_>>()
+    );
+    assert!(!shed.is_empty(), "no 503: {answers:?}");
+    for a in &shed {
+        assert!(a.1.is_some(), "a 503 without Retry-After: {a:?}");
+    }
+    assert!(bob.wait(Duration::from_millis(100), |_| true).is_none());
+
+    // Thawed: served again (the breaker lets the node back within a few seconds).
+    let alice = Phone::new(&unique("alice"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let inv = loop {
+        let cid = unique("again");
+        alice
+            .ua
+            .send(s.addr(), &to_user(&alice, "INVITE", &bob.user, &cid));
+        if let Some(m) = bob.wait(Duration::from_millis(500), |m| m.method() == Some("INVITE")) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "not served again after SIGCONT");
+    };
+    bob.respond(&inv, 486, "Busy Here", "");
+    alice.wait_response(486, "INVITE");
+    let legit = Legit::new();
+    assert_served(
+        "after SIGCONT",
+        &[legit.register(s.addr()), legit.options(s.addr())],
+        Some(200),
+    );
+}
