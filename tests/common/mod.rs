@@ -185,9 +185,23 @@ impl Sipfarm {
 
     /// Like `start`, its log (standard error) written to `log` when given.
     pub fn start_logging(extra: &[&str], log: Option<&std::path::Path>) -> Sipfarm {
+        Self::start_filtered(extra, log, None)
+    }
+
+    /// Like `start_logging`, at the log filter `filter` (a SIPFARM_LOG value such as
+    /// `sipfarm=info`) whatever the test's environment says.
+    pub fn start_logging_at(extra: &[&str], log: &std::path::Path, filter: &str) -> Sipfarm {
+        Self::start_filtered(extra, Some(log), Some(filter))
+    }
+
+    fn start_filtered(
+        extra: &[&str],
+        log: Option<&std::path::Path>,
+        filter: Option<&str>,
+    ) -> Sipfarm {
         for _ in 0..3 {
             let port = free_port();
-            match Self::try_start(port, extra, log) {
+            match Self::try_start(port, extra, log, filter) {
                 Ok(s) => return s,
                 Err(status) => eprintln!("sipfarm exited ({status}) on {port}; another port"),
             }
@@ -199,6 +213,7 @@ impl Sipfarm {
         port: u16,
         extra: &[&str],
         log: Option<&std::path::Path>,
+        filter: Option<&str>,
     ) -> Result<Sipfarm, String> {
         let listen_udp = format!("udp:127.0.0.1:{port}");
         let listen_tcp = format!("tcp:127.0.0.1:{port}");
@@ -216,7 +231,9 @@ impl Sipfarm {
         cmd.args(&args)
             .env(
                 "SIPFARM_LOG",
-                std::env::var("SIPFARM_LOG").unwrap_or_else(|_| "sipfarm=warn".into()),
+                filter.map(str::to_owned).unwrap_or_else(|| {
+                    std::env::var("SIPFARM_LOG").unwrap_or_else(|_| "sipfarm=warn".into())
+                }),
             )
             .stdout(Stdio::null());
         if let Some(path) = log {
