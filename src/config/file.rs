@@ -64,6 +64,7 @@ pub(super) struct FileLimits {
     pub(super) tcp_queue_bytes: Option<usize>,
     pub(super) max_in_flight: Option<usize>,
     pub(super) source_rate: Option<u32>,
+    pub(super) max_in_flight_per_source: Option<usize>,
     pub(super) max_dials: Option<usize>,
     pub(super) max_dns_lookups: Option<usize>,
 }

@@ -72,6 +72,12 @@ pub(super) fn resolve(f: &FileLimits, src: Source) -> Result<Limits, String> {
             "limits.source_rate",
             1 << 24,
         )? as u32,
+        max_in_flight_per_source: n(
+            f.max_in_flight_per_source,
+            d.max_in_flight_per_source,
+            "limits.max_in_flight_per_source",
+            1 << 20,
+        )?,
         max_dials: n(f.max_dials, d.max_dials, "limits.max_dials", 1 << 16)?,
         max_dns_lookups: n(
             f.max_dns_lookups,

@@ -78,7 +78,8 @@ impl Server {
             .as_ref()
             .map(|a| a.trusted.clone())
             .unwrap_or_default();
-        let admission = Arc::new(SourceRate::new(cfg.limits.source_rate, trusted));
+        let per_source = u32::try_from(cfg.limits.max_in_flight_per_source).unwrap_or(u32::MAX);
+        let admission = Arc::new(SourceRate::new(cfg.limits.source_rate, per_source, trusted));
         Server {
             admission,
             in_flight: AtomicUsize::new(0),

@@ -1,7 +1,10 @@
 //! Admission control before any work is done on a datagram: a per-source request rate, like
-//! Kamailio's pike. A source over its rate is dropped at the socket, before parsing, so that
-//! one flooding address costs a hash lookup per packet and legitimate sources keep being
-//! served. Trusted networks (gateways, carriers) are exempt.
+//! Kamailio's pike, and a per-source bound on requests being handled at once. A source over
+//! either is dropped at the socket, before parsing, so that one flooding address costs a
+//! hash lookup per packet. The second bound matters most: requests wait for the event loop
+//! first come, first served, so without it a flooder's admitted requests would queue ahead
+//! of everyone else's; with it, a legitimate request waits behind at most that many.
+//! Trusted networks (gateways, carriers) are exempt from both.
 
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -15,6 +18,7 @@ const PER_SHARD: usize = 4096;
 /// A token bucket per source address: `rate` per second, bursts up to twice that.
 pub(crate) struct SourceRate {
     rate: u64,
+    max_in_flight: u32,
     exempt: Vec<IpNet>,
     shards: Vec<Mutex<HashMap<IpAddr, Bucket>>>,
 }
@@ -24,23 +28,65 @@ struct Bucket {
     /// Thousandths of a request.
     tokens: u64,
     last_ms: u64,
+    /// Requests of this source being handled now.
+    in_flight: u32,
+}
+
+/// One admitted request of a source; dropping it frees the source's place.
+pub(crate) struct Ticket {
+    admission: std::sync::Arc<SourceRate>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            let mut shard = self.admission.shards[shard_of(ip)]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(b) = shard.get_mut(&ip) {
+                b.in_flight = b.in_flight.saturating_sub(1);
+            }
+        }
+    }
 }
 
 impl SourceRate {
-    pub(crate) fn new(rate: u32, exempt: Vec<IpNet>) -> SourceRate {
+    pub(crate) fn new(rate: u32, max_in_flight: u32, exempt: Vec<IpNet>) -> SourceRate {
         SourceRate {
             rate: u64::from(rate.max(1)),
+            max_in_flight: max_in_flight.max(1),
             exempt,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
 
-    /// May a request from `ip` be handled now?
-    pub(crate) fn allow(&self, ip: IpAddr, now_ms: u64) -> bool {
+    /// May a request from `ip` be handled now? Its ticket, held while it is handled.
+    pub(crate) fn enter(self: &std::sync::Arc<Self>, ip: IpAddr, now_ms: u64) -> Option<Ticket> {
         let ip = ip.to_canonical();
         if self.exempt.iter().any(|n| n.contains(&ip)) {
-            return true;
+            return Some(Ticket {
+                admission: self.clone(),
+                ip: None,
+            });
         }
+        if !self.take(ip, now_ms, true) {
+            return None;
+        }
+        Some(Ticket {
+            admission: self.clone(),
+            ip: Some(ip),
+        })
+    }
+
+    /// May a datagram from `ip` that is handled at once (a response) be read? Rate only.
+    pub(crate) fn allow(&self, ip: IpAddr, now_ms: u64) -> bool {
+        let ip = ip.to_canonical();
+        self.exempt.iter().any(|n| n.contains(&ip)) || self.take(ip, now_ms, false)
+    }
+
+    /// One token of `ip`'s bucket, and with `hold` a place among its requests in flight.
+    fn take(&self, ip: IpAddr, now_ms: u64, hold: bool) -> bool {
         let burst = self.rate * 2 * 1000;
         let i = shard_of(ip);
         let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
@@ -50,16 +96,19 @@ impl SourceRate {
         let b = shard.entry(ip).or_insert(Bucket {
             tokens: burst,
             last_ms: now_ms,
+            in_flight: 0,
         });
         let refill = now_ms.saturating_sub(b.last_ms) * self.rate;
         b.tokens = (b.tokens + refill).min(burst);
         b.last_ms = now_ms;
-        if b.tokens >= 1000 {
-            b.tokens -= 1000;
-            true
-        } else {
-            false
+        if b.tokens < 1000 || (hold && b.in_flight >= self.max_in_flight) {
+            return false;
         }
+        b.tokens -= 1000;
+        if hold {
+            b.in_flight += 1;
+        }
+        true
     }
 }
 
@@ -75,7 +124,9 @@ fn shard_of(ip: IpAddr) -> usize {
 /// if none is, the shard starts over (fail open: a forgotten flooder gets one burst).
 fn forget_idle(shard: &mut HashMap<IpAddr, Bucket>, now_ms: u64, rate: u64) {
     let full_after_ms = 2000;
-    shard.retain(|_, b| now_ms.saturating_sub(b.last_ms) * rate < full_after_ms * rate);
+    shard.retain(|_, b| {
+        b.in_flight > 0 || now_ms.saturating_sub(b.last_ms) * rate < full_after_ms * rate
+    });
     if shard.len() >= PER_SHARD {
         shard.clear();
     }
@@ -86,8 +137,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn in_flight_per_source() {
+        let r = std::sync::Arc::new(SourceRate::new(1000, 3, vec![]));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let held: Vec<Ticket> = (0..10).filter_map(|_| r.enter(a, 1_000)).collect();
+        assert_eq!(held.len(), 3, "three at once");
+        assert!(r.enter("192.0.2.9".parse().unwrap(), 1_000).is_some());
+        drop(held);
+        assert!(r.enter(a, 1_000).is_some(), "places freed");
+    }
+
+    #[test]
     fn rate_and_burst_per_source() {
-        let r = SourceRate::new(100, vec!["10.0.0.0/8".parse().unwrap()]);
+        let r = SourceRate::new(100, 1 << 20, vec!["10.0.0.0/8".parse().unwrap()]);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let allowed = (0..1000).filter(|_| r.allow(a, 5_000)).count();
@@ -102,7 +164,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded() {
-        let r = SourceRate::new(10, vec![]);
+        let r = SourceRate::new(10, 1 << 20, vec![]);
         for i in 0..200_000u32 {
             r.allow(IpAddr::from(i.to_be_bytes()), 1_000);
         }

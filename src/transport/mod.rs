@@ -94,6 +94,9 @@ pub struct Limits {
     /// Datagrams per second accepted from one source address (a burst of twice as many);
     /// past it, dropped before they are read (like Kamailio's pike).
     pub source_rate: u32,
+    /// Requests of one source address handled at once; past it, its datagrams are dropped
+    /// before they are read (a flooder cannot queue ahead of everyone else).
+    pub max_in_flight_per_source: usize,
     /// Outbound TCP connects under way at once.
     pub max_dials: usize,
     /// DNS lookups under way at once.
@@ -110,6 +113,7 @@ impl Default for Limits {
             tcp_queue_bytes: 1 << 20,
             max_in_flight: 4096,
             source_rate: 5000,
+            max_in_flight_per_source: 128,
             max_dials: 256,
             max_dns_lookups: 64,
         }

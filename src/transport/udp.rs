@@ -24,11 +24,19 @@ pub(crate) async fn serve<H: Handler>(
     loop {
         match sock.recv_from(&mut buf).await {
             Ok((n, src)) => {
-                if !admission.allow(src.ip(), crate::clock::now_millis()) {
-                    throttled_info!(%src, "dropped datagrams over the per-source rate");
-                    continue;
-                }
                 let raw = &buf[..n];
+                let now = crate::clock::now_millis();
+                // Requests hold a place of their source while they are handled; responses
+                // are handled here and now, so only the rate applies to them.
+                let ticket = if raw.starts_with(b"SIP/") {
+                    admission.allow(src.ip(), now).then_some(None)
+                } else {
+                    admission.enter(src.ip(), now).map(Some)
+                };
+                let Some(ticket) = ticket else {
+                    throttled_info!(%src, "dropped datagrams over the per-source limits");
+                    continue;
+                };
                 if stun::is_stun(raw) {
                     if let Some(answer) = stun::binding_response(raw, src) {
                         // Never waits: a full socket buffer drops the answer, as UDP may.
@@ -50,7 +58,11 @@ pub(crate) async fn serve<H: Handler>(
                     // their order (a 180 is not overtaken by its 200).
                     handler.clone().on_message(data, peer).await;
                 } else {
-                    tokio::spawn(handler.clone().on_message(data, peer));
+                    let handler = handler.clone();
+                    tokio::spawn(async move {
+                        handler.on_message(data, peer).await;
+                        drop(ticket);
+                    });
                 }
             }
             Err(e) => {
