@@ -68,7 +68,7 @@ impl Server {
     async fn send(self: &Arc<Self>, via: &Peer, f: Forward) -> bool {
         match f.to {
             NextHop::Conn(id) => match self.conns.by_id(id) {
-                Some(conn) => conn.tx.send(f.bytes).await.is_ok(),
+                Some(conn) => conn.send(f.bytes),
                 None => false,
             },
             NextHop::Addr {
@@ -100,7 +100,8 @@ impl Server {
         }
     }
 
-    /// Over an open connection to `dest`, or a new one.
+    /// Over an open connection to `dest`, or a new one. Queueing never waits; a connection
+    /// whose queue is full is closed and this fails.
     async fn send_tcp(self: &Arc<Self>, dest: SocketAddr, bytes: Bytes) -> bool {
         let conn = match self.conns.by_addr(dest) {
             Some(c) => c,
@@ -115,6 +116,6 @@ impl Server {
                 }
             }
         };
-        conn.tx.send(bytes).await.is_ok()
+        conn.send(bytes)
     }
 }

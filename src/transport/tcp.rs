@@ -1,28 +1,33 @@
 //! TCP: messages framed by Content-Length (RFC 3261 18.3) — one message split over many
-//! reads, or several in one read, both work. CRLF CRLF keep-alives are answered with CRLF
-//! (RFC 5626 3.5.1). A message over the size limit or with broken framing (RFC 4475 ncl,
-//! mcl01) is handed to the handler, which answers it (513, 400), and the connection is closed,
-//! since the stream cannot be resynchronised. Idle connections time out, but never before the bindings
-//! registered over them expire (the registrar raises [`Conn::hold`]).
+//! reads, or several in one read, both work. CRLF CRLF keep-alives are answered
+//! with CRLF (RFC 5626 3.5.1). A message over the size limit or with broken framing (RFC 4475
+//! ncl, mcl01) is handed to the handler, which answers it (513, 400), and the connection is
+//! closed, since the stream cannot be resynchronised.
+//!
+//! Idle connections time out, but never before the bindings registered over them expire (the
+//! registrar raises [`Conn::hold`]). Answers are queued without waiting ([`Conn::send`]),
+//! the queue bounded in bytes (`limits.tcp_queue_bytes`) and messages; a write blocked for
+//! `limits.tcp_write_timeout` (a peer that never reads) or a full queue tears the connection
+//! down (issue 10).
 
-use super::{Conn, Connections, Handler, Peer, Proto, ReplyPath};
+use super::conn::{Link, torn_down};
+use super::{Conn, Connections, Handler, Limits, Peer, Proto, ReplyPath};
 use crate::clock::now_secs;
 use crate::sip::{self, ParseError};
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-
-static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub max_message: usize,
     pub idle: Duration,
+    pub limits: Limits,
     pub table: Arc<Connections>,
 }
 
@@ -68,47 +73,104 @@ fn start<H: Handler>(
 ) -> Option<Conn> {
     // A socket that lost its local address is already dead.
     stream.local_addr().ok()?;
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let conn = Conn {
-        id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
-        tx,
-        hold_until: Arc::new(AtomicU64::new(0)),
-    };
+    let (conn, rx) = Conn::new(src, settings.limits.tcp_queue_bytes);
     settings.table.insert(src, &conn);
     tokio::spawn(connection(stream, src, conn.clone(), rx, handler, settings));
     Some(conn)
 }
 
-/// Read, frame and dispatch one connection until it closes, fails or idles out.
+/// Run one connection until it closes, fails, idles out or is torn down, then let its writer
+/// finish what handlers still send (for at most one write timeout).
 async fn connection<H: Handler>(
     stream: TcpStream,
     src: SocketAddr,
     conn: Conn,
-    mut rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
     handler: Arc<H>,
     settings: Settings,
 ) {
-    let (mut rd, mut wr) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        while let Some(bytes) = rx.recv().await {
-            if wr.write_all(&bytes).await.is_err() {
+    let (rd, wr) = stream.into_split();
+    let link = conn.link().clone();
+    let write_timeout = settings.limits.tcp_write_timeout;
+    let mut writer = tokio::spawn(write_loop(wr, rx, link.clone(), write_timeout));
+    read_loop(rd, src, &conn, &handler, &settings).await;
+    settings.table.remove(src, conn.id);
+    // The writer ends once every sender (in-flight handlers too) is gone.
+    drop(conn);
+    if tokio::time::timeout(write_timeout, &mut writer)
+        .await
+        .is_err()
+    {
+        link.close(None);
+        let _ = writer.await;
+    }
+}
+
+/// Write what is queued, each write bounded by `limit`, until every sender is gone or the
+/// connection is torn down.
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    link: Arc<Link>,
+    limit: Duration,
+) {
+    let mut closed = link.watch();
+    loop {
+        let bytes = tokio::select! {
+            biased;
+            () = torn_down(&mut closed) => break,
+            b = rx.recv() => match b {
+                Some(b) => b,
+                None => {
+                    let _ = wr.shutdown().await;
+                    return;
+                }
+            },
+        };
+        let written = tokio::select! {
+            biased;
+            () = torn_down(&mut closed) => break,
+            r = tokio::time::timeout(limit, wr.write_all(&bytes)) => r,
+        };
+        match written {
+            Ok(Ok(())) => link.written(bytes.len()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "tcp write failed");
+                link.close(None);
+                break;
+            }
+            Err(_) => {
+                link.close(Some("a write stayed blocked for tcp_write_timeout"));
                 break;
             }
         }
-        let _ = wr.shutdown().await;
-    });
+    }
+    // Torn down: a reset drops what the kernel still holds for a peer that does not read.
+    let _ = wr.as_ref().set_zero_linger();
+}
+
+/// Read, frame and dispatch one connection until it closes, fails, idles out or is torn
+/// down.
+async fn read_loop<H: Handler>(
+    mut rd: OwnedReadHalf,
+    src: SocketAddr,
+    conn: &Conn,
+    handler: &Arc<H>,
+    settings: &Settings,
+) {
     let peer = Peer {
         proto: Proto::Tcp,
         src,
         path: ReplyPath::Tcp(conn.clone()),
     };
+    let mut closed = conn.link().watch();
     let mut buf = BytesMut::with_capacity(8192);
-    'conn: loop {
+    loop {
         // Take every complete message out of the buffer.
         loop {
             if buf.starts_with(b"\r\n\r\n") {
                 buf.advance(4);
-                let _ = conn.tx.send(Bytes::from_static(b"\r\n")).await;
+                conn.send(Bytes::from_static(b"\r\n"));
                 continue;
             }
             if buf.starts_with(b"\r\n") && buf.len() >= 3 && buf[2] != b'\r' {
@@ -135,7 +197,7 @@ async fn connection<H: Handler>(
                     tracing::info!(%src, error = %e, "closing tcp connection after a framing error");
                     let data = buf.split().freeze();
                     handler.clone().on_unframed(data, peer.clone(), e).await;
-                    break 'conn;
+                    return;
                 }
             }
         }
@@ -144,21 +206,18 @@ async fn connection<H: Handler>(
         }
         let idle_deadline = tokio::time::sleep(settings.idle);
         tokio::select! {
+            biased;
+            () = torn_down(&mut closed) => return,
             r = rd.read_buf(&mut buf) => match r {
-                Ok(0) | Err(_) => break 'conn,
+                Ok(0) | Err(_) => return,
                 Ok(_) => {}
             },
             () = idle_deadline => {
-                if conn.hold_until.load(Ordering::Relaxed) <= now_secs() {
+                if conn.link().held_until() <= now_secs() {
                     tracing::debug!(%src, "closing idle tcp connection");
-                    break 'conn;
+                    return;
                 }
             }
         }
     }
-    settings.table.remove(src, conn.id);
-    drop(conn);
-    drop(peer);
-    // The writer ends once every sender (including in-flight handlers) is gone.
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
