@@ -100,8 +100,9 @@ impl Server {
         }
     }
 
-    /// Over an open connection to `dest`, or a new one. Queueing never waits; a connection
-    /// whose queue is full is closed and this fails.
+    /// Over an open connection to `dest`, or a new one (the dial bounded by
+    /// `limits.max_dials`: past it this fails at once, and a request gets 503). Queueing
+    /// never waits; a connection whose queue is full is closed and this fails.
     async fn send_tcp(self: &Arc<Self>, dest: SocketAddr, bytes: Bytes) -> bool {
         let conn = match self.conns.by_addr(dest) {
             Some(c) => c,

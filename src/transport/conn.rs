@@ -8,11 +8,13 @@
 //!   read. A full queue closes the connection.
 //! - [`Connections`]: open connections by remote address and by id (a request for a UA goes
 //!   over the connection it registered on; a response goes back on the connection its
-//!   request came in on, whose id travels in our Via as `sfc`).
+//!   request came in on, whose id travels in our Via as `sfc`), and the admission counts:
+//!   connections open in all and per source address, dials under way.
 
+use crate::clock::now_secs;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
@@ -148,14 +150,119 @@ pub(crate) async fn torn_down(closed: &mut watch::Receiver<bool>) {
     let _ = closed.wait_for(|c| *c).await;
 }
 
-/// Open TCP connections (accepted and dialled), by remote address and by id.
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// `limits.max_connections` are open.
+    Total,
+    /// `limits.max_connections_per_source` are open from this address.
+    PerSource,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refused::Total => "max_connections reached",
+            Refused::PerSource => "max_connections_per_source reached",
+        })
+    }
+}
+
+/// Open TCP connections (accepted and dialled), by remote address and by id, and the
+/// admission counts.
 #[derive(Default, Debug)]
 pub(crate) struct Connections {
     by_addr: Mutex<HashMap<SocketAddr, Conn>>,
     by_id: Mutex<HashMap<u64, Conn>>,
+    counts: Mutex<Counts>,
+    dials: AtomicUsize,
+    /// Connections refused at accept: a flood of them must not become a flood of log lines.
+    pub(crate) refusals: RateLog,
+}
+
+#[derive(Default, Debug)]
+struct Counts {
+    total: usize,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+/// One connection's place in the counts, held until its socket is closed (by its reader and
+/// writer both, so that the counts follow the file descriptors, not the table entries).
+#[derive(Debug)]
+pub(crate) struct Slot {
+    table: Arc<Connections>,
+    /// The source it counts against: accepted connections only.
+    source: Option<IpAddr>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = lock(&self.table.counts);
+        c.total -= 1;
+        if let Some(ip) = self.source {
+            match c.per_source.get_mut(&ip) {
+                Some(n) if *n > 1 => *n -= 1,
+                _ => {
+                    c.per_source.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// A dial under way, counted until it is dropped.
+#[derive(Debug)]
+pub(crate) struct Dial(Arc<Connections>);
+
+impl Drop for Dial {
+    fn drop(&mut self) {
+        self.0.dials.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Connections {
+    /// A place for one more connection: accepted ones name their `source` and count against
+    /// `per_source` too; dialled ones (None) only against `total`.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        source: Option<IpAddr>,
+        total: usize,
+        per_source: usize,
+    ) -> Result<Slot, Refused> {
+        let source = source.map(|ip| ip.to_canonical());
+        let mut c = lock(&self.counts);
+        if c.total >= total {
+            return Err(Refused::Total);
+        }
+        if let Some(ip) = source {
+            let n = c.per_source.entry(ip).or_insert(0);
+            if *n >= per_source {
+                return Err(Refused::PerSource);
+            }
+            *n += 1;
+        }
+        c.total += 1;
+        Ok(Slot {
+            table: self.clone(),
+            source,
+        })
+    }
+
+    /// Leave to dial, unless `max` dials are under way already.
+    pub(crate) fn dial(self: &Arc<Self>, max: usize) -> Option<Dial> {
+        if self.dials.fetch_add(1, Ordering::Relaxed) >= max {
+            self.dials.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Dial(self.clone()))
+    }
+
+    /// Connections open (counted from admission until their socket is closed).
+    #[cfg(test)]
+    pub(crate) fn open(&self) -> usize {
+        lock(&self.counts).total
+    }
+
     pub(crate) fn insert(&self, remote: SocketAddr, conn: &Conn) {
         lock(&self.by_addr).insert(remote, conn.clone());
         lock(&self.by_id).insert(conn.id, conn.clone());
@@ -178,6 +285,29 @@ impl Connections {
 
     pub(crate) fn by_id(&self, id: u64) -> Option<Conn> {
         lock(&self.by_id).get(&id).filter(|c| c.is_open()).cloned()
+    }
+}
+
+/// A log line at most every 10 s for a repeated event, with how many happened since.
+#[derive(Default, Debug)]
+pub(crate) struct RateLog {
+    count: AtomicU64,
+    next_at: AtomicU64,
+}
+
+impl RateLog {
+    pub(crate) fn note(&self, peer: SocketAddr, what: &str) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let (now, next) = (now_secs(), self.next_at.load(Ordering::Relaxed));
+        if now >= next
+            && self
+                .next_at
+                .compare_exchange(next, now + 10, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let count = self.count.swap(0, Ordering::Relaxed);
+            tracing::info!(latest = %peer, count, "tcp: {what} (one line per 10 s at most)");
+        }
     }
 }
 

@@ -4,13 +4,16 @@
 //! ncl, mcl01) is handed to the handler, which answers it (513, 400), and the connection is
 //! closed, since the stream cannot be resynchronised.
 //!
-//! Idle connections time out, but never before the bindings registered over them expire (the
-//! registrar raises [`Conn::hold`]). Answers are queued without waiting ([`Conn::send`]),
-//! the queue bounded in bytes (`limits.tcp_queue_bytes`) and messages; a write blocked for
-//! `limits.tcp_write_timeout` (a peer that never reads) or a full queue tears the connection
-//! down (issue 10).
+//! What a peer may cost is bounded by `[limits]` (issue 10):
+//! - admission: connections open in all (accepted and dialled) and per source address; past
+//!   either, an accepted connection is reset at once, unread. Dials under way are bounded.
+//! - time: an idle connection times out, but never before the bindings registered over it
+//!   expire (the registrar raises [`Conn::hold`]).
+//! - writes: answers are queued without waiting ([`Conn::send`]), the queue bounded in bytes
+//!   and messages; a write blocked for `tcp_write_timeout` (a peer that never reads) or a
+//!   full queue tears the connection down.
 
-use super::conn::{Link, torn_down};
+use super::conn::{Link, Slot, torn_down};
 use super::{Conn, Connections, Handler, Limits, Peer, Proto, ReplyPath};
 use crate::clock::now_secs;
 use crate::sip::{self, ParseError};
@@ -31,13 +34,27 @@ pub(crate) struct Settings {
     pub table: Arc<Connections>,
 }
 
-/// Accept forever.
+/// Accept forever; a connection past the limits is reset at once, before anything is read.
 pub(crate) async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, settings: Settings) {
+    let limits = &settings.limits;
     loop {
         match listener.accept().await {
             Ok((stream, src)) => {
-                let _ = stream.set_nodelay(true);
-                let _ = start(stream, src, handler.clone(), settings.clone());
+                let (total, per_source) =
+                    (limits.max_connections, limits.max_connections_per_source);
+                match settings.table.admit(Some(src.ip()), total, per_source) {
+                    Ok(slot) => {
+                        let _ = stream.set_nodelay(true);
+                        let _ = start(stream, src, slot, handler.clone(), settings.clone());
+                    }
+                    Err(why) => {
+                        // A reset: no FIN handshake, no TIME_WAIT kept for it.
+                        let _ = stream.set_zero_linger();
+                        drop(stream);
+                        let what = format!("refused connections ({why})");
+                        settings.table.refusals.note(src, &what);
+                    }
+                }
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -49,18 +66,26 @@ pub(crate) async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, se
 }
 
 /// Dial `remote` (bounded by `timeout`) and run the connection like an accepted one: what
-/// comes back on it is handled too.
+/// comes back on it is handled too. Fails at once when `limits.max_dials` dials are under way
+/// or `limits.max_connections` are open.
 pub(crate) async fn connect<H: Handler>(
     remote: SocketAddr,
     timeout: Duration,
     handler: Arc<H>,
     settings: Settings,
 ) -> std::io::Result<Conn> {
+    let table = &settings.table;
+    let _dial = table
+        .dial(settings.limits.max_dials)
+        .ok_or_else(|| std::io::Error::other("too many tcp dials under way (max_dials)"))?;
+    let slot = table
+        .admit(None, settings.limits.max_connections, 0)
+        .map_err(|why| std::io::Error::other(why.to_string()))?;
     let stream = tokio::time::timeout(timeout, TcpStream::connect(remote))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let _ = stream.set_nodelay(true);
-    start(stream, remote, handler, settings)
+    start(stream, remote, slot, handler, settings)
         .ok_or_else(|| std::io::Error::other("no local address"))
 }
 
@@ -68,6 +93,7 @@ pub(crate) async fn connect<H: Handler>(
 fn start<H: Handler>(
     stream: TcpStream,
     src: SocketAddr,
+    slot: Slot,
     handler: Arc<H>,
     settings: Settings,
 ) -> Option<Conn> {
@@ -75,7 +101,15 @@ fn start<H: Handler>(
     stream.local_addr().ok()?;
     let (conn, rx) = Conn::new(src, settings.limits.tcp_queue_bytes);
     settings.table.insert(src, &conn);
-    tokio::spawn(connection(stream, src, conn.clone(), rx, handler, settings));
+    tokio::spawn(connection(
+        stream,
+        src,
+        conn.clone(),
+        rx,
+        slot,
+        handler,
+        settings,
+    ));
     Some(conn)
 }
 
@@ -86,6 +120,7 @@ async fn connection<H: Handler>(
     src: SocketAddr,
     conn: Conn,
     rx: mpsc::Receiver<Bytes>,
+    slot: Slot,
     handler: Arc<H>,
     settings: Settings,
 ) {
@@ -104,6 +139,8 @@ async fn connection<H: Handler>(
         link.close(None);
         let _ = writer.await;
     }
+    // Both halves are dropped: the socket is closed, its place in the counts given back.
+    drop(slot);
 }
 
 /// Write what is queued, each write bounded by `limit`, until every sender is gone or the
