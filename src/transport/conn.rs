@@ -176,8 +176,10 @@ pub(crate) struct Connections {
     by_id: Mutex<HashMap<u64, Conn>>,
     counts: Mutex<Counts>,
     dials: AtomicUsize,
-    /// Connections refused at accept: a flood of them must not become a flood of log lines.
+    /// Connections refused at accept, and closed for a message that never completed: a
+    /// flood of either must not become a flood of log lines.
     pub(crate) refusals: RateLog,
+    pub(crate) cut_off: RateLog,
 }
 
 #[derive(Default, Debug)]

@@ -1,5 +1,6 @@
 //! TCP: messages framed by Content-Length (RFC 3261 18.3) — one message split over many
-//! reads, or several in one read, both work. CRLF CRLF keep-alives are answered
+//! reads, or several in one read, both work, and the framing scan resumes where the last read
+//! left it (linear in the bytes, however they are dripped). CRLF CRLF keep-alives are answered
 //! with CRLF (RFC 5626 3.5.1). A message over the size limit or with broken framing (RFC 4475
 //! ncl, mcl01) is handed to the handler, which answers it (513, 400), and the connection is
 //! closed, since the stream cannot be resynchronised.
@@ -8,7 +9,9 @@
 //! - admission: connections open in all (accepted and dialled) and per source address; past
 //!   either, an accepted connection is reset at once, unread. Dials under way are bounded.
 //! - time: an idle connection times out, but never before the bindings registered over it
-//!   expire (the registrar raises [`Conn::hold`]).
+//!   expire (the registrar raises [`Conn::hold`]); once a message has begun it must be whole
+//!   within `partial_message_timeout`, so that a byte dribble (slow-loris) cannot keep a
+//!   connection forever.
 //! - writes: answers are queued without waiting ([`Conn::send`]), the queue bounded in bytes
 //!   and messages; a write blocked for `tcp_write_timeout` (a peer that never reads) or a
 //!   full queue tears the connection down.
@@ -16,7 +19,7 @@
 use super::conn::{Link, Slot, torn_down};
 use super::{Conn, Connections, Handler, Limits, Peer, Proto, ReplyPath};
 use crate::clock::now_secs;
-use crate::sip::{self, ParseError};
+use crate::sip::{self, FrameScan, ParseError};
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
@@ -186,8 +190,21 @@ async fn write_loop(
     let _ = wr.as_ref().set_zero_linger();
 }
 
-/// Read, frame and dispatch one connection until it closes, fails, idles out or is torn
-/// down.
+/// The bytes read and not yet framed, and the clocks that bound them.
+struct Input {
+    buf: BytesMut,
+    /// How far the framing scan of the first message got (reset when bytes are taken).
+    scan: FrameScan,
+    /// When the latest read returned.
+    read_at: Instant,
+    /// When the first byte of the message being received arrived (None between messages).
+    partial_since: Option<Instant>,
+    /// When the last whole message or keep-alive was taken.
+    active_at: Instant,
+}
+
+/// Read, frame and dispatch one connection until it closes, fails, idles out, dribbles past
+/// the partial-message timeout, or is torn down.
 async fn read_loop<H: Handler>(
     mut rd: OwnedReadHalf,
     src: SocketAddr,
@@ -201,59 +218,138 @@ async fn read_loop<H: Handler>(
         path: ReplyPath::Tcp(conn.clone()),
     };
     let mut closed = conn.link().watch();
-    let mut buf = BytesMut::with_capacity(8192);
+    let now = Instant::now();
+    let mut input = Input {
+        buf: BytesMut::with_capacity(8192),
+        scan: FrameScan::default(),
+        read_at: now,
+        partial_since: None,
+        active_at: now,
+    };
     loop {
-        // Take every complete message out of the buffer.
-        loop {
-            if buf.starts_with(b"\r\n\r\n") {
-                buf.advance(4);
-                conn.send(Bytes::from_static(b"\r\n"));
-                continue;
-            }
-            if buf.starts_with(b"\r\n") && buf.len() >= 3 && buf[2] != b'\r' {
-                buf.advance(2);
-                continue;
-            }
-            if buf.iter().all(|b| *b == b'\r' || *b == b'\n') {
-                if buf.len() > 4 {
-                    buf.clear();
-                }
-                break;
-            }
-            match sip::frame_len(&buf, settings.max_message) {
-                Ok(n) => {
-                    let msg = buf.split_to(n).freeze();
-                    if msg.starts_with(b"SIP/") {
-                        handler.clone().on_message(msg, peer.clone()).await;
-                    } else {
-                        tokio::spawn(handler.clone().on_message(msg, peer.clone()));
-                    }
-                }
-                Err(ParseError::Incomplete) => break,
-                Err(e) => {
-                    tracing::info!(%src, error = %e, "closing tcp connection after a framing error");
-                    let data = buf.split().freeze();
-                    handler.clone().on_unframed(data, peer.clone(), e).await;
-                    return;
-                }
-            }
+        let Ok(taken) = take_messages(&mut input, conn, handler, &peer, settings.max_message).await
+        else {
+            return;
+        };
+        input.track(taken);
+        let deadline = input.deadline(settings);
+        // A peer that sends fast enough keeps the read always ready, and a biased select
+        // would never look at the timer: the deadline is checked here too.
+        if deadline <= Instant::now() && input.expired(conn, settings, src) {
+            return;
         }
+        let buf = &mut input.buf;
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(8192);
         }
-        let idle_deadline = tokio::time::sleep(settings.idle);
         tokio::select! {
             biased;
             () = torn_down(&mut closed) => return,
-            r = rd.read_buf(&mut buf) => match r {
+            r = rd.read_buf(buf) => match r {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(_) => input.read_at = Instant::now(),
             },
-            () = idle_deadline => {
-                if conn.link().held_until() <= now_secs() {
-                    tracing::debug!(%src, "closing idle tcp connection");
+            () = tokio::time::sleep_until(deadline) => {
+                if input.expired(conn, settings, src) {
                     return;
                 }
+            }
+        }
+    }
+}
+
+impl Input {
+    /// When the connection is next due for closing: the message under way must be whole by
+    /// its partial-message deadline; between messages, the idle timeout runs.
+    fn deadline(&self, settings: &Settings) -> Instant {
+        match self.partial_since {
+            Some(t) => t + settings.limits.partial_message_timeout,
+            None => self.active_at + settings.idle,
+        }
+    }
+
+    /// At the deadline: whether to close (a message still incomplete, or idle with no
+    /// binding holding the connection open). A held connection's idle timer starts again.
+    fn expired(&mut self, conn: &Conn, settings: &Settings, src: SocketAddr) -> bool {
+        if self.partial_since.is_some() {
+            let what = "closed connections whose message did not arrive within \
+                        partial_message_timeout";
+            settings.table.cut_off.note(src, what);
+            return true;
+        }
+        if conn.link().held_until() <= now_secs() {
+            tracing::debug!(%src, "closing idle tcp connection");
+            return true;
+        }
+        self.active_at = Instant::now();
+        false
+    }
+
+    /// After `taken` messages were taken: whether a message is under way, and since when.
+    fn track(&mut self, taken: usize) {
+        let begun = self.buf.iter().any(|b| *b != b'\r' && *b != b'\n');
+        if taken > 0 {
+            self.active_at = Instant::now();
+        }
+        self.partial_since = match (begun, self.partial_since) {
+            (false, _) => None,
+            // Still the same message: its first byte came when it did.
+            (true, Some(t)) if taken == 0 => Some(t),
+            // A new one: its first byte came with the latest read.
+            (true, _) => Some(self.read_at),
+        };
+    }
+}
+
+/// Take every complete message (and keep-alive) out of the buffer; the number taken, or Err
+/// after a framing error (answered by the handler; the connection must close).
+async fn take_messages<H: Handler>(
+    input: &mut Input,
+    conn: &Conn,
+    handler: &Arc<H>,
+    peer: &Peer,
+    max_message: usize,
+) -> Result<usize, ()> {
+    let buf = &mut input.buf;
+    let mut taken = 0;
+    loop {
+        if buf.starts_with(b"\r\n\r\n") {
+            buf.advance(4);
+            input.scan = FrameScan::default();
+            conn.send(Bytes::from_static(b"\r\n"));
+            taken += 1;
+            continue;
+        }
+        if buf.starts_with(b"\r\n") && buf.len() >= 3 && buf[2] != b'\r' {
+            buf.advance(2);
+            input.scan = FrameScan::default();
+            continue;
+        }
+        if buf.iter().all(|b| *b == b'\r' || *b == b'\n') {
+            if buf.len() > 4 {
+                buf.clear();
+            }
+            return Ok(taken);
+        }
+        match sip::frame_len_from(buf, max_message, &mut input.scan) {
+            Ok(n) => {
+                let msg = buf.split_to(n).freeze();
+                input.scan = FrameScan::default();
+                taken += 1;
+                if msg.starts_with(b"SIP/") {
+                    // Responses in order (a 180 is not overtaken by its 200); forwarding
+                    // one never waits (the server dials elsewhere).
+                    handler.clone().on_message(msg, peer.clone()).await;
+                } else {
+                    tokio::spawn(handler.clone().on_message(msg, peer.clone()));
+                }
+            }
+            Err(ParseError::Incomplete) => return Ok(taken),
+            Err(e) => {
+                tracing::info!(src = %peer.src, error = %e, "closing tcp connection after a framing error");
+                let data = buf.split().freeze();
+                handler.clone().on_unframed(data, peer.clone(), e).await;
+                return Err(());
             }
         }
     }
