@@ -11,7 +11,7 @@
 //!   request came in on, whose id travels in our Via as `sfc`), and the admission counts:
 //!   connections open in all and per source address, dials under way.
 
-use crate::clock::now_secs;
+use crate::throttle::throttled_info;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -115,12 +115,14 @@ impl Conn {
 
 impl Link {
     /// Tear the connection down: its reader and writer stop, what is queued is dropped.
-    /// `why` is logged at info, once per connection; None for an ordinary end.
+    /// `why` is logged at info, once per connection and throttled across connections (a
+    /// flood of them must not become a flood of lines); None for an ordinary end.
     pub(crate) fn close(&self, why: Option<&str>) {
         self.closed.send_replace(true);
         if let Some(why) = why {
             if !self.logged.swap(true, Ordering::Relaxed) {
-                tracing::info!(peer = %self.remote, conn = self.id, "closing a tcp connection: {why}");
+                let (peer, conn) = (self.remote, self.id);
+                throttled_info!(%peer, conn, "closing a tcp connection: {why}");
             }
         }
     }
@@ -176,10 +178,6 @@ pub(crate) struct Connections {
     by_id: Mutex<HashMap<u64, Conn>>,
     counts: Mutex<Counts>,
     dials: AtomicUsize,
-    /// Connections refused at accept, and closed for a message that never completed: a
-    /// flood of either must not become a flood of log lines.
-    pub(crate) refusals: RateLog,
-    pub(crate) cut_off: RateLog,
 }
 
 #[derive(Default, Debug)]
@@ -287,29 +285,6 @@ impl Connections {
 
     pub(crate) fn by_id(&self, id: u64) -> Option<Conn> {
         lock(&self.by_id).get(&id).filter(|c| c.is_open()).cloned()
-    }
-}
-
-/// A log line at most every 10 s for a repeated event, with how many happened since.
-#[derive(Default, Debug)]
-pub(crate) struct RateLog {
-    count: AtomicU64,
-    next_at: AtomicU64,
-}
-
-impl RateLog {
-    pub(crate) fn note(&self, peer: SocketAddr, what: &str) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let (now, next) = (now_secs(), self.next_at.load(Ordering::Relaxed));
-        if now >= next
-            && self
-                .next_at
-                .compare_exchange(next, now + 10, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let count = self.count.swap(0, Ordering::Relaxed);
-            tracing::info!(latest = %peer, count, "tcp: {what} (one line per 10 s at most)");
-        }
     }
 }
 

@@ -20,6 +20,7 @@ use super::conn::{Link, Slot, torn_down};
 use super::{Conn, Connections, Handler, Limits, Peer, Proto, ReplyPath};
 use crate::clock::now_secs;
 use crate::sip::{self, FrameScan, ParseError};
+use crate::throttle::throttled_info;
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,8 +56,7 @@ pub(crate) async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, se
                         // A reset: no FIN handshake, no TIME_WAIT kept for it.
                         let _ = stream.set_zero_linger();
                         drop(stream);
-                        let what = format!("refused connections ({why})");
-                        settings.table.refusals.note(src, &what);
+                        throttled_info!(%src, reason = %why, "refused a tcp connection");
                     }
                 }
             }
@@ -235,7 +235,7 @@ async fn read_loop<H: Handler>(
         let deadline = input.deadline(settings);
         // A peer that sends fast enough keeps the read always ready, and a biased select
         // would never look at the timer: the deadline is checked here too.
-        if deadline <= Instant::now() && input.expired(conn, settings, src) {
+        if deadline <= Instant::now() && input.expired(conn, src) {
             return;
         }
         let buf = &mut input.buf;
@@ -250,7 +250,7 @@ async fn read_loop<H: Handler>(
                 Ok(_) => input.read_at = Instant::now(),
             },
             () = tokio::time::sleep_until(deadline) => {
-                if input.expired(conn, settings, src) {
+                if input.expired(conn, src) {
                     return;
                 }
             }
@@ -270,11 +270,10 @@ impl Input {
 
     /// At the deadline: whether to close (a message still incomplete, or idle with no
     /// binding holding the connection open). A held connection's idle timer starts again.
-    fn expired(&mut self, conn: &Conn, settings: &Settings, src: SocketAddr) -> bool {
+    fn expired(&mut self, conn: &Conn, src: SocketAddr) -> bool {
         if self.partial_since.is_some() {
-            let what = "closed connections whose message did not arrive within \
-                        partial_message_timeout";
-            settings.table.cut_off.note(src, what);
+            let why = "a message not whole within partial_message_timeout";
+            throttled_info!(%src, "closed a tcp connection: {why}");
             return true;
         }
         if conn.link().held_until() <= now_secs() {
@@ -346,7 +345,8 @@ async fn take_messages<H: Handler>(
             }
             Err(ParseError::Incomplete) => return Ok(taken),
             Err(e) => {
-                tracing::info!(src = %peer.src, error = %e, "closing tcp connection after a framing error");
+                let src = peer.src;
+                throttled_info!(%src, error = %e, "closing tcp connection after a framing error");
                 let data = buf.split().freeze();
                 handler.clone().on_unframed(data, peer.clone(), e).await;
                 return Err(());
