@@ -97,6 +97,7 @@ impl Server {
         crate::transport::tcp::Settings {
             max_message: self.cfg.max_message_size,
             idle: self.cfg.tcp_idle_timeout,
+            limits: self.cfg.limits.clone(),
             table: self.conns.clone(),
         }
     }

@@ -36,12 +36,34 @@ impl Server {
         }
     }
 
-    /// A response from downstream, forwarded as the proxy decides.
+    /// A response from downstream, forwarded as the proxy decides. This runs in the receive
+    /// loop (responses keep their order), so one whose next hop needs a new TCP connection is
+    /// sent from a task of its own: a dial must never hold up a receive loop.
     pub(super) async fn forward_response(self: &Arc<Self>, msg: &Message, peer: &Peer) {
-        if let Some(f) = forward_response(&self.identity, &self.conns, msg) {
-            if !self.send(peer, f).await {
-                throttled_info!("could not forward a response");
-            }
+        let Some(f) = forward_response(&self.identity, &self.conns, msg) else {
+            return;
+        };
+        if self.needs_dial(peer, &f) {
+            let (server, peer) = (self.clone(), peer.clone());
+            tokio::spawn(async move {
+                if !server.send(&peer, f).await {
+                    throttled_info!("could not forward a response");
+                }
+            });
+        } else if !self.send(peer, f).await {
+            throttled_info!("could not forward a response");
+        }
+    }
+
+    /// Whether sending `f` would dial a new TCP connection (as `send` decides).
+    fn needs_dial(&self, via: &Peer, f: &Forward) -> bool {
+        match f.to {
+            NextHop::Conn(_) => false,
+            NextHop::Addr {
+                proto: Proto::Udp,
+                dest,
+            } if self.udp_socket(via, dest).is_some() => false,
+            NextHop::Addr { dest, .. } => self.conns.by_addr(dest).is_none(),
         }
     }
 
@@ -68,7 +90,7 @@ impl Server {
     async fn send(self: &Arc<Self>, via: &Peer, f: Forward) -> bool {
         match f.to {
             NextHop::Conn(id) => match self.conns.by_id(id) {
-                Some(conn) => conn.tx.send(f.bytes).await.is_ok(),
+                Some(conn) => conn.send(f.bytes),
                 None => false,
             },
             NextHop::Addr {
@@ -100,7 +122,9 @@ impl Server {
         }
     }
 
-    /// Over an open connection to `dest`, or a new one.
+    /// Over an open connection to `dest`, or a new one (the dial bounded by
+    /// `limits.max_dials`: past it this fails at once, and a request gets 503). Queueing
+    /// never waits; a connection whose queue is full is closed and this fails.
     async fn send_tcp(self: &Arc<Self>, dest: SocketAddr, bytes: Bytes) -> bool {
         let conn = match self.conns.by_addr(dest) {
             Some(c) => c,
@@ -115,6 +139,6 @@ impl Server {
                 }
             }
         };
-        conn.tx.send(bytes).await.is_ok()
+        conn.send(bytes)
     }
 }

@@ -28,7 +28,9 @@ mod frame;
 mod message;
 
 pub use fields::parse_delta;
-pub use frame::{Framing, frame_len, header_end, leading_blank};
+pub use frame::{
+    FrameScan, Framing, frame_len, frame_len_from, header_end, header_end_from, leading_blank,
+};
 pub use header::HeaderName;
 pub use message::{Header, Message, StartLine};
 

@@ -6,18 +6,21 @@
 
 pub(crate) mod admission;
 pub(crate) mod bind;
+mod conn;
 pub(crate) mod stun;
 pub(crate) mod tcp;
 pub(crate) mod udp;
 
+#[cfg(test)]
+mod tests;
+
 use crate::sip::ParseError;
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+
+pub(crate) use conn::{Conn, Connections};
 
 /// Transport of a listening socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,7 +90,8 @@ pub struct Limits {
     /// Time a TCP write may stay blocked (a peer that never reads) before the connection
     /// is closed.
     pub tcp_write_timeout: std::time::Duration,
-    /// Bytes queued for one TCP connection before more are refused.
+    /// Bytes queued for one TCP connection; past it the connection is closed (a peer that
+    /// does not read).
     pub tcp_queue_bytes: usize,
     /// Requests being handled at once by one instance; past it, 503 with Retry-After.
     pub max_in_flight: usize,
@@ -117,22 +121,6 @@ impl Default for Limits {
             max_dials: 256,
             max_dns_lookups: 64,
         }
-    }
-}
-
-/// A TCP connection as seen by the rest of the element: send bytes on it, and ask it to
-/// stay open at least until a given time (bindings registered over it).
-#[derive(Clone, Debug)]
-pub(crate) struct Conn {
-    pub id: u64,
-    pub tx: mpsc::Sender<Bytes>,
-    /// Unix seconds before which an idle connection is not closed.
-    pub hold_until: Arc<AtomicU64>,
-}
-
-impl Conn {
-    pub(crate) fn hold(&self, until: u64) {
-        self.hold_until.fetch_max(until, Ordering::Relaxed);
     }
 }
 
@@ -172,7 +160,8 @@ pub(crate) trait Handler: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = ()> + Send;
 }
 
-/// Send bytes back along a path: over UDP to `dest`, over TCP on the connection.
+/// Send bytes back along a path: over UDP to `dest`, over TCP on the connection (queued,
+/// never waited on: see [`Conn::send`]).
 pub(crate) async fn send(path: &ReplyPath, dest: SocketAddr, bytes: Bytes) {
     match path {
         ReplyPath::Udp(sock) => {
@@ -181,51 +170,9 @@ pub(crate) async fn send(path: &ReplyPath, dest: SocketAddr, bytes: Bytes) {
             }
         }
         ReplyPath::Tcp(conn) => {
-            if conn.tx.send(bytes).await.is_err() {
-                tracing::debug!(%dest, "tcp connection gone before the answer");
+            if !conn.send(bytes) {
+                tracing::debug!(%dest, "tcp connection closed or blocked before the answer");
             }
         }
     }
-}
-
-/// Open TCP connections (accepted and dialled), by remote address and by id: a request for a
-/// UA goes over the connection it registered on while that is open, and a response goes back
-/// on the connection its request came in on (the id travels in our Via as `sfc`).
-#[derive(Default, Debug)]
-pub(crate) struct Connections {
-    by_addr: Mutex<HashMap<SocketAddr, Conn>>,
-    by_id: Mutex<HashMap<u64, Conn>>,
-}
-
-impl Connections {
-    pub(crate) fn insert(&self, remote: SocketAddr, conn: &Conn) {
-        lock(&self.by_addr).insert(remote, conn.clone());
-        lock(&self.by_id).insert(conn.id, conn.clone());
-    }
-
-    pub(crate) fn remove(&self, remote: SocketAddr, id: u64) {
-        let mut by_addr = lock(&self.by_addr);
-        if by_addr.get(&remote).is_some_and(|c| c.id == id) {
-            by_addr.remove(&remote);
-        }
-        lock(&self.by_id).remove(&id);
-    }
-
-    pub(crate) fn by_addr(&self, remote: SocketAddr) -> Option<Conn> {
-        lock(&self.by_addr)
-            .get(&remote)
-            .filter(|c| !c.tx.is_closed())
-            .cloned()
-    }
-
-    pub(crate) fn by_id(&self, id: u64) -> Option<Conn> {
-        lock(&self.by_id)
-            .get(&id)
-            .filter(|c| !c.tx.is_closed())
-            .cloned()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
