@@ -5,10 +5,12 @@
 //! [`LocationStore`] only applies that decision atomically. Two stores implement it:
 //! [`memory::MemoryStore`] (one process, the default) and [`farm::Farm`] (a sharded memcached
 //! farm shared by every instance: ketama placement in [`ring`], one node in `node`, the
-//! value format in [`record`]).
+//! value format in [`record`]). Which binding a contact is: [`matching`], linear in the
+//! size of the record.
 
 pub mod admin;
 pub mod farm;
+pub(crate) mod matching;
 pub mod memory;
 pub(crate) mod node;
 pub(crate) mod pipeline;
@@ -74,6 +76,15 @@ impl Binding {
         match (&self.instance_id, instance, self.reg_id, reg_id) {
             (Some(a), Some(b), Some(x), Some(y)) => a == b && x == y,
             _ => same_contact(&self.contact, contact),
+        }
+    }
+
+    /// What identifies it, for [`matching::Matcher`].
+    pub(crate) fn probe(&self) -> matching::Probe<'_> {
+        matching::Probe {
+            uri: &self.contact,
+            instance: self.instance_id.as_deref(),
+            reg_id: self.reg_id,
         }
     }
 

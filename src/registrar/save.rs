@@ -13,12 +13,15 @@
 //! 5. AOR from To, canonical ([`Aor`]), 404 when not in our domains;
 //! 6. Contact `*` only alone and with Expires 0; expiry from the contact parameter, then the
 //!    Expires header, then the default; 423 below the minimum, clamped above the maximum;
-//! 7. per contact: Call-ID/CSeq ordering, add / refresh / remove;
+//! 7. per contact: Call-ID/CSeq ordering, add / refresh / remove, each contact found among
+//!    the bindings through an index (RFC 5626 4.2 flow, else 19.1.4 URI equality), not pair
+//!    by pair;
 //! 8. 200 OK with every current binding and its expiry, and a Date header.
 
 use super::RegistrarConfig;
 use crate::clock::hlc_stamp;
 use crate::identity::Identity;
+use crate::location::matching::{Matcher, Probe};
 use crate::location::{Binding, LocationStore, Record, StoreError};
 use crate::sip::addr::NameAddr;
 use crate::sip::header::{HeaderName, unquote};
@@ -27,6 +30,7 @@ use crate::sip::uri::{Aor, parse_sip, scheme};
 use crate::sip::{Message, parse_delta};
 use crate::throttle::throttled_warn;
 use crate::transport::Proto;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
@@ -47,6 +51,16 @@ pub(crate) struct NewContact {
     pub q: Option<u16>,
     pub instance_id: Option<String>,
     pub reg_id: Option<u32>,
+}
+
+impl NewContact {
+    fn probe(&self) -> Probe<'_> {
+        Probe {
+            uri: &self.uri,
+            instance: self.instance_id.as_deref(),
+            reg_id: self.reg_id,
+        }
+    }
 }
 
 /// What the REGISTER asks for.
@@ -231,6 +245,8 @@ fn names_farm_node(uri: &str, identity: &Identity) -> bool {
 /// Step 7 as a pure function of the record: apply the request, or refuse it and change
 /// nothing. A request whose Call-ID matches a binding with the same CSeq is a retransmission
 /// (no transaction layer absorbs it here): it changes nothing and gets the current bindings.
+/// Contacts are matched to bindings through a [`Matcher`]: linear in the record and the
+/// request, never contact by binding.
 pub(crate) fn apply(
     r: &Register,
     record: &mut Record,
@@ -239,25 +255,7 @@ pub(crate) fn apply(
 ) -> Result<(), Refusal> {
     // Ordering first, over every binding the request touches, so that a refused request
     // changes nothing at all.
-    let touched = |b: &Binding| match &r.change {
-        Change::Fetch => false,
-        Change::RemoveAll => true,
-        Change::Set(cs) => cs
-            .iter()
-            .any(|c| b.same_as(&c.uri, c.instance_id.as_deref(), c.reg_id)),
-    };
-    let mut retransmission = false;
-    for b in record.live(now).filter(|b| touched(b)) {
-        if b.call_id == r.call_id {
-            if r.cseq < b.cseq {
-                return Err(refuse(400, "CSeq out of order"));
-            }
-            if r.cseq == b.cseq {
-                retransmission = true;
-            }
-        }
-    }
-    if retransmission {
+    if retransmission(r, record, now)? {
         return Ok(());
     }
     let seen = record.bindings.iter().map(|b| b.updated).max().unwrap_or(0);
@@ -269,41 +267,92 @@ pub(crate) fn apply(
                 tombstone(b, r, stamp);
             }
         }
-        Change::Set(contacts) => {
-            for c in contacts {
-                let known = record.bindings.iter().any(|b| b.contact == c.uri);
-                let sip = matches!(scheme(&c.uri).as_deref(), Some("sip") | Some("sips"));
-                if !known && sip && parse_sip(&c.uri).is_none() {
-                    return Err(refuse(400, "Bad Contact URI"));
+        Change::Set(contacts) => set(r, contacts, record, now, seen, max_contacts)?,
+    }
+    Ok(())
+}
+
+/// Is the request a retransmission (a live binding it touches has its Call-ID and CSeq)?
+/// Refused when such a binding has a higher CSeq (10.3 step 7).
+fn retransmission(r: &Register, record: &Record, now: u64) -> Result<bool, Refusal> {
+    // Only bindings of the same Call-ID can say anything; usually none or one.
+    let mut same_call = record
+        .live(now)
+        .filter(|b| b.call_id == r.call_id)
+        .peekable();
+    if same_call.peek().is_none() {
+        return Ok(false);
+    }
+    // The request's contacts indexed once; each binding of the Call-ID looked up in them.
+    let mut contacts = match &r.change {
+        Change::Set(cs) => Matcher::new(cs.iter().map(NewContact::probe)),
+        _ => Matcher::default(),
+    };
+    let mut retransmission = false;
+    for b in same_call {
+        let touched = match &r.change {
+            Change::Fetch => false,
+            Change::RemoveAll => true,
+            Change::Set(_) => contacts.first(b.probe()).is_some(),
+        };
+        if touched && r.cseq < b.cseq {
+            return Err(refuse(400, "CSeq out of order"));
+        }
+        retransmission |= touched && r.cseq == b.cseq;
+    }
+    Ok(retransmission)
+}
+
+/// Add, refresh or remove each contact of the request; 403 past `max_contacts` live ones.
+fn set(
+    r: &Register,
+    contacts: &[NewContact],
+    record: &mut Record,
+    now: u64,
+    seen: u64,
+    max_contacts: usize,
+) -> Result<(), Refusal> {
+    // A contact already bound under this exact text was checked when it was bound.
+    let known: HashSet<&str> = record.bindings.iter().map(|b| b.contact.as_str()).collect();
+    for c in contacts {
+        let sip = matches!(scheme(&c.uri).as_deref(), Some("sip") | Some("sips"));
+        if !known.contains(c.uri.as_str()) && sip && parse_sip(&c.uri).is_none() {
+            return Err(refuse(400, "Bad Contact URI"));
+        }
+    }
+    let mut index = Matcher::new(record.bindings.iter().map(Binding::probe));
+    for c in contacts {
+        let stamp = hlc_stamp(seen);
+        match (index.first(c.probe()), c.expires) {
+            (Some(i), 0) => {
+                let b = &mut record.bindings[i];
+                if b.is_live(now) {
+                    tombstone(b, r, stamp);
                 }
             }
-            for c in contacts {
-                let stamp = hlc_stamp(seen);
-                let existing = record
-                    .bindings
-                    .iter_mut()
-                    .find(|b| b.same_as(&c.uri, c.instance_id.as_deref(), c.reg_id));
-                match existing {
-                    Some(b) if c.expires == 0 => {
-                        if b.is_live(now) {
-                            tombstone(b, r, stamp);
-                        }
-                    }
-                    None if c.expires == 0 => {}
-                    Some(b) => *b = binding(r, c, now, stamp),
-                    None => record.bindings.push(binding(r, c, now, stamp)),
-                }
+            (None, 0) => {}
+            (Some(i), _) => {
+                index.replace(i, c.probe());
+                record.bindings[i] = binding(r, c, now, stamp);
             }
-            let live = record.live(now).count();
-            if live > max_contacts {
-                return Err(Refusal::new(
-                    403,
-                    format!("Too Many Contacts (at most {max_contacts} per AOR)"),
-                ));
+            (None, _) => {
+                index.push(c.probe());
+                record.bindings.push(binding(r, c, now, stamp));
             }
         }
     }
+    let live = record.live(now).count();
+    if live > max_contacts {
+        return Err(too_many(max_contacts));
+    }
     Ok(())
+}
+
+fn too_many(max_contacts: usize) -> Refusal {
+    Refusal::new(
+        403,
+        format!("Too Many Contacts (at most {max_contacts} per AOR)"),
+    )
 }
 
 /// A removed binding becomes a tombstone until it would have expired anyway.
