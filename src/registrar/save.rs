@@ -11,7 +11,8 @@
 //! 3. authentication: none configured (RFC 4475 regaut01: an unknown scheme is ignored);
 //! 4. authorisation: any user may register its own AOR;
 //! 5. AOR from To, canonical ([`Aor`]), 404 when not in our domains;
-//! 6. Contact `*` only alone and with Expires 0; expiry from the contact parameter, then the
+//! 6. more Contact values than `max_contacts`: 403 at once, before any is parsed (one
+//!    datagram can carry thousands); Contact `*` only alone and with Expires 0; expiry from the contact parameter, then the
 //!    Expires header, then the default; 423 below the minimum, clamped above the maximum;
 //! 7. per contact: Call-ID/CSeq ordering, add / refresh / remove, each contact found among
 //!    the bindings through an index (RFC 5626 4.2 flow, else 19.1.4 URI equality), not pair
@@ -125,6 +126,10 @@ pub(crate) fn read(
         .list(&HeaderName::Contact)
         .map_err(|_| refuse(400, "Bad Contact"))?;
 
+    // Counted before any contact is parsed: a 64 KB datagram holds thousands of them.
+    if contacts.len() > cfg.max_contacts {
+        return Err(too_many(cfg.max_contacts));
+    }
     let change = if contacts.is_empty() {
         Change::Fetch
     } else if contacts.iter().any(|c| c.trim() == "*") {

@@ -301,6 +301,26 @@ fn answers_are_capped_with_a_warning() {
     );
 }
 
+/// More Contact values than `max_contacts`: 403 before any is parsed (the bad one among them
+/// is never looked at).
+#[tokio::test]
+async fn too_many_contacts_are_counted_before_parsing() {
+    let s = MemoryStore::new();
+    let m = msg(
+        "Contact: <sip:a@h>, <sip:b@h>, <sip:c@h>, <sip:d@h\r\n",
+        "",
+        "a",
+        1,
+    );
+    let r = send(&s, &m).await;
+    assert!(
+        r.starts_with("SIP/2.0 403 Too Many Contacts (at most 3 per AOR)"),
+        "{r}"
+    );
+    let r = send(&s, &msg("Contact: <sip:a@h>, <sip:b@h\r\n", "", "a", 2)).await;
+    assert!(r.starts_with("SIP/2.0 400 Bad Contact"), "{r}");
+}
+
 /// Where `max_contacts` lets thousands of contacts through, matching them to the bindings
 /// (and merging replicas of the result) stays linear: 6,000 contacts in one REGISTER, then
 /// the same again (every one a refresh).
