@@ -114,6 +114,35 @@ impl Record {
         self.bindings.retain(|b| b.expires_at > now);
     }
 
+    /// Keep the `keep` most recent tombstones (by `updated`), drop the older ones. A tombstone
+    /// only stops an old replica from bringing its binding back; the oldest are the least
+    /// likely to still have such a replica, and without a bound a client that adds and
+    /// removes distinct contacts grows the record forever.
+    pub(crate) fn bound_tombstones(&mut self, keep: usize) {
+        let mut tombstones: Vec<(u64, usize)> = self
+            .bindings
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.removed)
+            .map(|(i, b)| (b.updated, i))
+            .collect();
+        if tombstones.len() <= keep {
+            return;
+        }
+        let excess = tombstones.len() - keep;
+        // The `excess` oldest first (ties by position), in n log n at worst.
+        tombstones.select_nth_unstable(excess - 1);
+        let mut gone = vec![false; self.bindings.len()];
+        for &(_, i) in &tombstones[..excess] {
+            gone[i] = true;
+        }
+        let mut i = 0;
+        self.bindings.retain(|_| {
+            i += 1;
+            !gone[i - 1]
+        });
+    }
+
     pub fn live(&self, now: u64) -> impl Iterator<Item = &Binding> {
         self.bindings.iter().filter(move |b| b.is_live(now))
     }
@@ -170,5 +199,46 @@ pub trait LocationStore: Send + Sync + 'static {
     /// a store without nodes).
     fn node_states(&self) -> Vec<(String, bool)> {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_tombstones_go_first() {
+        let b = |contact: &str, updated: u64, removed: bool| Binding {
+            contact: contact.into(),
+            params: String::new(),
+            expires_at: 10,
+            q: None,
+            call_id: String::new(),
+            cseq: 1,
+            path: vec![],
+            source: String::new(),
+            instance_id: None,
+            reg_id: None,
+            updated,
+            removed,
+        };
+        let mut r = Record {
+            aor: "a@x".into(),
+            bindings: vec![
+                b("t5", 5, true),
+                b("live1", 1, false),
+                b("t2", 2, true),
+                b("t9", 9, true),
+                b("t2b", 2, true),
+                b("live0", 0, false),
+            ],
+        };
+        r.bound_tombstones(4);
+        assert_eq!(r.bindings.len(), 6);
+        r.bound_tombstones(2);
+        let left: Vec<&str> = r.bindings.iter().map(|b| b.contact.as_str()).collect();
+        assert_eq!(left, ["t5", "live1", "t9", "live0"]);
+        r.bound_tombstones(0);
+        assert_eq!(r.bindings.len(), 2);
     }
 }

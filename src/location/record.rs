@@ -30,15 +30,49 @@ pub fn key(prefix: &str, aor: &str) -> String {
 
 /// Encode; refuse (never cut) a record larger than `limit` bytes.
 pub(crate) fn encode(record: &Record, limit: usize) -> Result<Vec<u8>, StoreError> {
+    let out = encode_any(record)?;
+    if out.len() > limit {
+        return Err(StoreError::TooLarge);
+    }
+    Ok(out)
+}
+
+fn encode_any(record: &Record) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(64 + record.bindings.len() * 160);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
     let body = postcard::to_allocvec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     out.extend_from_slice(&body);
-    if out.len() > limit {
-        return Err(StoreError::TooLarge);
-    }
     Ok(out)
+}
+
+/// Encode within `limit` bytes, dropping the oldest tombstones when the record would not fit
+/// otherwise (a removal is worth less than the record being written at all). Live bindings
+/// are never dropped: when they alone do not fit, `TooLarge`.
+pub(crate) fn encode_fitting(record: &mut Record, limit: usize) -> Result<Vec<u8>, StoreError> {
+    let out = encode_any(record)?;
+    if out.len() <= limit {
+        return Ok(out);
+    }
+    let mut tombstones: Vec<(u64, usize)> = record
+        .bindings
+        .iter()
+        .filter(|b| b.removed)
+        .map(|b| (b.updated, postcard::to_allocvec(b).map_or(0, |v| v.len())))
+        .collect();
+    tombstones.sort_unstable();
+    let mut over = out.len() - limit;
+    let mut dropped = 0;
+    for (_, size) in &tombstones {
+        if over == 0 {
+            break;
+        }
+        over = over.saturating_sub(*size);
+        dropped += 1;
+    }
+    tracing::debug!(aor = %record.aor, dropped, "oldest tombstones dropped to fit the item limit");
+    record.bound_tombstones(tombstones.len() - dropped);
+    encode(record, limit)
 }
 
 /// Decode a value read from memcached, whatever AOR it names (the refill walks keys whose
@@ -102,6 +136,37 @@ mod tests {
         future[2] = 9;
         assert!(decode(&future, "bob@example.test").is_err());
         assert_eq!(encode(&r, 10).unwrap_err(), StoreError::TooLarge);
+    }
+
+    #[test]
+    fn tombstones_make_room_live_bindings_do_not() {
+        let mut r = Record {
+            aor: "bob@example.test".into(),
+            bindings: vec![binding("sip:desk@h"), binding("sip:mobile@h")],
+        };
+        let live = encode(&r, 1 << 20).unwrap().len();
+        for i in 0..200 {
+            let mut t = binding(&format!("sip:{}@h", "x".repeat(100) + &i.to_string()));
+            (t.removed, t.updated) = (true, i);
+            r.bindings.push(t);
+        }
+        let limit = live + 2000;
+        assert_eq!(encode(&r, limit).unwrap_err(), StoreError::TooLarge);
+        let v = encode_fitting(&mut r, limit).unwrap();
+        assert!(
+            v.len() <= limit && v.len() > limit - 300,
+            "{} of {limit}",
+            v.len()
+        );
+        assert_eq!(decode(&v, "bob@example.test").unwrap(), r);
+        assert_eq!(r.bindings.iter().filter(|b| !b.removed).count(), 2);
+        // The newest tombstones are the ones kept.
+        assert!(r.bindings.iter().any(|b| b.updated == 199 && b.removed));
+        assert!(!r.bindings.iter().any(|b| b.updated == 0 && b.removed));
+        assert_eq!(
+            encode_fitting(&mut r, live - 1).unwrap_err(),
+            StoreError::TooLarge
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!    Expires header, then the default; 423 below the minimum, clamped above the maximum;
 //! 7. per contact: Call-ID/CSeq ordering, add / refresh / remove, each contact found among
 //!    the bindings through an index (RFC 5626 4.2 flow, else 19.1.4 URI equality), not pair
-//!    by pair;
+//!    by pair; a removal leaves a small tombstone, and only the latest
+//!    [`tombstones_kept`] of them are kept;
 //! 8. 200 OK with every current binding and its expiry, and a Date header.
 
 use super::RegistrarConfig;
@@ -274,7 +275,16 @@ pub(crate) fn apply(
         }
         Change::Set(contacts) => set(r, contacts, record, now, seen, max_contacts)?,
     }
+    if !matches!(r.change, Change::Fetch) {
+        record.bound_tombstones(tombstones_kept(max_contacts));
+    }
     Ok(())
+}
+
+/// Tombstones a record keeps: the removals of two full sets of contacts, at least 32.
+/// Beyond it the oldest go (see `Record::bound_tombstones`).
+pub(crate) fn tombstones_kept(max_contacts: usize) -> usize {
+    max_contacts.saturating_mul(2).max(32)
 }
 
 /// Is the request a retransmission (a live binding it touches has its Call-ID and CSeq)?
@@ -360,9 +370,15 @@ fn too_many(max_contacts: usize) -> Refusal {
     )
 }
 
-/// A removed binding becomes a tombstone until it would have expired anyway.
+/// A removed binding becomes a tombstone until it would have expired anyway. It keeps what
+/// identifies and orders it (contact, instance-id, reg-id, Call-ID, CSeq, stamp), not what
+/// only a live binding needs (Path, parameters, source, q): many tombstones, little space.
 fn tombstone(b: &mut Binding, r: &Register, stamp: u64) {
     b.removed = true;
+    b.path = Vec::new();
+    b.params = String::new();
+    b.source = String::new();
+    b.q = None;
     b.call_id = r.call_id.clone();
     b.cseq = r.cseq;
     b.updated = stamp;

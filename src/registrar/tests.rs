@@ -347,3 +347,57 @@ fn thousands_of_contacts_are_matched_in_linear_time() {
     eprintln!("two REGISTERs of 6000 contacts read and applied in {took:?}");
     assert!(took < std::time::Duration::from_secs(10), "{took:?}");
 }
+
+/// A client that registers and removes distinct contacts, over and over, leaves a tombstone
+/// each time: the record stays bounded (oldest tombstones dropped), well under the item
+/// limit, and the live bindings are kept.
+#[test]
+fn churned_contacts_leave_a_bounded_record() {
+    let (id, src) = (identity(), "127.0.0.1:5070".parse().unwrap());
+    let path = "Path: <sip:edge.example.test;lr>\r\n";
+    let mut record = Record::default();
+    let mut cseq = 0;
+    let mut register = |record: &mut Record, contact: &str, now: u64| {
+        cseq += 1;
+        let m = msg(&format!("Contact: {contact}\r\n"), path, "churn", cseq);
+        let r = read(&m, src, Proto::Udp, &cfg(), &id).unwrap();
+        apply(&r, record, now, cfg().max_contacts).unwrap();
+    };
+    register(&mut record, "<sip:desk@127.0.0.1:5070>", 1000);
+    register(&mut record, "<sip:mobile@127.0.0.1:5071>", 1000);
+    let started = std::time::Instant::now();
+    for i in 0..2000 {
+        let now = 1000 + i / 10;
+        let contact = format!("<sip:churn{i}@127.0.0.1:{}>", 10000 + i);
+        register(&mut record, &contact, now);
+        register(&mut record, &format!("{contact};expires=0"), now);
+    }
+    let size = crate::location::record::encode(&record, 1 << 20)
+        .unwrap()
+        .len();
+    eprintln!(
+        "after 2000 added and removed: {} bindings, {size} bytes encoded, {:?}",
+        record.bindings.len(),
+        started.elapsed()
+    );
+    let live: Vec<&str> = record.live(1200).map(|b| b.contact.as_str()).collect();
+    assert_eq!(
+        live,
+        ["sip:desk@127.0.0.1:5070", "sip:mobile@127.0.0.1:5071"]
+    );
+    assert!(record.bindings.len() <= 2 + 32, "{}", record.bindings.len());
+    assert!(size < 8 * 1024, "{size} bytes");
+    // The tombstones kept are the latest ones.
+    assert!(
+        record
+            .bindings
+            .iter()
+            .any(|b| b.contact.contains("churn1999"))
+    );
+    assert!(
+        !record
+            .bindings
+            .iter()
+            .any(|b| b.contact.contains("churn0@"))
+    );
+}

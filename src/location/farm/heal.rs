@@ -135,11 +135,11 @@ impl Farm {
                 return false;
             };
             let now = now_secs();
-            let merged = union(&theirs, &mine, &aor, now);
+            let mut merged = union(&theirs, &mine, &aor, now);
             if merged.bindings.is_empty() || mine.1.as_ref().is_some_and(|(r, _)| *r == merged) {
                 return false;
             }
-            match self.write_all(&[mine], key, &merged, now).await {
+            match self.write_all(&[mine], key, &mut merged, now).await {
                 Ok(w) if matches!(w.first(), Some(Ok(Write::Stored(_)))) => return true,
                 // A CAS conflict: someone wrote meanwhile, read both again.
                 Ok(w) if matches!(w.first(), Some(Ok(_))) => continue,
@@ -156,7 +156,7 @@ impl Farm {
         aor: &Aor,
         key: &str,
         stale: &[Replica],
-        record: &Record,
+        record: &mut Record,
         now: u64,
     ) {
         if let Err(e) = self.write_all(stale, key, record, now).await {

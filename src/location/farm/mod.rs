@@ -142,7 +142,7 @@ impl Farm {
                     .iter()
                     .map(|(n, c)| (*n, Some((Record::default(), *c))))
                     .collect();
-                let writes = self.write_all(&replicas, key, &record, now).await?;
+                let writes = self.write_all(&replicas, key, &mut record, now).await?;
                 if writes.iter().all(|w| matches!(w, Ok(Write::Stored(_)))) {
                     self.refresh.remember(key, &replicas, &writes, record);
                     return Ok(Some(outcome));
@@ -209,7 +209,7 @@ impl Farm {
         if outcome.is_err() || (record == before && (in_sync || before.bindings.is_empty())) {
             return Ok(Some(outcome));
         }
-        let writes = self.write_all(&replicas, key, &record, now).await?;
+        let writes = self.write_all(&replicas, key, &mut record, now).await?;
         let conflict = writes
             .iter()
             .any(|w| matches!(w, Ok(Write::Conflict | Write::NotFound)));
@@ -303,7 +303,7 @@ impl LocationStore for Farm {
             .cloned()
             .collect();
         if !stale.is_empty() && !record.bindings.is_empty() {
-            self.repair(aor, &key, &stale, &record, now).await;
+            self.repair(aor, &key, &stale, &mut record, now).await;
         }
         if record.bindings.is_empty() && !found_any {
             return Ok(None);

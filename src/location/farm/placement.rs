@@ -13,7 +13,7 @@
 use super::merge::ttl_for;
 use super::{Farm, STRIPES};
 use crate::location::node::{NodeError, Write};
-use crate::location::record::{decode, encode};
+use crate::location::record::{decode, encode_fitting};
 use crate::location::ring::key_hash;
 use crate::location::{Record, StoreError};
 use futures::future::join_all;
@@ -95,15 +95,16 @@ impl Farm {
     }
 
     /// Write `record` to every replica with its CAS (`add` where it was missing). Errs only
-    /// when the record cannot be encoded; each node's answer is in the list.
+    /// when the record cannot be encoded; each node's answer is in the list. A record over
+    /// the item limit loses its oldest tombstones first (`record` is then what was written).
     pub(super) async fn write_all(
         &self,
         replicas: &[Replica],
         key: &str,
-        record: &Record,
+        record: &mut Record,
         now: u64,
     ) -> Result<Vec<Result<Write, NodeError>>, StoreError> {
-        let value = encode(record, self.item_limit)?;
+        let value = encode_fitting(record, self.item_limit)?;
         let ttl = ttl_for(record, now);
         Ok(join_all(replicas.iter().map(|(node, current)| {
             let cas = current.as_ref().map(|(_, c)| *c);
