@@ -42,6 +42,7 @@ pub(super) struct FileMemcached {
     pub(super) item_limit: Option<usize>,
     pub(super) pipeline: Option<bool>,
     pub(super) refresh_cache: Option<usize>,
+    pub(super) refresh_cache_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

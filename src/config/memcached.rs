@@ -50,9 +50,17 @@ pub(super) fn resolve(
             src.key("memcached.item_limit")
         ));
     }
+    let refresh_cache_bytes = f.refresh_cache_bytes.unwrap_or(64 << 20);
+    if refresh_cache_bytes > 64 << 30 {
+        return Err(format!(
+            "{}: {refresh_cache_bytes} is out of range (0 to 64 GiB)",
+            src.key("memcached.refresh_cache_bytes")
+        ));
+    }
     Ok(Some(MemcachedConfig {
         pipeline: f.pipeline.unwrap_or(true),
         refresh_cache: f.refresh_cache.unwrap_or(262_144).min(16 << 20),
+        refresh_cache_bytes,
         nodes,
         replicas,
         timeout: Duration::from_millis(timeout_ms),
@@ -140,6 +148,10 @@ mod tests {
         let mc = resolve(&Overrides::default(), &f, SRC).unwrap().unwrap();
         assert_eq!(mc.nodes, [("h:1".to_owned(), 5), ("h:2".to_owned(), 1)]);
         assert_eq!((mc.replicas, mc.key_prefix.as_str()), (2, "sipfarm:"));
+        assert_eq!(
+            (mc.refresh_cache, mc.refresh_cache_bytes),
+            (262_144, 64 << 20)
+        );
         let o = Overrides {
             memcached: Some("a:1,".into()),
             ..Default::default()
@@ -232,6 +244,14 @@ mod tests {
                     ..Default::default()
                 }),
                 "FILE: key 'memcached.item_limit': 1 is out of range",
+            ),
+            (
+                Overrides::default(),
+                &with(FileMemcached {
+                    refresh_cache_bytes: Some(1 << 40),
+                    ..Default::default()
+                }),
+                "FILE: key 'memcached.refresh_cache_bytes': 1099511627776 is out of range (0 to 64 GiB)",
             ),
         ] {
             assert_eq!(resolve(&o, f, SRC).unwrap_err(), want);

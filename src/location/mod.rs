@@ -32,6 +32,8 @@ pub struct MemcachedConfig {
     pub pipeline: bool,
     /// Records this instance remembers to refresh them in one round trip (0: off).
     pub refresh_cache: usize,
+    /// Bytes (estimated) the remembered records may hold (0: off).
+    pub refresh_cache_bytes: usize,
     pub nodes: Vec<(String, u32)>,
     pub replicas: usize,
     pub timeout: Duration,

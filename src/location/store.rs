@@ -52,6 +52,7 @@ impl Store {
                         pipelined: mc.pipeline,
                         connections: loops.max(1),
                         refresh_cache: mc.refresh_cache,
+                        refresh_cache_bytes: mc.refresh_cache_bytes,
                     })
                     .await?,
                 );

@@ -57,6 +57,8 @@ pub struct FarmConfig {
     pub connections: usize,
     /// Records remembered for one-round-trip refreshes (0: off).
     pub refresh_cache: usize,
+    /// Bytes (estimated) those records may hold (0: off).
+    pub refresh_cache_bytes: usize,
 }
 
 /// The location store over a memcached farm.
@@ -103,7 +105,7 @@ impl Farm {
             prefix: cfg.prefix,
             item_limit: cfg.item_limit,
             locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            refresh: RefreshCache::new(cfg.refresh_cache),
+            refresh: RefreshCache::new(cfg.refresh_cache, cfg.refresh_cache_bytes),
         })
     }
 
@@ -121,7 +123,7 @@ impl Farm {
         E: Send,
         F: FnMut(&mut Record, u64) -> Result<T, E> + Send,
     {
-        let Some(cached) = self.refresh.take(key) else {
+        let Some(cached) = self.refresh.take(key, now_secs()) else {
             return Ok(None);
         };
         let targets = self.targets(key);
@@ -144,7 +146,7 @@ impl Farm {
                     .collect();
                 let writes = self.write_all(&replicas, key, &mut record, now).await?;
                 if writes.iter().all(|w| matches!(w, Ok(Write::Stored(_)))) {
-                    self.refresh.remember(key, &replicas, &writes, record);
+                    self.refresh.remember(key, &replicas, &writes, record, now);
                     return Ok(Some(outcome));
                 }
             }
@@ -223,7 +225,7 @@ impl Farm {
             ));
         }
         // Replicas that failed are repaired later (read repair, refill).
-        self.refresh.remember(key, &replicas, &writes, record);
+        self.refresh.remember(key, &replicas, &writes, record, now);
         Ok(Some(outcome))
     }
 }
