@@ -86,7 +86,7 @@ fn bound(to: SocketAddr, user: &str) -> Vec<String> {
 fn flood_is_refused_at_once(s: &Sipfarm) {
     let to = s.addr();
     let victim = unique("victim");
-    // Not on 127.0.0.1: the farm's nodes are there, and a contact naming one is refused.
+    // Stored, never contacted: an address nothing listens on.
     let contact = format!("sip:{victim}@127.0.0.5:5070");
     let ua = Ua::new();
     let r = ua.request(
@@ -155,4 +155,135 @@ fn contact_flood_farm() {
     let mc = Memcached::start();
     let s = Sipfarm::with_farm(&[&mc], &["--threads", "1"]);
     flood_is_refused_at_once(&s);
+}
+
+/// Fill a memcached started with little memory (`-M`) until every slab class refuses: from
+/// then on every write gets `SERVER_ERROR out of memory`, reads still work. The items stored.
+fn fill(mc: &Memcached) -> usize {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect((mc.ip, mc.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let (mut n, mut size, mut line) = (0, 8usize, String::new());
+    // Sizes 20% apart, finer than memcached's slab classes (25%): every class fills.
+    while size < 20_000 {
+        let value = "x".repeat(size);
+        loop {
+            // One write per command (no Nagle wait on its last bytes).
+            w.write_all(format!("ms fill{n} {size} T0\r\n{value}\r\n").as_bytes())
+                .unwrap();
+            n += 1;
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            if !line.starts_with("HD") {
+                assert!(line.contains("out of memory"), "{line}");
+                break;
+            }
+        }
+        size = size * 6 / 5 + 1;
+    }
+    n
+}
+
+/// Users of example.test whose record lives on node `i` of `nodes` (first owner).
+fn users_on(nodes: &[&Memcached], i: usize, n: usize) -> Vec<String> {
+    use sipfarm::location::{record, ring::Ring};
+    let ring = Ring::new(&nodes.iter().map(|m| (m.addr(), 1)).collect::<Vec<_>>());
+    (0..)
+        .map(|k| unique(&format!("full{k}x")))
+        .filter(|u| {
+            let key = record::key("sipfarm:", &format!("{u}@example.test"));
+            ring.walk(key.as_bytes()).next() == Some(i)
+        })
+        .take(n)
+        .collect()
+}
+
+/// REGISTERs sent at once in `full_memcached_is_not_a_dead_node`.
+const BURST: usize = 10;
+
+fn register(ua: &Ua, user: &str) -> String {
+    let contact = format!("<sip:{user}@127.0.0.5:5070>");
+    ua.register(user, &[&contact], Some(600), &unique("c"), 1)
+}
+
+/// REGISTER every user at once (one datagram each, then every answer), each answer within
+/// 5 s.
+fn at_once(ua: &Ua, to: SocketAddr, users: &[String]) -> Vec<Resp> {
+    let msgs: Vec<String> = users.iter().map(|u| register(ua, u)).collect();
+    for m in &msgs {
+        ua.send(to, m);
+    }
+    let mut call_ids: Vec<String> = msgs
+        .iter()
+        .filter_map(|m| Sip::parse(m).header("call-id"))
+        .collect();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !call_ids.is_empty() {
+        let left = deadline.checked_duration_since(Instant::now());
+        let text = left
+            .and_then(|l| ua.recv(l))
+            .unwrap_or_else(|| panic!("no answer for {call_ids:?}"));
+        let m = Sip::parse(&text);
+        let id = m.header("call-id").unwrap_or_default();
+        if let (Some(code), Some(i)) = (m.code(), call_ids.iter().position(|c| *c == id)) {
+            call_ids.swap_remove(i);
+            out.push(Resp { code, text });
+        }
+    }
+    out
+}
+
+/// A memcached node that is full answers `SERVER_ERROR out of memory` to every write. That is
+/// an answer, not a dead node: the REGISTERs it should store get 500 with Retry-After (they
+/// are not moved to another node), reads on it go on, no breaker opens, no refill starts.
+#[test]
+fn full_memcached_is_not_a_dead_node() {
+    let full = Memcached::start_sized("127.0.0.1", 2);
+    let spare = Memcached::start();
+    let nodes = [&full, &spare];
+    let list = format!("{},{}", full.addr(), spare.addr());
+    let dir = TempDir::new("sipfarm-full-");
+    let log = dir.join("sipfarm.log");
+    let args = ["--memcached", &list, "--replicas", "1", "--threads", "1"];
+    let s = Sipfarm::start_logging(&args, Some(&log));
+    let users = users_on(&nodes, 0, 1 + 2 * BURST);
+    let ua = Ua::new();
+    let r = ua.request(s.addr(), &register(&ua, &users[0]));
+    assert_eq!(r.code, 200, "{}", r.text);
+
+    let stored = fill(&full);
+    eprintln!("the 2 MB node took {stored} items before refusing every size");
+    // Bursts, so that writes fail back to back (reads in between would hide a breaker that
+    // counts error answers as failures); then a pause of a few probes, and again.
+    for burst in users[1..].chunks(BURST) {
+        for r in at_once(&ua, s.addr(), burst) {
+            assert_eq!(r.code, 500, "{}", r.text);
+            assert_eq!(r.headers("Retry-After"), ["5"], "{}", r.text);
+        }
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    // Reads on the full node go on.
+    assert_eq!(
+        bound(s.addr(), &users[0]),
+        [format!("sip:{}@127.0.0.5:5070", users[0])]
+    );
+    // A breaker opened by the bursts would have closed again at a probe (every 500 ms) and
+    // started a refill by now.
+    let status = std::process::Command::new(sipfarm_bin())
+        .args(["farm", "status", "--memcached", &list])
+        .args(["--instance", &s.addr().to_string()])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains("dead now: none"), "{status}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    for sign in ["marked dead", "refilling", "refill done"] {
+        assert!(!text.contains(sign), "'{sign}' in the log:\n{text}");
+    }
 }

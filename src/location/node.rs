@@ -5,11 +5,17 @@
 //! one call is let through as a probe, and a success closes the breaker again. A node that
 //! hangs (accepts, never answers) fails by the same deadline as one that is gone.
 //!
+//! Only the absence of an answer counts (a deadline passed, a connection failed): an error
+//! answer (`SERVER_ERROR out of memory` from a node run with `-M` that is full,
+//! `CLIENT_ERROR`, `ERROR`) fails that one call, which the client sees as a 500 with
+//! Retry-After, but says the node is alive. Counting it would open the breaker on a living
+//! node, move its keys to stand-ins and refill it at every flap.
+//!
 //! I/O goes through one pipelined meta-protocol connection per node ([`super::pipeline`]), or,
 //! when configured, the memcache crate's async meta-protocol client (`memcache::exp`), one
 //! client per node: placement is ours (see [`super::ring`]), never the crate's.
 
-use super::pipeline::{Answer, Pipeline};
+use super::pipeline::{Answer, Failure, Pipeline};
 use memcache::exp::{AsyncMetaClient, Get, GetStatus, Meta, MetaClientBuilder, MutationStatus};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -60,9 +66,41 @@ fn pick(pipelines: &[Pipeline]) -> &Pipeline {
     &pipelines[crate::clock::runtime_index() % pipelines.len()]
 }
 
-/// A failed call (timeout, refused connection, protocol error).
+/// A failed call: why, and whether the node answered (with an error) or not at all.
 #[derive(Debug, Clone)]
-pub(crate) struct NodeError(pub(crate) String);
+pub(crate) struct NodeError(pub(crate) String, pub(crate) Answered);
+
+/// Did the node answer a failed call? Only `No` counts toward its breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answered {
+    /// An error answer: the node is alive.
+    WithError,
+    /// No answer: a deadline passed, a connection failed.
+    No,
+}
+
+impl NodeError {
+    pub(crate) fn lost(why: String) -> NodeError {
+        NodeError(why, Answered::No)
+    }
+
+    fn from_pipeline(addr: &str, f: Failure) -> NodeError {
+        match f {
+            Failure::Refused(why) => NodeError(format!("{addr}: {why}"), Answered::WithError),
+            Failure::Lost(why) => NodeError::lost(format!("{addr}: {why}")),
+        }
+    }
+
+    /// The memcache crate's errors: `Server` and `Rejected` are answers.
+    fn from_crate(addr: &str, e: memcache::exp::Error) -> NodeError {
+        use memcache::exp::Error;
+        let answered = match e {
+            Error::Server(_) | Error::Rejected(_) => Answered::WithError,
+            _ => Answered::No,
+        };
+        NodeError(format!("{addr}: {e}"), answered)
+    }
+}
 
 impl Node {
     /// Prepare a client; no connection is made until the first call.
@@ -87,7 +125,7 @@ impl Node {
                     .max_idle(64)
                     .connect_async(addr)
                     .await
-                    .map_err(|e| NodeError(format!("{addr}: {e}")))?,
+                    .map_err(|e| NodeError::from_crate(addr, e))?,
             )
         };
         Ok(Node {
@@ -142,6 +180,11 @@ impl Node {
     }
 
     fn record<T>(&self, result: Result<T, NodeError>) -> Result<T, NodeError> {
+        if let Err(NodeError(why, Answered::WithError)) = &result {
+            // Alive: neither a failure nor a success for the breaker.
+            tracing::debug!(node = %self.addr, error = %why, "memcached answered an error");
+            return result;
+        }
         let mut h = self.health();
         match &result {
             Ok(_) => {
@@ -166,34 +209,53 @@ impl Node {
         result
     }
 
-    async fn call<T, E: std::fmt::Display, Fut>(&self, fut: Fut) -> Result<T, NodeError>
+    /// Run one call under the deadline and let its outcome drive the breaker.
+    async fn call<T, Fut>(&self, fut: Fut) -> Result<T, NodeError>
     where
-        Fut: std::future::Future<Output = Result<T, E>>,
+        Fut: std::future::Future<Output = Result<T, NodeError>>,
     {
         let r = match tokio::time::timeout(self.timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(NodeError(format!("{}: {e}", self.addr))),
-            Err(_) => Err(NodeError(format!("{}: timed out", self.addr))),
+            Ok(r) => r,
+            Err(_) => Err(NodeError::lost(format!("{}: timed out", self.addr))),
         };
         self.record(r)
+    }
+
+    async fn piped<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, NodeError> {
+        self.call(async {
+            fut.await
+                .map_err(|f| NodeError::from_pipeline(&self.addr, f))
+        })
+        .await
+    }
+
+    async fn crated<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, memcache::exp::Error>>,
+    ) -> Result<T, NodeError> {
+        self.call(async { fut.await.map_err(|e| NodeError::from_crate(&self.addr, e)) })
+            .await
     }
 
     /// Read a value with its CAS token.
     pub(crate) async fn gets(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, NodeError> {
         let client = match &self.client {
-            Client::Pipelined(p) => return self.call(pick(p).get(key)).await,
+            Client::Pipelined(p) => return self.piped(pick(p).get(key)).await,
             Client::Crate(c) => c,
         };
         let r = self
-            .call(client.run(Get::new(key).meta(Meta::NONE.cas())))
+            .crated(client.run(Get::new(key).meta(Meta::NONE.cas())))
             .await?;
         match r.status {
             GetStatus::Hit => match (r.value, r.item.cas) {
                 (Some(v), Some(cas)) => Ok(Some((v, cas))),
-                _ => Err(NodeError(format!(
-                    "{}: hit without value or CAS",
-                    self.addr
-                ))),
+                _ => Err(NodeError(
+                    format!("{}: hit without value or CAS", self.addr),
+                    Answered::WithError,
+                )),
             },
             _ => Ok(None),
         }
@@ -211,7 +273,7 @@ impl Node {
             Client::Pipelined(p) => {
                 return Ok(
                     match self
-                        .call(pick(p).store(key, value, ttl.max(1), cas))
+                        .piped(pick(p).store(key, value, ttl.max(1), cas))
                         .await?
                     {
                         Answer::Stored(cas) => Write::Stored(cas),
@@ -227,7 +289,7 @@ impl Node {
             Some(c) => set.compare_cas(c),
             None => set.add(),
         };
-        let r = self.call(set.send()).await?;
+        let r = self.crated(set.send()).await?;
         Ok(match r.status {
             MutationStatus::Applied => Write::Stored(r.cas),
             MutationStatus::NotFound => Write::NotFound,
@@ -238,8 +300,8 @@ impl Node {
     /// A round trip that changes nothing (health probe, start-up check).
     pub(crate) async fn ping(&self) -> Result<(), NodeError> {
         match &self.client {
-            Client::Pipelined(p) => self.call(pick(p).noop()).await,
-            Client::Crate(c) => self.call(c.noop()).await,
+            Client::Pipelined(p) => self.piped(pick(p).noop()).await,
+            Client::Crate(c) => self.crated(c.noop()).await,
         }
     }
 

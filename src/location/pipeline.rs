@@ -14,6 +14,12 @@
 //! compare-CAS, and `mn`. Keys are ours (prefix + hex), never from the network. Every answer
 //! is bounded in size; a protocol error or a closed connection fails every request in flight
 //! and the next request dials again.
+//!
+//! Two kinds of failure are told apart ([`Failure`]): an error answer to one request
+//! (`SERVER_ERROR out of memory` from a full node, `CLIENT_ERROR`, `ERROR`, an answer that
+//! does not fit the command) comes from a node that is alive and the connection goes on;
+//! no answer at all (connect failure, closed connection, broken framing, a queue that no
+//! longer drains) is what a dead node looks like.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -46,12 +52,23 @@ pub(crate) enum Answer {
     Noop,
 }
 
-struct Request {
-    bytes: Vec<u8>,
-    reply: oneshot::Sender<Result<Answer, String>>,
+/// Why a request got no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The node answered with an error: it is alive.
+    Refused(String),
+    /// No answer (connection failed, closed or broken, queue full).
+    Lost(String),
 }
 
-type InFlight = Arc<Mutex<VecDeque<oneshot::Sender<Result<Answer, String>>>>>;
+type Reply = Result<Answer, Failure>;
+
+struct Request {
+    bytes: Vec<u8>,
+    reply: oneshot::Sender<Reply>,
+}
+
+type InFlight = Arc<Mutex<VecDeque<oneshot::Sender<Reply>>>>;
 
 /// The handle: cheap to share, one background connection behind it.
 pub(crate) struct Pipeline {
@@ -80,23 +97,25 @@ impl Pipeline {
         tx
     }
 
-    async fn call(&self, bytes: Vec<u8>) -> Result<Answer, String> {
+    async fn call(&self, bytes: Vec<u8>) -> Reply {
         let (reply, answer) = oneshot::channel();
         self.sender()
             .try_send(Request { bytes, reply })
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => "request queue full".to_owned(),
-                mpsc::error::TrySendError::Closed(_) => "connection closed".to_owned(),
+                mpsc::error::TrySendError::Full(_) => Failure::Lost("request queue full".into()),
+                mpsc::error::TrySendError::Closed(_) => Failure::Lost("connection closed".into()),
             })?;
-        answer.await.map_err(|_| "connection lost".to_owned())?
+        answer
+            .await
+            .map_err(|_| Failure::Lost("connection lost".into()))?
     }
 
     /// `mg <key> v c`: value and CAS, or a miss.
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, String> {
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, Failure> {
         match self.call(format!("mg {key} v c\r\n").into_bytes()).await? {
             Answer::Value(v, cas) => Ok(Some((v, cas))),
             Answer::Miss => Ok(None),
-            other => Err(format!("unexpected answer to mg: {other:?}")),
+            other => Err(unexpected("mg", &other)),
         }
     }
 
@@ -107,7 +126,7 @@ impl Pipeline {
         value: &[u8],
         ttl: u32,
         cas: Option<u64>,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Failure> {
         let mut cmd = match cas {
             Some(c) => format!("ms {key} {} T{ttl} C{c} c\r\n", value.len()),
             None => format!("ms {key} {} T{ttl} ME c\r\n", value.len()),
@@ -117,16 +136,21 @@ impl Pipeline {
         cmd.extend_from_slice(b"\r\n");
         match self.call(cmd).await? {
             a @ (Answer::Stored(_) | Answer::Conflict | Answer::NotFound) => Ok(a),
-            other => Err(format!("unexpected answer to ms: {other:?}")),
+            other => Err(unexpected("ms", &other)),
         }
     }
 
-    pub(crate) async fn noop(&self) -> Result<(), String> {
+    pub(crate) async fn noop(&self) -> Result<(), Failure> {
         match self.call(b"mn\r\n".to_vec()).await? {
             Answer::Noop => Ok(()),
-            other => Err(format!("unexpected answer to mn: {other:?}")),
+            other => Err(unexpected("mn", &other)),
         }
     }
+}
+
+/// An answer of the wrong kind: the node answered, so it is alive.
+fn unexpected(command: &str, answer: &Answer) -> Failure {
+    Failure::Refused(format!("unexpected answer to {command}: {answer:?}"))
 }
 
 /// The connection task: dial, then write batches and read answers until something fails.
@@ -184,14 +208,14 @@ async fn run(addr: String, connect_timeout: Duration, mut rx: mpsc::Receiver<Req
 fn fail_all(rx: &mut mpsc::Receiver<Request>, why: &str) {
     rx.close();
     while let Ok(r) = rx.try_recv() {
-        let _ = r.reply.send(Err(why.to_owned()));
+        let _ = r.reply.send(Err(Failure::Lost(why.to_owned())));
     }
 }
 
 fn fail_queue(q: &InFlight, why: &str) {
     let mut q = q.lock().unwrap_or_else(|p| p.into_inner());
     for s in q.drain(..) {
-        let _ = s.send(Err(why.to_owned()));
+        let _ = s.send(Err(Failure::Lost(why.to_owned())));
     }
 }
 
@@ -208,7 +232,7 @@ async fn read_answers(mut rd: BufReader<tokio::net::tcp::OwnedReadHalf>, q: InFl
         let waiter = q.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
         match waiter {
             Some(w) => {
-                let _ = w.send(answer);
+                let _ = w.send(answer.map_err(Failure::Refused));
             }
             None => {
                 fail_queue(&q, "answer without a request");

@@ -52,9 +52,15 @@ impl Memcached {
     /// On a free port of another loopback address (127.0.0.0/8), away from the user agents
     /// of 127.0.0.1: sipfarm never sends anything to a node's address, whatever the port.
     pub fn start_at(ip: &'static str) -> Memcached {
+        Self::start_sized(ip, 64)
+    }
+
+    /// On a free port of `ip`, with `-m MEGABYTES` (and `-M`: a full node answers
+    /// SERVER_ERROR out of memory).
+    pub fn start_sized(ip: &'static str, megabytes: u32) -> Memcached {
         for _ in 0..3 {
             let port = free_port();
-            match Self::try_start(ip, port) {
+            match Self::try_start(ip, port, megabytes) {
                 Ok(m) => return m,
                 Err(status) => eprintln!("memcached exited ({status}) on {port}; another port"),
             }
@@ -64,12 +70,12 @@ impl Memcached {
 
     /// On this port (a node restarted where it was).
     pub fn start_on(port: u16) -> Memcached {
-        Self::try_start("127.0.0.1", port)
+        Self::try_start("127.0.0.1", port, 64)
             .unwrap_or_else(|status| panic!("memcached exited ({status}) on {port}"))
     }
 
-    fn try_start(ip: &'static str, port: u16) -> Result<Memcached, String> {
-        let line = format!("-l {ip} -p {port} -U 0 -m 64 -M -t 1");
+    fn try_start(ip: &'static str, port: u16, megabytes: u32) -> Result<Memcached, String> {
+        let line = format!("-l {ip} -p {port} -U 0 -m {megabytes} -M -t 1");
         let mut args: Vec<&str> = line.split(' ').collect();
         if running_as_root() {
             // memcached refuses to run as root unless told which user to be.

@@ -63,7 +63,7 @@ impl Farm {
                     tokio::spawn(async move { farm.refill(i).await });
                 }
             }
-            Err(e) => node.probed(Err(NodeError(format!("{}: {e}", node.addr)))),
+            Err(e) => node.probed(Err(NodeError::lost(format!("{}: {e}", node.addr)))),
         }
     }
 
