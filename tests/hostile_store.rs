@@ -287,3 +287,45 @@ fn full_memcached_is_not_a_dead_node() {
         assert!(!text.contains(sign), "'{sign}' in the log:\n{text}");
     }
 }
+
+/// How many lines of the log at `path` contain `sign`.
+fn log_count(path: &std::path::Path, sign: &str) -> usize {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().filter(|l| l.contains(sign)).count()
+}
+
+/// Wait (at most 10 s) until the log has `n` lines containing `sign`.
+fn wait_log(path: &std::path::Path, sign: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log_count(path, sign) < n {
+        assert!(Instant::now() < deadline, "no {n} x '{sign}' in the log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A node whose breaker flaps (frozen until it is marked dead, thawed until it is back,
+/// three times) is refilled once, not at every comeback.
+#[test]
+fn a_flapping_node_is_refilled_once_per_interval() {
+    let (a, b) = (Memcached::start(), Memcached::start());
+    let list = format!("{},{}", a.addr(), b.addr());
+    let dir = TempDir::new("sipfarm-flap-");
+    let log = dir.join("sipfarm.log");
+    let s = Sipfarm::start_logging(&["--memcached", &list], Some(&log));
+    let ua = Ua::new();
+    for i in 0..20 {
+        let r = ua.request(s.addr(), &register(&ua, &format!("flap{i}")));
+        assert_eq!(r.code, 200, "{}", r.text);
+    }
+    for flap in 1..=3 {
+        a.freeze();
+        wait_log(&log, "marked dead", flap);
+        a.thaw();
+        wait_log(&log, "is back", flap);
+    }
+    wait_log(&log, "refill done", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let refills = log_count(&log, "refilling it");
+    eprintln!("3 flaps: {refills} refills");
+    assert_eq!(refills, 1, "{}", std::fs::read_to_string(&log).unwrap());
+}

@@ -9,6 +9,13 @@
 //!   or under a new process), copies to it in the background every record it should hold,
 //!   merged with whatever it has. Probing outside the data path also lets a dead node rejoin
 //!   without waiting for traffic to try it.
+//!
+//! A refill walks every key of every other node, so it is rationed ([`RefillGate`]): one
+//! refill of a node at a time in this instance, and a node whose breaker flaps (a slow node
+//! timing out now and then) is refilled at most once per `REFILL_INTERVAL`; in between, read
+//! repair mends what lookups find. A node that restarted (empty) always gets one, after the
+//! one under way if any. Copies go `REFILL_CONCURRENCY` at a time, so that a refill never
+//! crowds out live traffic on the nodes.
 
 use super::Farm;
 use super::merge::merge;
@@ -18,13 +25,15 @@ use crate::location::node::{NodeError, Write};
 use crate::location::record;
 use crate::location::{Record, admin};
 use crate::sip::uri::Aor;
-use futures::future::join_all;
-use std::sync::Arc;
+use futures::StreamExt;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Keys copied concurrently during a refill: enough to hide round trips, few enough not to
 /// crowd out live traffic on the nodes.
-const REFILL_CHUNK: usize = 64;
+const REFILL_CONCURRENCY: usize = 16;
+/// Least time between two refills of a node that flaps without restarting.
+const REFILL_INTERVAL: Duration = Duration::from_secs(30);
 /// Copy attempts of one key when another writer keeps winning the CAS.
 const COPY_ATTEMPTS: usize = 3;
 /// Deadline of one node's key listing (`lru_crawler metadump` walks the whole cache).
@@ -57,11 +66,22 @@ impl Farm {
             Ok(stats) => {
                 let restarted = node.new_incarnation(incarnation(&stats));
                 node.probed(Ok(()));
-                if was_dead || restarted {
-                    tracing::warn!(node = %node.addr, restarted, "memcached node (re)joined: refilling it");
-                    let farm = self.clone();
-                    tokio::spawn(async move { farm.refill(i).await });
+                if !(was_dead || restarted) {
+                    return;
                 }
+                if !self.gate(i).request(restarted, Instant::now()) {
+                    tracing::info!(node = %node.addr, restarted, "memcached node (re)joined: refill under way or done less than 30 s ago");
+                    return;
+                }
+                tracing::warn!(node = %node.addr, restarted, "memcached node (re)joined: refilling it");
+                let farm = self.clone();
+                tokio::spawn(async move {
+                    farm.refill(i).await;
+                    // It restarted again while being refilled: what it got may be gone.
+                    while farm.gate(i).done(Instant::now()) {
+                        farm.refill(i).await;
+                    }
+                });
             }
             Err(e) => node.probed(Err(NodeError::lost(format!("{}: {e}", node.addr)))),
         }
@@ -80,10 +100,11 @@ impl Farm {
             let Some(mine) = self.keys_for(i, target).await else {
                 continue;
             };
-            for chunk in mine.chunks(REFILL_CHUNK) {
-                let done = join_all(chunk.iter().map(|k| self.copy_one(k, i, target))).await;
-                copied += done.into_iter().filter(|d| *d).count();
-            }
+            copied += futures::stream::iter(mine)
+                .map(|k| async move { self.copy_one(&k, i, target).await })
+                .buffer_unordered(REFILL_CONCURRENCY)
+                .fold(0, |n, done| async move { n + usize::from(done) })
+                .await;
         }
         tracing::warn!(
             node = %self.nodes[target].addr,
@@ -165,6 +186,50 @@ impl Farm {
     }
 }
 
+impl Farm {
+    fn gate(&self, node: usize) -> MutexGuard<'_, RefillGate> {
+        self.refills[node].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The refills of one node by this instance (see the module doc).
+#[derive(Debug, Default)]
+pub(super) struct RefillGate {
+    running: bool,
+    /// The node restarted while a refill was running: one more when it ends.
+    again: bool,
+    last_start: Option<Instant>,
+}
+
+impl RefillGate {
+    /// May a refill start now? `restarted`: the node came back empty.
+    fn request(&mut self, restarted: bool, now: Instant) -> bool {
+        if self.running {
+            self.again |= restarted;
+            return false;
+        }
+        let recent = self
+            .last_start
+            .is_some_and(|t| now.duration_since(t) < REFILL_INTERVAL);
+        if recent && !restarted {
+            return false;
+        }
+        self.running = true;
+        self.last_start = Some(now);
+        true
+    }
+
+    /// A refill ended: true when another must run at once (it stays running).
+    fn done(&mut self, now: Instant) -> bool {
+        if std::mem::take(&mut self.again) {
+            self.last_start = Some(now);
+            return true;
+        }
+        self.running = false;
+        false
+    }
+}
+
 /// Which memcached process answered a probe: its pid and start time. A change means the node
 /// restarted (empty) even if no probe ever failed.
 fn incarnation(stats: &[(String, String)]) -> String {
@@ -189,4 +254,39 @@ fn union(theirs: &Replica, mine: &Replica, aor: &str, now: u64) -> Record {
     );
     merged.prune(now);
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refills_are_rationed() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut g = RefillGate::default();
+        assert!(g.request(false, at(0)), "the first comeback");
+        assert!(!g.request(false, at(1)), "one at a time");
+        assert!(!g.done(at(2)));
+        assert!(!g.request(false, at(10)), "a flap 10 s after a refill");
+        assert!(
+            g.request(true, at(11)),
+            "a restart: empty, refilled whatever the interval"
+        );
+        assert!(
+            !g.request(true, at(12)),
+            "one at a time, even for a restart..."
+        );
+        assert!(!g.request(false, at(13)));
+        assert!(
+            g.done(at(14)),
+            "...which is refilled again once the first ends"
+        );
+        assert!(!g.done(at(15)));
+        assert!(
+            !g.request(false, at(40)),
+            "30 s after the last start, not its end"
+        );
+        assert!(g.request(false, at(45)));
+    }
 }

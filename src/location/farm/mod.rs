@@ -71,6 +71,8 @@ pub struct Farm {
     prefix: String,
     item_limit: usize,
     locks: Vec<Mutex<()>>,
+    /// Per node: the refills this instance runs of it (`heal`).
+    refills: Vec<std::sync::Mutex<heal::RefillGate>>,
 }
 
 impl Farm {
@@ -105,6 +107,7 @@ impl Farm {
             prefix: cfg.prefix,
             item_limit: cfg.item_limit,
             locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            refills: (0..cfg.nodes.len()).map(|_| Default::default()).collect(),
             refresh: RefreshCache::new(cfg.refresh_cache, cfg.refresh_cache_bytes),
         })
     }
