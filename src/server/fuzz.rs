@@ -18,8 +18,10 @@
 //! every name lookup is refused at once by the resolver's own bound ("too many DNS lookups",
 //! 503) before any query is made: no traffic, and no 2 s resolver timeout per input, which
 //! would make fuzzing useless. IP-literal targets are resolved as usual. `dns_server` also
-//! points at 127.0.0.1:9 (discard), should a lookup ever get through. Nothing here waits on
-//! a timer: a feed that does not return is a hang worth reporting, not a DNS timeout.
+//! points at 127.0.0.1:9 (discard), should a lookup ever get through; and the runtime has no
+//! IO driver, so any socket (a DNS query, a TCP dial) panics instead of being opened. Nothing
+//! here waits on a timer: a feed that does not return is a hang worth reporting, not a DNS
+//! timeout.
 //!
 //! The per-source datagram rate (`transport::admission`) is not applied: it depends on the
 //! wall clock and would drop most of a fuzzer's inputs.
@@ -112,8 +114,9 @@ impl Harness {
         let mut cfg = Config::load(&o).expect("the harness configuration");
         // No DNS: see the module comment.
         cfg.limits.max_dns_lookups = 0;
+        // Timers only: no IO driver, so that any socket would fail here loudly.
         let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+            .enable_time()
             .build()
             .expect("a runtime");
         let state = rt.block_on(async { new_state(&cfg) });
