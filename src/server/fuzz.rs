@@ -11,7 +11,9 @@
 //!
 //! Everything is decided and nothing is sent: the handler's steps are run here up to the
 //! [`Outcome`] of `decide` (and `proxy::forward_response` for responses), then what would be
-//! sent is only built. The reply path is a TCP connection whose channel this harness owns
+//! sent is only built. A forwarded request is also answered 200 by a make-believe next hop,
+//! and that answer goes back through `proxy::forward_response` (with a Via of our own
+//! making, MAC and all). The reply path is a TCP connection whose channel this harness owns
 //! and empties; no socket is ever opened.
 //!
 //! DNS: the proxy resolves host names (RFC 3263). Here `limits.max_dns_lookups` is 0, so
@@ -35,8 +37,8 @@ use crate::config::{Config, Overrides};
 use crate::identity::Identity;
 use crate::location::Store;
 use crate::location::memory::MemoryStore;
-use crate::proxy::forward_response;
-use crate::sip::response::{Refusal, udp_response_target};
+use crate::proxy::{Forward, forward_response};
+use crate::sip::response::{Refusal, Response, udp_response_target};
 use crate::sip::{self, Message, ParseError};
 use crate::transport::{Conn, Peer, Proto, ReplyPath, stun};
 use bytes::{Buf, Bytes, BytesMut};
@@ -348,7 +350,23 @@ async fn on_message(server: &Arc<Server>, data: Bytes, peer: &Peer) {
         }
         Outcome::Refuse(r) => refuse(&msg, peer, &r),
         // Where it would go is decided; sending is not ours to do.
-        Outcome::Forward(f) => drop(f),
+        Outcome::Forward(f) => answer_forwarded(server, &f),
+    }
+}
+
+/// What the next hop would answer, back through the proxy: a 200 to the forwarded request
+/// (its Vias, ours on top, as the next hop would copy them) goes through
+/// `proxy::forward_response`. The fuzzer cannot forge the MAC in our Via, so without this a
+/// response would never get past that check.
+fn answer_forwarded(server: &Server, f: &Forward) {
+    let max = server.cfg.max_message_size;
+    let Ok(req) = Message::parse(f.bytes.clone(), Framing::Datagram, max) else {
+        return;
+    };
+    let local: SocketAddr = LOCAL.parse().expect("an address");
+    let resp = Response::new(&req, local, 200, "OK").build();
+    if let Ok(resp) = Message::parse(Bytes::from(resp), Framing::Datagram, max) {
+        let _ = forward_response(&server.identity, &server.conns, &resp);
     }
 }
 
