@@ -161,8 +161,23 @@ Content-Length: 0
 
 EOF
 
-# Over TCP: a ping, a registration over the connection, then a call to the user it registered.
-{ printf '\r\n\r\n'; cat "$work/register-many" "$work/invite"; } > "$work/tcp-register-then-invite"
+seed register-tcp <<'EOF'
+REGISTER sip:example.test SIP/2.0
+Via: SIP/2.0/TCP 192.0.2.7:5070;branch=z9hG4bK-reg5
+Max-Forwards: 70
+From: <sip:alice@example.test>;tag=a5
+To: <sip:alice@example.test>
+Call-ID: reg-5@192.0.2.7
+CSeq: 5 REGISTER
+Contact: <sip:alice@192.0.2.7:5070;transport=tcp>;expires=600
+Content-Length: 0
+
+EOF
+
+# Over TCP: a ping, a registration over the connection, then a call to the user it
+# registered (forwarded back over that connection), then the same with a Path.
+{ printf '\r\n\r\n'; cat "$work/register-tcp" "$work/invite"; } > "$work/tcp-register-then-invite"
+cat "$work/register-many" "$work/invite" > "$work/tcp-register-path-then-invite"
 
 # A STUN Binding request (RFC 5389) and a blank keep-alive.
 printf '\000\001\000\000\041\022\244\102abcdefghijkl' > "$work/stun"
