@@ -11,6 +11,8 @@
 //! - [`run`]: one single-threaded event loop per core, each with its own sockets.
 
 mod dispatch;
+#[doc(hidden)]
+pub mod fuzz;
 mod run;
 mod send;
 
