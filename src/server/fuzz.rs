@@ -60,8 +60,6 @@ const LOCAL: &str = "127.0.0.1:5060";
 /// Where every input comes from: not loopback (which `sipfarm farm status` treats apart).
 const SOURCE: &str = "192.0.2.7:5070";
 /// The one connection's id (no real connection exists to collide with it).
-const CONN_ID: u64 = 1;
-
 /// The server with no sockets, and what is needed to feed it.
 #[doc(hidden)]
 pub struct Harness {
@@ -148,7 +146,8 @@ impl Harness {
                 Framing::Stream => stream(&mut st, data).await,
             }
         });
-        drain(&mut st.rx);
+        let st = &mut *st;
+        drain(&st.conn, &mut st.rx);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -225,12 +224,7 @@ fn new_state(cfg: &Config) -> State {
     // runtime, and nothing expires within a feed anyway.
     let store = Store::Memory(Arc::new(MemoryStore::new()));
     let server = Arc::new(Server::new(cfg.clone(), identity, store, auth, Vec::new()));
-    let (tx, rx) = mpsc::channel(256);
-    let conn = Conn {
-        id: CONN_ID,
-        tx,
-        hold_until: Arc::new(AtomicU64::new(0)),
-    };
+    let (conn, rx) = Conn::new(std::net::SocketAddr::from(([127, 0, 0, 1], 5099)), 1 << 20);
     State {
         server,
         conn,
@@ -254,8 +248,10 @@ fn peer(st: &State, proto: Proto) -> Peer {
 }
 
 /// What would be written to the socket: read and dropped.
-fn drain(rx: &mut mpsc::Receiver<Bytes>) {
-    while rx.try_recv().is_ok() {}
+fn drain(conn: &Conn, rx: &mut mpsc::Receiver<Bytes>) {
+    while let Ok(b) = rx.try_recv() {
+        conn.link().written(b.len());
+    }
 }
 
 /// `transport::udp::serve` for one datagram.
@@ -287,11 +283,11 @@ async fn stream(st: &mut State, read: &[u8]) {
     let max = st.server.cfg.max_message_size;
     loop {
         // What the connection's writer would write, written.
-        drain(&mut st.rx);
+        drain(&st.conn, &mut st.rx);
         let buf = &mut st.buf;
         if buf.starts_with(b"\r\n\r\n") {
             buf.advance(4);
-            let _ = st.conn.tx.send(Bytes::from_static(b"\r\n")).await;
+            let _ = st.conn.send(Bytes::from_static(b"\r\n"));
             continue;
         }
         if buf.starts_with(b"\r\n") && buf.len() >= 3 && buf[2] != b'\r' {
