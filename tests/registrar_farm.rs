@@ -182,9 +182,10 @@ fn farm_refresh_after_the_other_instance_wrote() {
             vec![c1.to_owned(), c2.to_owned()],
             "round {round}"
         );
-        assert_eq!(
-            expires_of(&r, c1),
-            Some(300 + round),
+        // The seconds left: a second may tick between the two REGISTERs.
+        let left = expires_of(&r, c1).unwrap_or(0);
+        assert!(
+            (299 + round..=300 + round).contains(&left),
             "round {round}: {}",
             r.text
         );
