@@ -5,9 +5,11 @@
 //! - [`Framing::Datagram`]: what `transport::udp` does with one datagram (STUN keep-alive,
 //!   blank keep-alive, then the message), and what the handler does with it.
 //! - [`Framing::Stream`]: what `transport::tcp` does with the bytes of one read (CRLF CRLF
-//!   pings answered, lone CRLFs skipped, messages framed by Content-Length, a framing error
-//!   handed to `on_unframed` and the connection closed), over one connection that lives until
-//!   [`Harness::reset`].
+//!   pings answered, lone CRLFs skipped, messages framed by Content-Length with the scan
+//!   resumed across reads, a framing error handed to `on_unframed` and the connection
+//!   closed), over one connection that lives until [`Harness::reset`]. Each resumed scan
+//!   (`sip::frame_len_from`) must agree with a scan of the whole buffer from its start
+//!   (`sip::frame_len`): a disagreement panics, so the fuzzer reports it.
 //!
 //! Everything is decided and nothing is sent: the handler's steps are run here up to the
 //! [`Outcome`] of `decide` (and `proxy::forward_response` for responses), then what would be
@@ -39,7 +41,7 @@ use crate::location::Store;
 use crate::location::memory::MemoryStore;
 use crate::proxy::{Forward, forward_response};
 use crate::sip::response::{Refusal, Response, udp_response_target};
-use crate::sip::{self, Message, ParseError};
+use crate::sip::{self, FrameScan, Message, ParseError};
 use crate::transport::{Conn, Peer, Proto, ReplyPath, stun};
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -59,7 +61,7 @@ const PASSWORD: &str = "fuzz-password";
 const LOCAL: &str = "127.0.0.1:5060";
 /// Where every input comes from: not loopback (which `sipfarm farm status` treats apart).
 const SOURCE: &str = "192.0.2.7:5070";
-/// The one connection's id (no real connection exists to collide with it).
+
 /// The server with no sockets, and what is needed to feed it.
 #[doc(hidden)]
 pub struct Harness {
@@ -78,6 +80,8 @@ struct State {
     rx: mpsc::Receiver<Bytes>,
     /// The bytes read on the connection and not yet framed.
     buf: BytesMut,
+    /// How far the framing scan of the first message got (as `transport::tcp` keeps it).
+    scan: FrameScan,
     /// The stream has been used (the connection is then in the server's table).
     opened: bool,
     /// A framing error closed the connection: further bytes are not read.
@@ -230,6 +234,7 @@ fn new_state(cfg: &Config) -> State {
         conn,
         rx,
         buf: BytesMut::new(),
+        scan: FrameScan::default(),
         opened: false,
         closed: false,
     }
@@ -287,11 +292,13 @@ async fn stream(st: &mut State, read: &[u8]) {
         let buf = &mut st.buf;
         if buf.starts_with(b"\r\n\r\n") {
             buf.advance(4);
+            st.scan = FrameScan::default();
             let _ = st.conn.send(Bytes::from_static(b"\r\n"));
             continue;
         }
         if buf.starts_with(b"\r\n") && buf.len() >= 3 && buf[2] != b'\r' {
             buf.advance(2);
+            st.scan = FrameScan::default();
             continue;
         }
         if buf.iter().all(|b| *b == b'\r' || *b == b'\n') {
@@ -300,9 +307,16 @@ async fn stream(st: &mut State, read: &[u8]) {
             }
             break;
         }
-        match sip::frame_len(buf, max) {
+        let framed = sip::frame_len_from(buf, max, &mut st.scan);
+        assert_eq!(
+            framed,
+            sip::frame_len(buf, max),
+            "the resumed framing scan disagrees with a whole scan of the same buffer"
+        );
+        match framed {
             Ok(n) => {
                 let msg = buf.split_to(n).freeze();
+                st.scan = FrameScan::default();
                 on_message(&st.server, msg, &peer).await;
             }
             Err(ParseError::Incomplete) => break,
