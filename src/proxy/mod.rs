@@ -70,11 +70,30 @@ pub struct ProxyConfig {
     pub deny: Vec<ipnet::IpNet>,
 }
 
-/// A message to send, decided: its bytes and where they go.
+/// A message to send, decided: its bytes and where they go, and what to do when that hop
+/// cannot be reached.
 #[derive(Debug)]
 pub(crate) struct Forward {
     pub bytes: Bytes,
     pub to: NextHop,
+    /// Tried in order when sending to `to` fails (a TCP dial refused or timed out, no
+    /// connection left): the same request over UDP (RFC 3261 18.1.1), the next RFC 3263
+    /// target. Each with its own bytes (the Via names the transport).
+    pub fallbacks: Vec<(Bytes, NextHop)>,
+    /// What the sender of a request gets when no hop could be reached.
+    pub unreachable: Refusal,
+}
+
+impl Forward {
+    /// One hop, no fall-back; 503 when it cannot be reached.
+    pub(crate) fn new(bytes: Bytes, to: NextHop) -> Forward {
+        Forward {
+            bytes,
+            to,
+            fallbacks: Vec::new(),
+            unreachable: Refusal::new(503, "Service Unavailable (next hop unreachable)"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,10 +391,7 @@ impl Proxy {
             },
         );
         tracing::debug!(%dest, proto = proto.as_str(), request_uri = %r.request_uri, "forwarding request");
-        Forward {
-            bytes: Bytes::from(bytes),
-            to: NextHop::Addr { proto, dest },
-        }
+        Forward::new(Bytes::from(bytes), NextHop::Addr { proto, dest })
     }
 
     /// Our Record-Route value for one side of a request, signed for its dialog (see

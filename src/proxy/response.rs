@@ -52,18 +52,12 @@ pub(crate) fn forward_response(
     let bytes = Bytes::from(pop_via(msg));
     // Back on the connection the request came in on, while it is open.
     if let Some(id) = conn.filter(|id| conns.by_id(*id).is_some()) {
-        return Some(Forward {
-            bytes,
-            to: NextHop::Conn(id),
-        });
+        return Some(Forward::new(bytes, NextHop::Conn(id)));
     }
     let (proto, dest) = back;
     if forbidden_destination(dest.ip()) || identity.is_farm_node(dest) {
         throttled_info!(%dest, "dropped a response toward a forbidden address");
         return None;
     }
-    Some(Forward {
-        bytes,
-        to: NextHop::Addr { proto, dest },
-    })
+    Some(Forward::new(bytes, NextHop::Addr { proto, dest }))
 }

@@ -27,11 +27,19 @@ impl Server {
                 self.answer(msg, peer, bytes).await;
             }
             Outcome::Refuse(refusal) => self.refuse(msg, peer, &refusal).await,
-            Outcome::Forward(f) => {
-                if !self.send(peer, f).await {
-                    let r = Refusal::new(503, "Service Unavailable (next hop unreachable)");
-                    self.refuse(msg, peer, &r).await;
+            Outcome::Forward(mut f) => {
+                let fallbacks = std::mem::take(&mut f.fallbacks);
+                let unreachable = f.unreachable.clone();
+                if self.send(peer, f.bytes, f.to).await {
+                    return;
                 }
+                for (bytes, to) in fallbacks {
+                    tracing::debug!(?to, "next hop unreachable, trying the next one");
+                    if self.send(peer, bytes, to).await {
+                        return;
+                    }
+                }
+                self.refuse(msg, peer, &unreachable).await;
             }
         }
     }
@@ -46,11 +54,11 @@ impl Server {
         if self.needs_dial(peer, &f) {
             let (server, peer) = (self.clone(), peer.clone());
             tokio::spawn(async move {
-                if !server.send(&peer, f).await {
+                if !server.send(&peer, f.bytes, f.to).await {
                     throttled_info!("could not forward a response");
                 }
             });
-        } else if !self.send(peer, f).await {
+        } else if !self.send(peer, f.bytes, f.to).await {
             throttled_info!("could not forward a response");
         }
     }
@@ -87,23 +95,23 @@ impl Server {
     }
 
     /// Send a decided message. False when it could not be sent.
-    async fn send(self: &Arc<Self>, via: &Peer, f: Forward) -> bool {
-        match f.to {
+    async fn send(self: &Arc<Self>, via: &Peer, bytes: Bytes, to: NextHop) -> bool {
+        match to {
             NextHop::Conn(id) => match self.conns.by_id(id) {
-                Some(conn) => conn.send(f.bytes),
+                Some(conn) => conn.send(bytes),
                 None => false,
             },
             NextHop::Addr {
                 proto: Proto::Udp,
                 dest,
             } => match self.udp_socket(via, dest) {
-                Some(sock) => sock.send_to(&f.bytes, dest).await.is_ok(),
-                None => self.send_tcp(dest, f.bytes).await,
+                Some(sock) => sock.send_to(&bytes, dest).await.is_ok(),
+                None => self.send_tcp(dest, bytes).await,
             },
             NextHop::Addr {
                 proto: Proto::Tcp,
                 dest,
-            } => self.send_tcp(dest, f.bytes).await,
+            } => self.send_tcp(dest, bytes).await,
         }
     }
 
