@@ -134,6 +134,30 @@ impl Identity {
         host == self.farm_host || self.serves_domain(&host) || self.is_local(&host, uri.port())
     }
 
+    /// Does this instance listen on `proto`?
+    pub(crate) fn listens(&self, proto: Proto) -> bool {
+        self.locals.iter().any(|(p, _)| *p == proto)
+    }
+
+    /// This instance's own SIP URI for `proto` (what other instances send to when it holds a
+    /// UA's flow): `sip:HOST:PORT`, with `;transport=tcp` for TCP.
+    pub(crate) fn own_uri(&self, proto: Proto) -> String {
+        let addr = self
+            .locals
+            .iter()
+            .find(|(p, _)| *p == proto)
+            .or(self.locals.first())
+            .map(|(_, a)| *a);
+        let Some(addr) = addr else {
+            return String::new();
+        };
+        let hp = crate::sip::uri::host_port(addr);
+        match proto {
+            Proto::Udp => format!("sip:{hp}"),
+            Proto::Tcp => format!("sip:{hp};transport=tcp"),
+        }
+    }
+
     /// The farm URI, as written in our Record-Route.
     pub(crate) fn farm_uri(&self) -> &str {
         &self.farm_uri

@@ -341,6 +341,7 @@ mod tests {
             reg_id: p.reg_id,
             updated: 0,
             removed: false,
+            flow: None,
         }
     }
 

@@ -69,6 +69,21 @@ pub struct Binding {
     /// A tombstone: the binding was removed. Kept until `expires_at` so that an old replica
     /// cannot bring it back.
     pub removed: bool,
+    /// The flow the binding was registered over, when requests must reach the UA on it
+    /// (RFC 5626 outbound, TCP, or a UA behind NAT) rather than at its Contact.
+    pub flow: Option<Flow>,
+}
+
+/// A flow held by one instance (RFC 5626 3.3): the UA is reached from that instance, over
+/// its TCP connection or from its UDP socket to the NAT's public address (`Binding::source`).
+/// Other instances route requests for the binding to the owner ([`Flow::owner`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    /// The owning instance's own SIP URI (`sip:HOST:PORT[;transport=tcp]`).
+    pub owner: String,
+    /// Why the flow is used: the Contact is not where the REGISTER came from (NAT), the
+    /// REGISTER came over TCP, or the UA asked for outbound (reg-id).
+    pub nat: bool,
 }
 
 impl Binding {
@@ -223,6 +238,7 @@ mod tests {
             reg_id: None,
             updated,
             removed,
+            flow: None,
         };
         let mut r = Record {
             aor: "a@x".into(),

@@ -12,8 +12,8 @@ use super::{Record, StoreError};
 use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 2] = b"SF";
-/// The format written by this release.
-const FORMAT_VERSION: u8 = 1;
+/// The format written by this release: 2 adds each binding's flow (RFC 5626).
+const FORMAT_VERSION: u8 = 2;
 
 /// The memcached key of an AOR.
 pub fn key(prefix: &str, aor: &str) -> String {
@@ -85,7 +85,10 @@ pub(crate) fn decode_any(value: &[u8]) -> Result<Record, StoreError> {
         .split_first()
         .ok_or_else(|| StoreError::Corrupt("truncated record".into()))?;
     match version {
-        1 => postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(e.to_string())),
+        1 => postcard::from_bytes::<v1::Record>(body)
+            .map(Record::from)
+            .map_err(|e| StoreError::Corrupt(e.to_string())),
+        2 => postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(e.to_string())),
         v => Err(StoreError::Corrupt(format!("unknown record format {v}"))),
     }
 }
@@ -97,6 +100,95 @@ pub(crate) fn decode(value: &[u8], aor: &str) -> Result<Record, StoreError> {
         return Err(StoreError::Corrupt("record belongs to another AOR".into()));
     }
     Ok(record)
+}
+
+/// Format 1, as release 1 wrote it (postcard has no optional trailing fields: each format
+/// is its own type).
+mod v1 {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub(super) struct Record {
+        aor: String,
+        bindings: Vec<Binding>,
+    }
+
+    #[derive(Deserialize)]
+    struct Binding {
+        contact: String,
+        params: String,
+        expires_at: u64,
+        q: Option<u16>,
+        call_id: String,
+        cseq: u32,
+        path: Vec<String>,
+        source: String,
+        instance_id: Option<String>,
+        reg_id: Option<u32>,
+        updated: u64,
+        removed: bool,
+    }
+
+    impl From<Record> for super::Record {
+        fn from(r: Record) -> Self {
+            let bindings = r.bindings.into_iter().map(|b| crate::location::Binding {
+                contact: b.contact,
+                params: b.params,
+                expires_at: b.expires_at,
+                q: b.q,
+                call_id: b.call_id,
+                cseq: b.cseq,
+                path: b.path,
+                // A TCP binding of release 1 is reached over its connection only by the
+                // instance that holds it, which release 1 did not record: the Contact.
+                source: b.source,
+                instance_id: b.instance_id,
+                reg_id: b.reg_id,
+                updated: b.updated,
+                removed: b.removed,
+                flow: None,
+            });
+            super::Record {
+                aor: r.aor,
+                bindings: bindings.collect(),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn sample() -> Vec<u8> {
+        // What release 1 wrote for one binding (postcard of the fields above).
+        #[derive(serde::Serialize)]
+        struct B<'a>(
+            &'a str,
+            &'a str,
+            u64,
+            Option<u16>,
+            &'a str,
+            u32,
+            Vec<String>,
+            &'a str,
+        );
+        #[derive(serde::Serialize)]
+        struct R<'a>(
+            &'a str,
+            Vec<(B<'a>, Option<&'a str>, Option<u32>, u64, bool)>,
+        );
+        let b = B(
+            "sip:a@h",
+            "",
+            1_900_000_000,
+            None,
+            "c",
+            3,
+            vec![],
+            "udp:127.0.0.1:5070",
+        );
+        let body = postcard::to_allocvec(&R("a@example.test", vec![(b, None, Some(1), 9, false)]));
+        let mut out = b"SF\x01".to_vec();
+        out.extend(body.expect("encodes"));
+        out
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +210,10 @@ mod tests {
             reg_id: Some(1),
             updated: 5,
             removed: false,
+            flow: Some(crate::location::Flow {
+                owner: "sip:127.0.0.1:5060;transport=tcp".into(),
+                nat: true,
+            }),
         }
     }
 
@@ -166,6 +262,21 @@ mod tests {
         assert_eq!(
             encode_fitting(&mut r, live - 1).unwrap_err(),
             StoreError::TooLarge
+        );
+    }
+
+    #[test]
+    fn format_1_is_still_read() {
+        let r = decode(&v1::sample(), "a@example.test").unwrap();
+        assert_eq!(r.bindings.len(), 1);
+        let b = &r.bindings[0];
+        assert_eq!(
+            (b.contact.as_str(), b.cseq, b.reg_id),
+            ("sip:a@h", 3, Some(1))
+        );
+        assert_eq!(
+            (b.source.as_str(), b.updated, &b.flow),
+            ("udp:127.0.0.1:5070", 9, &None)
         );
     }
 

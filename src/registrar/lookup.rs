@@ -107,6 +107,7 @@ mod tests {
             reg_id: None,
             updated,
             removed: false,
+            flow: None,
         }
     }
 

@@ -7,9 +7,13 @@
 //!   404, no live binding 480, the binding a stateless proxy must choose, Path as the route
 //!   set, the TCP connection the binding was registered over).
 //!
+//! - [`flow`]: which flow reaches a UA (RFC 5626 outbound, TCP, NAT) and which instance holds
+//!   it.
+//!
 //! Both decide and return values (a reply, a target, or a [`Refusal`](crate::sip::response::Refusal));
 //! the server sends.
 
+pub(crate) mod flow;
 pub(crate) mod lookup;
 pub(crate) mod save;
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! 8. 200 OK with every current binding and its expiry, and a Date header.
 
 use super::RegistrarConfig;
+use super::flow::Arrival;
 use crate::clock::hlc_stamp;
 use crate::identity::Identity;
 use crate::location::matching::{Matcher, Probe};
@@ -88,6 +89,7 @@ pub(crate) struct Register {
     pub cseq: u32,
     pub path: Vec<String>,
     pub source: String,
+    pub arrival: Arrival,
 }
 
 /// q-value "0.5" -> 500 (RFC 3261 20.10: 0 to 1, at most three decimals).
@@ -213,6 +215,7 @@ pub(crate) fn read(
         cseq,
         path,
         source: format!("{}:{}", proto.as_str(), src),
+        arrival: Arrival::of(req, src, proto, identity),
     })
 }
 
@@ -378,6 +381,7 @@ fn tombstone(b: &mut Binding, r: &Register, stamp: u64) {
     b.path = Vec::new();
     b.params = String::new();
     b.source = String::new();
+    b.flow = None;
     b.q = None;
     b.call_id = r.call_id.clone();
     b.cseq = r.cseq;
@@ -398,6 +402,11 @@ fn binding(r: &Register, c: &NewContact, now: u64, stamp: u64) -> Binding {
         reg_id: c.reg_id,
         updated: stamp,
         removed: false,
+        flow: r.arrival.flow_for(
+            &c.uri,
+            !r.path.is_empty(),
+            c.reg_id.is_some() && c.instance_id.is_some(),
+        ),
     }
 }
 
@@ -475,10 +484,27 @@ fn ok_response(req: &Message, src: SocketAddr, r: &Register, contacts: &str) -> 
         }
     }
     resp = resp.header("Date", crate::sip::response::http_date());
+    if asks_outbound(r) {
+        // RFC 5626 5.2: the registrar tells the UA its flow is used, and how often to
+        // keep it alive (4.4).
+        let secs = match r.arrival.proto {
+            Proto::Udp => super::flow::FLOW_TIMER_UDP,
+            Proto::Tcp => super::flow::FLOW_TIMER_TCP,
+        };
+        resp = resp
+            .header("Require", "outbound")
+            .header("Flow-Timer", secs);
+    }
     if !r.path.is_empty() || supports_path {
         resp = resp.header("Supported", "path");
     }
     resp.build()
+}
+
+/// RFC 5626 5.2: `Supported: outbound`, and a contact with reg-id and instance-id.
+fn asks_outbound(r: &Register) -> bool {
+    r.arrival.outbound
+        && matches!(&r.change, Change::Set(cs) if cs.iter().any(|c| c.reg_id.is_some() && c.instance_id.is_some()))
 }
 
 /// 500 -> "0.5", 1000 -> "1", 25 -> "0.025".

@@ -90,6 +90,7 @@ mod tests {
             reg_id: None,
             updated,
             removed,
+            flow: None,
         }
     }
 

@@ -192,6 +192,7 @@ mod tests {
             reg_id: None,
             updated: 1,
             removed: false,
+            flow: None,
         };
         Record {
             aor: "a@x".into(),

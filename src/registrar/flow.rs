@@ -1,0 +1,148 @@
+//! Which flow reaches a UA (RFC 5626 3.3 and 5.2; NAT detection in the manner of Kamailio's
+//! nathelper `nat_uac_test`, RFC 3581 for what the source address means).
+//!
+//! A UA is reached at its Contact only when the Contact is where its REGISTER came from over
+//! UDP. Otherwise it is reached on the flow it registered over, which one instance holds:
+//! its TCP connection (a UA behind NAT, or firewalled, accepts nothing else), or, over UDP,
+//! the NAT's public address and port, from the instance's own socket (a port-restricted NAT
+//! lets in only packets from the address the UA last sent to). The binding names that
+//! instance ([`Flow::owner`]) so that every other instance routes to it.
+
+use crate::identity::Identity;
+use crate::location::Flow;
+use crate::sip::Message;
+use crate::sip::uri::parse_sip;
+use crate::transport::Proto;
+use sip_uri::SipUri;
+use std::net::{IpAddr, SocketAddr};
+
+/// Flow-Timer (RFC 5626 4.4.1, 5.2): seconds between keep-alives that keep a NAT binding
+/// open: UDP NAT bindings often last only 30 s, TCP ones far longer.
+pub(crate) const FLOW_TIMER_UDP: u32 = 29;
+pub(crate) const FLOW_TIMER_TCP: u32 = 120;
+
+/// How a REGISTER arrived: what decides each contact's flow.
+#[derive(Debug, Clone)]
+pub(crate) struct Arrival {
+    pub src: SocketAddr,
+    pub proto: Proto,
+    /// This instance's own SIP URI, the owner of flows registered through it.
+    pub owner: String,
+    /// The top Via's sent-by is not the source address (RFC 3581: the UA is behind NAT).
+    pub via_nat: bool,
+    /// The UA supports RFC 5626 outbound (`Supported: outbound`).
+    pub outbound: bool,
+}
+
+impl Arrival {
+    pub(crate) fn of(req: &Message, src: SocketAddr, proto: Proto, identity: &Identity) -> Self {
+        let via_nat = req.top_via().is_ok_and(|v| {
+            let port = v.port.unwrap_or(5060);
+            match v.host_bare().parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip.to_canonical(), port) != canonical(src),
+                // A name in sent-by: nothing to compare (Kamailio's test 2 is about IPs).
+                Err(_) => false,
+            }
+        });
+        let outbound = req
+            .option_tags(&crate::sip::header::HeaderName::Supported)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("outbound"));
+        Arrival {
+            src,
+            proto,
+            owner: identity.own_uri(proto_to_owner(identity)),
+            via_nat,
+            outbound,
+        }
+    }
+
+    /// The flow that reaches the UA at `contact`, or None when the Contact itself does (a UA
+    /// with a public address over UDP; a binding with a Path, whose first hop reaches it).
+    pub(crate) fn flow_for(&self, contact: &str, has_path: bool, outbound: bool) -> Option<Flow> {
+        if has_path {
+            return None;
+        }
+        let nat = self.via_nat || contact_differs(contact, self.src);
+        let use_flow = nat || self.proto == Proto::Tcp || (outbound && self.outbound);
+        use_flow.then(|| Flow {
+            owner: self.owner.clone(),
+            nat,
+        })
+    }
+}
+
+/// Instances reach each other over TCP when this one listens on TCP: a refused connection
+/// tells at once that the owner is gone (UDP would only time out).
+fn proto_to_owner(identity: &Identity) -> Proto {
+    if identity.listens(Proto::Tcp) {
+        Proto::Tcp
+    } else {
+        Proto::Udp
+    }
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// Does an IP Contact name another address than the REGISTER's source (a private address
+/// behind NAT, or the UA's idea of its port)? A Contact with a host name is taken as given.
+fn contact_differs(contact: &str, src: SocketAddr) -> bool {
+    let Some(uri) = parse_sip(contact) else {
+        return false;
+    };
+    contact_addr(&uri).is_some_and(|a| canonical(a) != canonical(src))
+}
+
+fn contact_addr(uri: &SipUri) -> Option<SocketAddr> {
+    let host = crate::sip::uri::host(uri)?;
+    let ip: IpAddr = host.trim_matches(|c| c == '[' || c == ']').parse().ok()?;
+    Some(SocketAddr::new(ip, uri.port().unwrap_or(5060)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arrival(src: &str, proto: Proto, via_nat: bool) -> Arrival {
+        Arrival {
+            src: src.parse().unwrap(),
+            proto,
+            owner: "sip:127.0.0.1:5060;transport=tcp".into(),
+            via_nat,
+            outbound: false,
+        }
+    }
+
+    #[test]
+    fn flows_only_where_the_contact_does_not_reach() {
+        let public = arrival("127.0.0.1:5070", Proto::Udp, false);
+        assert_eq!(public.flow_for("sip:a@127.0.0.1:5070", false, false), None);
+        assert_eq!(public.flow_for("sip:a@phone.test", false, false), None);
+        let nat = public
+            .flow_for("sip:a@10.0.0.7:5070", false, false)
+            .unwrap();
+        assert!(nat.nat);
+        assert!(
+            public
+                .flow_for("sip:a@127.0.0.1:5071", false, false)
+                .is_some()
+        );
+        // A Path reaches it; TCP always uses the connection; Via says NAT.
+        assert_eq!(public.flow_for("sip:a@10.0.0.7", true, false), None);
+        let tcp = arrival("127.0.0.1:5070", Proto::Tcp, false);
+        assert!(
+            !tcp.flow_for("sip:a@127.0.0.1:5070", false, false)
+                .unwrap()
+                .nat
+        );
+        let via = arrival("127.0.0.1:5070", Proto::Udp, true);
+        assert!(
+            via.flow_for("sip:a@127.0.0.1:5070", false, false)
+                .unwrap()
+                .nat
+        );
+    }
+}
