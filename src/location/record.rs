@@ -184,7 +184,8 @@ mod v1 {
             vec![],
             "udp:127.0.0.1:5070",
         );
-        let body = postcard::to_allocvec(&R("a@example.test", vec![(b, None, Some(1), 9, false)]));
+        let body =
+            postcard::to_allocvec(&R("a@example.test", vec![(b, (None, Some(1), 9, false))]));
         let mut out = b"SF\x01".to_vec();
         out.extend(body.expect("encodes"));
         out
