@@ -169,11 +169,9 @@ mod v1 {
             Vec<String>,
             &'a str,
         );
+        type Rest<'a> = (Option<&'a str>, Option<u32>, u64, bool);
         #[derive(serde::Serialize)]
-        struct R<'a>(
-            &'a str,
-            Vec<(B<'a>, Option<&'a str>, Option<u32>, u64, bool)>,
-        );
+        struct R<'a>(&'a str, Vec<(B<'a>, Rest<'a>)>);
         let b = B(
             "sip:a@h",
             "",
