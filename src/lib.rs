@@ -16,7 +16,7 @@
 //!             set, 404 vs 480, the TCP connection hint), like Kamailio's save.c / lookup.c
 //! auth        digest authentication (RFC 3261 22, 7616, 8760), farm-wide nonces, the gate:
 //!             who is challenged, who may register which address, who may relay
-//! resolve     RFC 3263 (NAPTR, SRV, A/AAAA)
+//! resolve     RFC 3263 (maddr, NAPTR, SRV, A/AAAA): the ordered targets, for fail-over
 //! identity    which domains we serve, which addresses are us, which URIs name the farm,
 //!             the farm's memcached nodes, the farm's key (signed Via and Record-Route)
 //! transport   udp, tcp: framing, connections, socket binding; moves bytes only

@@ -35,7 +35,7 @@ use crate::sip::addr::{NameAddr, route_uri};
 use crate::sip::edit::{RequestEdits, forward_request};
 use crate::sip::header::HeaderName;
 use crate::sip::response::Refusal;
-use crate::sip::uri::{host as uri_host, host_port, parse_sip};
+use crate::sip::uri::{host as uri_host, host_port, parse_sip, scheme};
 use crate::throttle::throttled_info;
 use crate::transport::{Connections, Peer, Proto, ReplyPath};
 use bytes::Bytes;
@@ -144,6 +144,29 @@ struct Routing {
     routes_changed: bool,
 }
 
+/// RFC 3261 26.2.2, RFC 5630: a SIPS Request-URI or next hop may only be sent over TLS, on
+/// every hop, and sipfarm has no TLS yet, so it is refused, never downgraded to UDP or TCP
+/// (nor given a `sip:` Record-Route). A SIPS URI the request itself chose (Request-URI,
+/// Route, a strict router's last Route) gets 416 Unsupported URI Scheme, what 16.3 item 2
+/// and 8.2.2.1 prescribe for a scheme the element cannot handle, and what tells the caller
+/// that this proxy will not take it (a 480 would invite a retry). A SIPS contact found by
+/// the lookup gets 480: the user is registered but unreachable from here.
+fn refuse_sips(hop: &Hop, r: &Routing) -> Result<(), Refusal> {
+    let sips = |u: &str| scheme(u).as_deref() == Some("sips");
+    if !sips(&hop.uri.to_string()) && !sips(&r.request_uri) {
+        return Ok(());
+    }
+    throttled_info!(next_hop = %hop.uri, "refused a SIPS next hop: no TLS");
+    Err(if hop.registered {
+        Refusal::new(480, "Temporarily Unavailable (the target needs TLS)")
+    } else {
+        Refusal::new(
+            416,
+            "Unsupported URI Scheme (SIPS needs TLS, not offered here)",
+        )
+    })
+}
+
 /// Never send to these (RFC 4475 bcast: a Via naming a broadcast address is not followed).
 pub(crate) fn forbidden_destination(ip: IpAddr) -> bool {
     match ip {
@@ -184,8 +207,21 @@ impl Proxy {
             // route can swap the Request-URI) and the lookup.
             return Err(Refusal::new(403, "Forbidden (relaying denied)"));
         }
-        let (proto, dest) = self.locate(&hop, conns, msg).await?;
-        Ok(self.forward(msg, peer, &routing, proto, dest, &loop_hash))
+        refuse_sips(&hop, &routing)?;
+        let mut hops = self.locate(&hop, conns, msg).await?.into_iter();
+        let (proto, dest) = hops
+            .next()
+            .ok_or_else(|| Refusal::new(503, "Service Unavailable (no next hop)"))?;
+        let mut forward = self.forward(msg, peer, &routing, proto, dest, &loop_hash);
+        // RFC 3263 4.3: the next targets, each with its own bytes (its Via and Record-Route
+        // name its transport and our address toward it).
+        forward.fallbacks = hops
+            .map(|(proto, dest)| {
+                let f = self.forward(msg, peer, &routing, proto, dest, &loop_hash);
+                (f.bytes, f.to)
+            })
+            .collect();
+        Ok(forward)
     }
 
     /// 16.3 items 3 and 4; returns the loop-detection part of our branch.
@@ -307,34 +343,48 @@ impl Proxy {
         })
     }
 
-    /// Where the next hop is: an open connection to the binding's TCP source, else RFC 3263.
-    /// Never a memcached node of the farm; never a denied network when the request chose it.
+    /// Where the next hop is: an open connection to the binding's TCP source, else RFC 3263
+    /// (maddr, then SRV fail-over: the targets in the order they are tried, see
+    /// [`crate::resolve`]). Never a memcached node of the farm; never a denied network when
+    /// the request chose it; every target is checked, and the request is refused only when
+    /// none is left.
     async fn locate(
         &self,
         hop: &Hop,
         conns: &Connections,
         msg: &Message,
-    ) -> Result<(Proto, SocketAddr), Refusal> {
+    ) -> Result<Vec<(Proto, SocketAddr)>, Refusal> {
         if let Some(addr) = hop.tcp_hint.filter(|a| conns.by_addr(*a).is_some()) {
-            return Ok((Proto::Tcp, addr));
+            return Ok(vec![(Proto::Tcp, addr)]);
         }
-        let target = self.resolver.resolve(&hop.uri).await.map_err(|e| {
+        let targets = self.resolver.resolve(&hop.uri).await.map_err(|e| {
             throttled_info!(next_hop = %hop.uri, error = %e, "cannot resolve the next hop");
             Refusal::new(503, "Service Unavailable (next hop unresolvable)")
         })?;
-        let ip = target.addr.ip();
-        let denied = !hop.registered && self.deny.iter().any(|n| n.contains(&ip.to_canonical()));
-        if forbidden_destination(ip) || self.identity.is_farm_node(target.addr) || denied {
-            throttled_info!(dest = %target.addr, "refused a forbidden destination");
+        let estimate = msg.framed_len() + 300;
+        let mut hops = Vec::with_capacity(targets.len());
+        for target in targets {
+            let ip = target.addr.ip();
+            let denied =
+                !hop.registered && self.deny.iter().any(|n| n.contains(&ip.to_canonical()));
+            if forbidden_destination(ip) || self.identity.is_farm_node(target.addr) || denied {
+                throttled_info!(dest = %target.addr, "refused a forbidden destination");
+                continue;
+            }
+            let proto =
+                if target.proto == Proto::Udp && !target.explicit && estimate > UDP_MTU_LIMIT {
+                    Proto::Tcp // 18.1.1
+                } else {
+                    target.proto
+                };
+            if !hops.contains(&(proto, target.addr)) {
+                hops.push((proto, target.addr));
+            }
+        }
+        if hops.is_empty() {
             return Err(Refusal::new(403, "Forbidden destination"));
         }
-        let estimate = msg.framed_len() + 300;
-        let proto = if target.proto == Proto::Udp && !target.explicit && estimate > UDP_MTU_LIMIT {
-            Proto::Tcp // 18.1.1
-        } else {
-            target.proto
-        };
-        Ok((proto, target.addr))
+        Ok(hops)
     }
 
     /// 16.6: the forwarded request, as edits over the received bytes.
@@ -402,5 +452,46 @@ impl Proxy {
             Proto::Udp => format!("<{farm};lr;{RR_PARAM}={sig}>"),
             Proto::Tcp => format!("<{farm};transport=tcp;lr;{RR_PARAM}={sig}>"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing(request_uri: &str) -> Routing {
+        let ruri = parse_sip(request_uri).unwrap();
+        Routing {
+            request_uri: request_uri.to_owned(),
+            host: uri_host(&ruri).unwrap_or_default(),
+            ruri,
+            routes: Vec::new(),
+            routes_changed: false,
+        }
+    }
+
+    fn hop(uri: &str, registered: bool) -> Hop {
+        Hop {
+            uri: parse_sip(uri).unwrap(),
+            tcp_hint: None,
+            registered,
+        }
+    }
+
+    /// A lookup that yields a SIPS contact is not downgraded: 480 (the user is registered,
+    /// just not reachable without TLS); a SIPS hop the request chose: 416.
+    #[test]
+    fn sips_next_hops_are_refused() {
+        let contact = "sips:bob@192.0.2.1:5061";
+        let code = |h: &Hop, r: &Routing| refuse_sips(h, r).err().map(|e| e.code);
+        assert_eq!(code(&hop(contact, true), &routing(contact)), Some(480));
+        assert_eq!(
+            code(&hop("sips:192.0.2.2;lr", false), &routing("sip:b@x.test")),
+            Some(416)
+        );
+        assert_eq!(
+            code(&hop("sip:b@x.test", false), &routing("sip:b@x.test")),
+            None
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! What every request must pass before a rule acts on it, and which rule acts: RFC 3261
-//! 8.2.1 and 16.3 (syntax 400/505, URI scheme 416, Require / Proxy-Require 420), 17.2.1-style
+//! 8.2.1 and 16.3 (syntax 400/505, URI scheme 416, Require / Proxy-Require 420), 26.2.2
+//! and RFC 5630 (SIPS only over TLS, which sipfarm has not yet: 416), 17.2.1-style
 //! absorption of the ACK for one of our own final answers, 10.3 step 1 (REGISTER for one of
 //! our domains goes to the registrar), 11.2 (OPTIONS to the instance is answered here).
 //! Returns an [`Outcome`]; nothing is sent from here.
@@ -56,6 +57,7 @@ impl Server {
             None => true,
         };
         if as_uas && method == "REGISTER" {
+            check_sips_contacts(msg)?;
             let reply = registrar::save(
                 &self.store,
                 &self.cfg.registrar,
@@ -129,11 +131,41 @@ fn request_uri(msg: &Message) -> Result<SipUri, Refusal> {
     if !matches!(scheme(ruri).as_deref(), Some("sip") | Some("sips")) {
         return Err(Refusal::new(416, "Unsupported URI Scheme"));
     }
+    if scheme(ruri).as_deref() == Some("sips") {
+        // RFC 3261 26.2.2, RFC 5630: a SIPS request travels over TLS on every hop, and every
+        // transport here is plain (no TLS yet): neither answered as if it had been secured
+        // nor forwarded downgraded. 416 as for a scheme the element does not support (8.2.2.1,
+        // 16.3 item 2).
+        return Err(sips_refusal());
+    }
     let uri = parse_sip(ruri).ok_or_else(|| Refusal::new(400, "Bad Request-URI"))?;
     if !uri.headers().is_empty() {
         return Err(Refusal::new(400, "Request-URI must not hold headers"));
     }
     Ok(uri)
+}
+
+fn sips_refusal() -> Refusal {
+    Refusal::new(
+        416,
+        "Unsupported URI Scheme (SIPS needs TLS, not offered here)",
+    )
+}
+
+/// RFC 3261 10.2.1 and 26.2.2, RFC 5630: a SIPS contact may only be reached over TLS, so
+/// binding one from a REGISTER over a plain transport would either never be reachable or be
+/// downgraded: refused (416, as for the Request-URI). A SIPS address-of-record in To with
+/// `sip:` contacts is accepted: 10.2.1 lets a client register non-SIPS contacts under a SIPS
+/// AOR, and the AOR is the same user whatever its scheme.
+fn check_sips_contacts(msg: &Message) -> Result<(), Refusal> {
+    let contacts = msg.list(&HeaderName::Contact).unwrap_or_default();
+    let sips = contacts
+        .iter()
+        .any(|c| NameAddr::parse(c).is_ok_and(|a| scheme(&a.uri).as_deref() == Some("sips")));
+    if sips {
+        return Err(sips_refusal());
+    }
+    Ok(())
 }
 
 /// Proxy-Require always (we are a proxy in front of everything); Require where we are the

@@ -6,17 +6,20 @@
 //! - `ua`: user agents over UDP and TCP, and the tests' own SIP reader (not sipfarm's parser);
 //! - `sipp`: the sipp scenarios of bench/sipp, shared with the bench;
 //! - `digest`: the tests' own digest client (MD5 and SHA-256, qop=auth);
-//! - `authfarm`: two instances with authentication on, over nodes away from 127.0.0.1.
+//! - `authfarm`: two instances with authentication on, over nodes away from 127.0.0.1;
+//! - `dns`: dnsmasq serving a test's own records (RFC 3263: SRV, A).
 #![allow(dead_code, unused_imports)]
 
 mod authfarm;
 mod digest;
+mod dns;
 mod processes;
 mod sipp;
 mod ua;
 
 pub use authfarm::*;
 pub use digest::*;
+pub use dns::*;
 pub use processes::*;
 pub use sipp::*;
 pub use ua::*;
