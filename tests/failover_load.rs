@@ -90,12 +90,34 @@ fn detection_ms(at: std::net::SocketAddr, node: &str, since: Instant) -> u128 {
     }
 }
 
+/// The two runs take turns: each is 4 processes of load on a 2-core CI machine, and
+/// together they starved healthy memcached nodes past their deadline there (failures before
+/// any fault, which say nothing about fail-over).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The status lines of the answers sipp did not expect (its error file), counted.
+fn unexpected_answers(errors: &Path) -> String {
+    let text = std::fs::read_to_string(errors).unwrap_or_default();
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for line in text.lines().filter(|l| l.starts_with("SIP/2.0 ")) {
+        *counts.entry(line.trim()).or_default() += 1;
+    }
+    format!("{counts:?}")
+}
+
 fn load_with_failure(how: &str) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut mc = [Memcached::start(), Memcached::start(), Memcached::start()];
     let refs: Vec<&Memcached> = mc.iter().collect();
-    let a = Sipfarm::with_farm(&refs, &["--replicas", "2"]);
-    let b = Sipfarm::with_farm(&refs, &["--replicas", "2"]);
     let tmp = TempDir::new("sipfarm-failover-");
+    // A deadline of 300 ms instead of the default 100: a shared CI machine stalls healthy
+    // nodes for more than 100 ms at times. The window is measured, whatever it is.
+    let config = tmp.join("farm.toml");
+    std::fs::write(&config, "[memcached]\ntimeout_ms = 300\n").unwrap();
+    let config = config.display().to_string();
+    let args = ["--replicas", "2", "--config", config.as_str()];
+    let a = Sipfarm::with_farm(&refs, &args);
+    let b = Sipfarm::with_farm(&refs, &args);
 
     // The callee: sipp's uas, registered through B.
     let uas = registered_uas(b.addr(), "loaduas", &[]);
@@ -103,7 +125,10 @@ fn load_with_failure(how: &str) {
     // 10 s of load: 200 REGISTER/s through A, 20 calls/s through B to the uas.
     let reg_stat = tmp.join("register.csv");
     let call_stat = tmp.join("calls.csv");
+    let reg_errors = tmp.join("register-errors.log").display().to_string();
     let (reg_args, _) = sipp_register(a.addr(), &["-r", "200", "-m", "2000", "-timeout", "40s"]);
+    let mut reg_args = reg_args;
+    reg_args.extend(["-trace_err", "-error_file", &reg_errors].map(str::to_owned));
     let (call_args, _) = sipp_call(
         b.addr(),
         tmp.path(),
@@ -154,8 +179,15 @@ fn load_with_failure(how: &str) {
     eprintln!(
         "FIGURES {how}: detection window {window_a} ms (instance A), {window_b} ms (instance B); failed calls before {before}, inside the window {inside}, after {after}; successful: {regs} registrations, {ok_calls} calls"
     );
-    assert_eq!(before, 0, "failures before the node died");
-    assert_eq!(after, 0, "failed calls after the detection window");
+    let unexpected = unexpected_answers(Path::new(&reg_errors));
+    assert_eq!(
+        before, 0,
+        "failures before the node died; answers: {unexpected}"
+    );
+    assert_eq!(
+        after, 0,
+        "failed calls after the detection window; answers: {unexpected}"
+    );
     assert!(
         regs >= 1900 && ok_calls >= 190,
         "the load ran: {regs} registrations, {ok_calls} calls"
