@@ -3,11 +3,16 @@
 //!
 //! - [`Identity::serves_domain`]: is this host one of our domains (RFC 3261 10.3 step 1, and
 //!   16.5: a Request-URI in one of our domains is looked up in the location service)?
-//! - [`Identity::is_local`]: is this host:port one of this instance's own sockets (RFC 3261
-//!   16.3 item 4 loop detection, 16.7 our Via on a response, OPTIONS to the instance)?
+//! - [`Identity::is_local`]: is this host:port one of this instance's own sockets, or what
+//!   one advertises (RFC 3261 16.3 item 4 loop detection, 16.7 our Via on a response,
+//!   OPTIONS to the instance)? A socket on 0.0.0.0 answers for every address of the host.
+//! - [`Identity::names_our_domain`]: one of our domains, with one of our ports or none
+//!   (RFC 3261 19.1.4 compares ports: a UA's contact on the IP that is also our domain,
+//!   `sip:127.0.0.1:5160`, is that UA, not us).
 //! - [`Identity::names_farm`]: does this Route or Request-URI designate the farm (RFC 3261
 //!   16.4: a Route naming us is removed; every instance of the farm treats the farm URI as
-//!   its own, so in-dialog requests may arrive at any of them)?
+//!   its own, so in-dialog requests may arrive at any of them)? Without a configured farm
+//!   URI, each instance names itself ([`Identity::own_uri`]), which phones reach without DNS.
 //! - [`Identity::is_farm_node`]: is this address one of the farm's memcached nodes (where
 //!   nothing that comes from SIP may ever be sent)?
 //! - [`Identity::mac`]: what only the farm can write (its key signs our Via and
@@ -17,7 +22,7 @@
 use crate::sip::Message;
 use crate::sip::addr::{NameAddr, route_uri};
 use crate::sip::header::HeaderName;
-use crate::sip::uri::host as uri_host;
+use crate::sip::uri::{host as uri_host, host_port, parse_sip};
 use crate::transport::Proto;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -25,16 +30,50 @@ use sip_uri::SipUri;
 use std::net::{IpAddr, SocketAddr};
 use subtle::ConstantTimeEq;
 
+/// One socket of this instance, and the address others reach it at.
+#[derive(Debug, Clone)]
+pub(crate) struct Local {
+    pub proto: Proto,
+    /// As bound (port 0 already resolved).
+    pub addr: SocketAddr,
+    /// The advertised host (lower case, IPv6 without brackets) and port: written in our Via
+    /// and Record-Route instead of `addr`, and counted as us.
+    pub advertise: Option<(String, u16)>,
+}
+
+impl From<(Proto, SocketAddr)> for Local {
+    fn from((proto, addr): (Proto, SocketAddr)) -> Local {
+        Local {
+            proto,
+            addr,
+            advertise: None,
+        }
+    }
+}
+
+/// A configured farm URI: as written in Record-Route, its host (lower case) and its port.
+#[derive(Debug, Clone)]
+struct FarmUri {
+    uri: String,
+    host: String,
+    port: Option<u16>,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
     /// Lowercased domains this farm is registrar for.
     domains: Vec<String>,
-    /// The URI (no user part, no `;lr`) that names the farm in Record-Route.
-    farm_uri: String,
-    /// Lowercased host of `farm_uri`.
-    farm_host: String,
-    /// The sockets of this instance (port 0 already resolved).
-    locals: Vec<(Proto, SocketAddr)>,
+    /// The URI (no user part, no `;lr`) that names the farm in Record-Route, when one is
+    /// configured; else each instance names itself ([`Identity::own_uri`]).
+    farm: Option<FarmUri>,
+    /// The sockets of this instance.
+    locals: Vec<Local>,
+    /// Every address of this host: a socket bound to the unspecified address answers for
+    /// each of them (and for loopback).
+    host_addrs: Vec<IpAddr>,
+    /// The host's primary IPv4 and IPv6 addresses: what our Via names for a socket on the
+    /// unspecified address with no advertised address.
+    primary: (Option<IpAddr>, Option<IpAddr>),
     /// The farm's memcached nodes: nothing is ever sent there (a SIP request is not a
     /// memcached command).
     farm_nodes: Vec<SocketAddr>,
@@ -44,20 +83,62 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
+    /// With a configured farm URI (`farm_host` its lower-cased host) and plain sockets: the
+    /// short form the unit tests use.
+    #[cfg(test)]
     pub(crate) fn new(
         domains: Vec<String>,
         farm_uri: String,
         farm_host: String,
         locals: Vec<(Proto, SocketAddr)>,
     ) -> Identity {
+        let mut i =
+            Identity::of_instance(domains, None, locals.into_iter().map(Local::from).collect());
+        let port = parse_sip(&farm_uri).and_then(|u| u.port());
+        i.farm = Some(FarmUri {
+            uri: farm_uri,
+            host: farm_host,
+            port,
+        });
+        i
+    }
+
+    /// This instance: its domains, the farm URI if one is configured (None: Record-Route
+    /// names this instance), its sockets with what they advertise.
+    pub(crate) fn of_instance(
+        domains: Vec<String>,
+        farm_uri: Option<String>,
+        locals: Vec<Local>,
+    ) -> Identity {
+        let farm = farm_uri.and_then(|uri| {
+            let parsed = parse_sip(&uri)?;
+            Some(FarmUri {
+                host: uri_host(&parsed).unwrap_or_default(),
+                port: parsed.port(),
+                uri,
+            })
+        });
         Identity {
             domains,
-            farm_uri,
-            farm_host,
+            farm,
             locals,
+            host_addrs: Vec::new(),
+            primary: (None, None),
             farm_nodes: Vec::new(),
             key: [0; 32],
         }
+    }
+
+    /// The same identity knowing this host's addresses (for sockets on 0.0.0.0 or [::]):
+    /// all of them, and the primary IPv4 and IPv6 ones.
+    pub(crate) fn with_host_addresses(
+        mut self,
+        all: Vec<IpAddr>,
+        primary: (Option<IpAddr>, Option<IpAddr>),
+    ) -> Identity {
+        self.host_addrs = all.into_iter().map(|a| a.to_canonical()).collect();
+        self.primary = primary;
+        self
     }
 
     /// The same identity with the farm's key (see [`load_key`]).
@@ -98,8 +179,8 @@ impl Identity {
     /// memcached, sipfarm and phones) only the node's own port is refused.
     pub(crate) fn is_farm_node(&self, dest: SocketAddr) -> bool {
         let ip = dest.ip().to_canonical();
-        let shared = self.locals.iter().any(|(_, l)| {
-            l.ip().to_canonical() == ip || (l.ip().is_unspecified() && ip.is_loopback())
+        let shared = self.locals.iter().any(|l| {
+            l.addr.ip().to_canonical() == ip || (l.addr.ip().is_unspecified() && ip.is_loopback())
         });
         self.farm_nodes
             .iter()
@@ -111,68 +192,130 @@ impl Identity {
         self.domains.iter().any(|d| d == host)
     }
 
-    /// Is host:port one of this instance's sockets (port 5060 when absent)? A socket bound
-    /// to the unspecified address answers for loopback.
+    /// Is host:port this instance (port 5060 when absent): one of its sockets, or what one
+    /// advertises (a name too)? A socket bound to the unspecified address answers for
+    /// loopback and for every address of this host.
     pub(crate) fn is_local(&self, host: &str, port: Option<u16>) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let Ok(ip) = host.parse::<IpAddr>() else {
-            return false;
-        };
         let port = port.unwrap_or(5060);
-        self.locals.iter().any(|(_, a)| {
-            a.port() == port && (a.ip() == ip || (a.ip().is_unspecified() && ip.is_loopback()))
+        let ip = host.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
+        self.locals.iter().any(|l| {
+            let advertised = l
+                .advertise
+                .as_ref()
+                .is_some_and(|(h, p)| *p == port && h.eq_ignore_ascii_case(host));
+            let bound = l.addr.ip().to_canonical();
+            let socket = l.addr.port() == port
+                && ip.is_some_and(|ip| {
+                    ip == bound
+                        || (bound.is_unspecified()
+                            && (ip.is_loopback() || self.host_addrs.contains(&ip)))
+                });
+            advertised || socket
         })
     }
 
-    /// Does `uri` designate the farm: no user part, and the farm host, one of our domains, or
-    /// one of our own addresses?
+    /// Is this explicit port (None: none written) one a URI naming us may carry: no port,
+    /// a port of our sockets or of what they advertise, or the farm URI's (RFC 3261 19.1.4
+    /// compares ports: `sip:example.test:5160` is not `sip:example.test`)?
+    fn our_port(&self, port: Option<u16>) -> bool {
+        let Some(port) = port else {
+            return true;
+        };
+        self.locals
+            .iter()
+            .any(|l| l.addr.port() == port || l.advertise.as_ref().is_some_and(|(_, p)| *p == port))
+            || self.farm.as_ref().is_some_and(|f| f.port == Some(port))
+    }
+
+    /// Does `uri` name one of our domains at one of our ports (or none)? A UA's contact on
+    /// the host that is also our domain (`sip:127.0.0.1:5160`) does not.
+    pub(crate) fn names_our_domain(&self, uri: &SipUri) -> bool {
+        self.serves_domain(&uri_host(uri).unwrap_or_default()) && self.our_port(uri.port())
+    }
+
+    /// Does `uri` designate the farm: no user part, and the farm host or one of our domains
+    /// at one of our ports (or none), or one of this instance's own addresses?
     pub(crate) fn names_farm(&self, uri: &SipUri) -> bool {
         if uri.user().is_some() {
             return false;
         }
         let host = uri_host(uri).unwrap_or_default();
-        host == self.farm_host || self.serves_domain(&host) || self.is_local(&host, uri.port())
+        let farm_host = self.farm.as_ref().is_some_and(|f| f.host == host);
+        ((farm_host || self.serves_domain(&host)) && self.our_port(uri.port()))
+            || self.is_local(&host, uri.port())
     }
 
     /// Does this instance listen on `proto`?
     pub(crate) fn listens(&self, proto: Proto) -> bool {
-        self.locals.iter().any(|(p, _)| *p == proto)
+        self.locals.iter().any(|l| l.proto == proto)
     }
 
-    /// This instance's own SIP URI for `proto` (what other instances send to when it holds a
-    /// UA's flow): `sip:HOST:PORT`, with `;transport=tcp` for TCP.
+    /// The configured farm URI, if any.
+    pub(crate) fn farm_uri(&self) -> Option<&str> {
+        self.farm.as_ref().map(|f| f.uri.as_str())
+    }
+
+    /// The URI our Record-Route names for a side reached over `proto` (no `;lr`): the farm
+    /// URI when one is configured, else this instance's own address.
+    pub(crate) fn record_route_uri(&self, proto: Proto) -> String {
+        match (&self.farm, proto) {
+            (Some(f), Proto::Udp) => f.uri.clone(),
+            (Some(f), Proto::Tcp) => format!("{};transport=tcp", f.uri),
+            (None, _) => self.own_uri(proto),
+        }
+    }
+
+    /// This instance's reachable SIP URI for `proto` (its advertised address, else its
+    /// socket's), e.g. `sip:203.0.113.5:5060` or `sip:203.0.113.5:5060;transport=tcp`; no
+    /// `;lr`.
     pub(crate) fn own_uri(&self, proto: Proto) -> String {
-        let addr = self
+        let local = self
             .locals
             .iter()
-            .find(|(p, _)| *p == proto)
-            .or(self.locals.first())
-            .map(|(_, a)| *a);
-        let Some(addr) = addr else {
-            return String::new();
-        };
-        let hp = crate::sip::uri::host_port(addr);
+            .find(|l| l.proto == proto)
+            .or(self.locals.first());
+        let hp = local.map_or_else(String::new, |l| self.reached_at(l));
         match proto {
             Proto::Udp => format!("sip:{hp}"),
             Proto::Tcp => format!("sip:{hp};transport=tcp"),
         }
     }
 
-    /// The farm URI, as written in our Record-Route.
-    pub(crate) fn farm_uri(&self) -> &str {
-        &self.farm_uri
-    }
-
-    /// The local address we put in our Via for `proto` toward `dest`: a socket of that
-    /// transport and address family, else any of that family, else the first.
-    pub(crate) fn sent_by(&self, proto: Proto, dest: SocketAddr) -> SocketAddr {
-        let same_family = |a: &SocketAddr| a.is_ipv4() == dest.is_ipv4();
+    /// The host:port we put in our Via for `proto` toward `dest`: of a socket of that
+    /// transport and address family, else any of that family, else the first; what it
+    /// advertises when it does.
+    pub(crate) fn sent_by(&self, proto: Proto, dest: SocketAddr) -> String {
+        let same_family = |l: &&Local| l.addr.is_ipv4() == dest.is_ipv4();
         self.locals
             .iter()
-            .find(|(p, a)| *p == proto && same_family(a))
-            .or_else(|| self.locals.iter().find(|(_, a)| same_family(a)))
+            .find(|l| l.proto == proto && same_family(l))
+            .or_else(|| self.locals.iter().find(same_family))
             .or(self.locals.first())
-            .map_or(dest, |(_, a)| *a)
+            .map_or_else(|| host_port(dest), |l| self.reached_at(l))
+    }
+
+    /// host:port of a socket as others reach it: advertised, else its address; on the
+    /// unspecified address, the host's primary address (loopback when it has none).
+    fn reached_at(&self, l: &Local) -> String {
+        if let Some((host, port)) = &l.advertise {
+            return match host.contains(':') {
+                true => format!("[{host}]:{port}"),
+                false => format!("{host}:{port}"),
+            };
+        }
+        let ip = match l.addr.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => self
+                .primary
+                .0
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            IpAddr::V6(v6) if v6.is_unspecified() => self
+                .primary
+                .1
+                .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
+            ip => ip,
+        };
+        host_port(SocketAddr::new(ip, l.addr.port()))
     }
 }
 
@@ -282,6 +425,77 @@ mod tests {
         assert!(farm("sip:127.0.0.1:5080;lr"));
         assert!(!farm("sip:bob@example.test"), "a user is not the farm");
         assert!(!farm("sip:elsewhere.test;lr"));
+        assert!(farm("sip:example.test:5081"), "one of our ports");
+        assert!(
+            !farm("sip:example.test:5160"),
+            "19.1.4: another port is not us"
+        );
+        assert!(!farm("sip:farm.example.test:5160;lr"));
+        let ours = |u: &str| i.names_our_domain(&parse_sip(u).unwrap());
+        assert!(ours("sip:bob@example.test") && ours("sip:example.test:5080"));
+        assert!(!ours("sip:example.test:5160") && !ours("sip:other.test"));
+    }
+
+    /// The domain is the instance's own IP (small setups): a UA's contact on that IP at
+    /// another port is that UA.
+    #[test]
+    fn domain_that_is_our_ip_and_a_contact_on_it() {
+        let i = Identity::of_instance(
+            vec!["127.0.0.1".into()],
+            None,
+            vec![(Proto::Udp, "127.0.0.1:5080".parse().unwrap()).into()],
+        );
+        let farm = |u: &str| i.names_farm(&parse_sip(u).unwrap());
+        assert!(farm("sip:127.0.0.1:5080;lr") && farm("sip:127.0.0.1"));
+        assert!(!farm("sip:127.0.0.1:5160"));
+        assert_eq!(i.farm_uri(), None);
+        assert_eq!(i.record_route_uri(Proto::Udp), "sip:127.0.0.1:5080");
+    }
+
+    /// Advertised addresses are written in Via and Record-Route and counted as us; on
+    /// 0.0.0.0 without one, the primary address is written and every host address is us.
+    #[test]
+    fn advertised_and_unspecified_addresses() {
+        let adv = Local {
+            proto: Proto::Udp,
+            addr: "0.0.0.0:5060".parse().unwrap(),
+            advertise: Some(("sip.example.test".into(), 5070)),
+        };
+        let tcp = Local::from((Proto::Tcp, "0.0.0.0:5060".parse().unwrap()));
+        let i = Identity::of_instance(vec!["example.test".into()], None, vec![adv, tcp])
+            .with_host_addresses(
+                vec!["10.0.0.7".parse().unwrap(), "192.0.2.9".parse().unwrap()],
+                (Some("10.0.0.7".parse().unwrap()), None),
+            );
+        let out: SocketAddr = "198.51.100.1:5060".parse().unwrap();
+        assert_eq!(i.sent_by(Proto::Udp, out), "sip.example.test:5070");
+        assert_eq!(i.sent_by(Proto::Tcp, out), "10.0.0.7:5060");
+        assert_eq!(i.own_uri(Proto::Udp), "sip:sip.example.test:5070");
+        assert_eq!(i.own_uri(Proto::Tcp), "sip:10.0.0.7:5060;transport=tcp");
+        assert_eq!(
+            i.record_route_uri(Proto::Tcp),
+            "sip:10.0.0.7:5060;transport=tcp"
+        );
+        assert!(i.is_local("SIP.example.test", Some(5070)));
+        assert!(!i.is_local("sip.example.test", Some(5060)));
+        assert!(i.is_local("192.0.2.9", None), "any address of the host");
+        assert!(i.is_local("127.0.0.1", Some(5060)));
+        assert!(!i.is_local("192.0.2.10", None));
+        let farm = |u: &str| i.names_farm(&parse_sip(u).unwrap());
+        assert!(farm("sip:10.0.0.7;lr") && farm("sip:sip.example.test:5070;lr"));
+        assert!(farm("sip:example.test:5070"), "an advertised port is ours");
+        let with_farm = Identity::new(
+            vec![],
+            "sip:farm.example.test:5099".into(),
+            "farm.example.test".into(),
+            vec![(Proto::Udp, "127.0.0.1:5080".parse().unwrap())],
+        );
+        assert_eq!(with_farm.farm_uri(), Some("sip:farm.example.test:5099"));
+        assert_eq!(
+            with_farm.record_route_uri(Proto::Tcp),
+            "sip:farm.example.test:5099;transport=tcp"
+        );
+        assert!(with_farm.names_farm(&parse_sip("sip:farm.example.test:5099").unwrap()));
     }
 
     #[test]
@@ -327,12 +541,16 @@ mod tests {
     fn sent_by_prefers_transport_and_family() {
         let i = id();
         let v4: SocketAddr = "192.0.2.1:5060".parse().unwrap();
-        assert_eq!(i.sent_by(Proto::Tcp, v4).port(), 5081);
-        assert_eq!(i.sent_by(Proto::Udp, v4).port(), 5080);
+        assert_eq!(
+            i.sent_by(Proto::Tcp, v4),
+            "127.0.0.1:5081",
+            "0.0.0.0: primary"
+        );
+        assert_eq!(i.sent_by(Proto::Udp, v4), "127.0.0.1:5080");
         let v6: SocketAddr = "[2001:db8::1]:5060".parse().unwrap();
         assert_eq!(
-            i.sent_by(Proto::Udp, v6).port(),
-            5080,
+            i.sent_by(Proto::Udp, v6),
+            "127.0.0.1:5080",
             "first when no family fits"
         );
     }

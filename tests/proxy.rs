@@ -12,11 +12,15 @@ struct Farm {
     b: Sipfarm,
 }
 
+/// Both instances name the farm as `sip:example.test` in Record-Route (`--farm-uri`), so that
+/// either takes a dialog's later requests: what these tests are about. Without it each
+/// instance names itself (tests/real_phones.rs).
 fn farm() -> Farm {
     let mc = vec![Memcached::start(), Memcached::start()];
     let refs: Vec<&Memcached> = mc.iter().collect();
-    let a = Sipfarm::with_farm(&refs, &[]);
-    let b = Sipfarm::with_farm(&refs, &[]);
+    let farm_uri = ["--farm-uri", "sip:example.test"];
+    let a = Sipfarm::with_farm(&refs, &farm_uri);
+    let b = Sipfarm::with_farm(&refs, &farm_uri);
     Farm { mc, a, b }
 }
 

@@ -16,6 +16,7 @@ pub enum NodeSpec {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileServer {
     pub(super) listen: Option<Vec<String>>,
+    pub(super) advertise: Option<String>,
     pub(super) domains: Option<Vec<String>>,
     pub(super) max_message_size: Option<usize>,
     pub(super) tcp_idle_timeout: Option<u64>,

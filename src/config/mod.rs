@@ -33,10 +33,17 @@ pub struct Overrides {
     /// TOML configuration file; flags override its keys (see config/sipfarm.toml).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Listen address, repeatable: udp:HOST:PORT or tcp:HOST:PORT (IPv6 as tcp:[::1]:5060).
-    /// Default: udp:127.0.0.1:5060 and tcp:127.0.0.1:5060.
+    /// Listen address, repeatable: udp:HOST:PORT or tcp:HOST:PORT (IPv6 as tcp:[::1]:5060),
+    /// optionally followed by " advertise HOST[:PORT]" (one argument, quoted) naming this
+    /// socket in our Via and Record-Route. Default: udp:127.0.0.1:5060 and tcp:127.0.0.1:5060.
     #[arg(long, value_name = "PROTO:HOST:PORT")]
     pub listen: Vec<String>,
+    /// The address (IP or name, port default: the socket's) others reach this instance at,
+    /// for every listen socket without its own advertise: written in our Via and
+    /// Record-Route and counted as us. Needed behind NAT; on 0.0.0.0 without it, the host's
+    /// primary address is used and every address of the host counts as us.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub advertise: Option<String>,
     /// Domain this instance is registrar for, repeatable or comma-separated (any port
     /// matches). Default: localhost and the listen addresses.
     #[arg(long, value_name = "DOMAIN")]
@@ -68,8 +75,10 @@ pub struct Overrides {
     /// (SO_REUSEPORT). Default: the number of cores.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// The URI that names the farm in Record-Route (no user part), e.g. sip:farm.example.test.
-    /// Every instance treats a Route to it as its own. Default: sip:<first domain>.
+    /// The URI that names the farm in Record-Route (no user part), e.g. sip:farm.example.test:
+    /// any instance then takes the dialog's later requests, but phones must resolve its host
+    /// (SRV or A records for it). Default: this instance's own (advertised) address, which
+    /// phones reach without DNS, so a dialog's later requests come back to this instance.
     #[arg(long, value_name = "URI")]
     pub farm_uri: Option<String>,
     /// Do not add Record-Route (in-dialog requests then go straight to the peers).
@@ -131,13 +140,7 @@ impl Config {
         let server = server::resolve(o, &server_file, src)?;
         let registrar = registrar::resolve(o, &file.registrar.unwrap_or_default(), src)?;
         let memcached = memcached::resolve(o, &file.memcached.unwrap_or_default(), src)?;
-        let proxy = proxy::resolve(
-            o,
-            &file.proxy.unwrap_or_default(),
-            &server.domains,
-            &server.listen,
-            src,
-        )?;
+        let proxy = proxy::resolve(o, &file.proxy.unwrap_or_default(), src)?;
         // Threads last, where they were always checked: given several mistakes, the same one
         // is reported.
         let (auth, secret_file) = auth::resolve(o, &file.auth.unwrap_or_default(), src)?;
@@ -294,6 +297,6 @@ mod tests {
         );
         let mc = c.memcached.unwrap();
         assert_eq!((mc.nodes.len(), mc.replicas), (2, 2));
-        assert_eq!(c.proxy.farm_uri, "sip:example.test");
+        assert_eq!(c.proxy.farm_uri, None, "the safe default: no DNS needed");
     }
 }

@@ -2,19 +2,12 @@
 
 use super::file::FileProxy;
 use super::origin::Source;
-use super::{Listen, Overrides, ProxyConfig};
+use super::{Overrides, ProxyConfig};
 use crate::sip::uri;
 use std::net::{IpAddr, SocketAddr};
 
-/// `domains` and `listen` (the `[server]` section's, checked) give the farm URI's default.
-pub(super) fn resolve(
-    o: &Overrides,
-    f: &FileProxy,
-    domains: &[String],
-    listen: &[Listen],
-    src: Source,
-) -> Result<ProxyConfig, String> {
-    let (farm_uri, farm_host) = farm_uri(o, f, domains, listen, src)?;
+pub(super) fn resolve(o: &Overrides, f: &FileProxy, src: Source) -> Result<ProxyConfig, String> {
+    let farm_uri = farm_uri(o, f, src)?;
     let (outbound_proxy, origin) = src.pick(
         "--outbound-proxy",
         o.outbound_proxy.as_deref(),
@@ -28,41 +21,29 @@ pub(super) fn resolve(
     }
     Ok(ProxyConfig {
         record_route: !o.no_record_route && f.record_route.unwrap_or(true),
-        farm_uri: farm_uri.trim_end_matches(";lr").to_owned(),
-        farm_host,
+        farm_uri,
         outbound_proxy: outbound_proxy.map(str::to_owned),
         dns_server: dns_server(o, f, src)?,
         deny: super::auth::networks(f.deny.as_deref().unwrap_or_default(), src, "proxy.deny")?,
     })
 }
 
-/// The farm URI as given (or its default) and its host, lowercased.
-fn farm_uri(
-    o: &Overrides,
-    f: &FileProxy,
-    domains: &[String],
-    listen: &[Listen],
-    src: Source,
-) -> Result<(String, String), String> {
+/// The farm URI if one is configured (`;lr` dropped: we add it). None: each instance names
+/// itself in Record-Route (its advertised address), which needs no DNS.
+fn farm_uri(o: &Overrides, f: &FileProxy, src: Source) -> Result<Option<String>, String> {
     let (given, origin) = src.pick(
         "--farm-uri",
         o.farm_uri.as_deref(),
         "proxy.farm_uri",
         f.farm_uri.as_deref(),
     );
-    let farm_uri = match given {
-        Some(u) => u.to_owned(),
-        None => match domains.iter().find(|d| *d != "localhost") {
-            Some(d) if d.contains(':') => format!("sip:[{d}]"),
-            Some(d) => format!("sip:{d}"),
-            None => format!("sip:{}", uri::host_port(listen[0].addr)),
-        },
+    let Some(farm_uri) = given else {
+        return Ok(None);
     };
-    let parsed = uri::parse_sip(&farm_uri)
+    uri::parse_sip(farm_uri)
         .filter(|u| u.user().is_none())
         .ok_or_else(|| format!("{origin}: '{farm_uri}' must be a sip: URI without user part"))?;
-    let farm_host = uri::host(&parsed).unwrap_or_default();
-    Ok((farm_uri, farm_host))
+    Ok(Some(farm_uri.trim_end_matches(";lr").to_owned()))
 }
 
 /// `IP:PORT`, or `IP` for port 53.
@@ -88,39 +69,28 @@ mod tests {
 
     const SRC: Source = Source::new("FILE");
 
-    fn listen() -> Vec<Listen> {
-        vec![Listen::parse("udp:[::1]:5070").unwrap()]
-    }
-
     #[test]
     fn defaults_and_flags() {
         let f = FileProxy::default();
-        let p = resolve(&Overrides::default(), &f, &[], &listen(), SRC).unwrap();
-        assert_eq!(
-            (p.farm_uri.as_str(), p.record_route),
-            ("sip:[::1]:5070", true)
-        );
-        let domains = ["localhost".to_owned(), "Example.test".to_owned()];
-        let p = resolve(&Overrides::default(), &f, &domains, &listen(), SRC).unwrap();
-        assert_eq!(p.farm_uri, "sip:Example.test");
-        assert_eq!(p.farm_host, "example.test");
+        let p = resolve(&Overrides::default(), &f, SRC).unwrap();
+        assert_eq!((p.farm_uri, p.record_route), (None, true));
         let o = Overrides {
             farm_uri: Some("sip:farm.test;lr".into()),
             no_record_route: true,
             dns_server: Some("10.0.0.53".into()),
             ..Default::default()
         };
-        let p = resolve(&o, &f, &domains, &listen(), SRC).unwrap();
+        let p = resolve(&o, &f, SRC).unwrap();
         assert_eq!(
-            (p.farm_uri.as_str(), p.record_route),
-            ("sip:farm.test", false)
+            (p.farm_uri.as_deref(), p.record_route),
+            (Some("sip:farm.test"), false)
         );
         assert_eq!(p.dns_server, Some(([10, 0, 0, 53], 53).into()));
     }
 
     #[test]
     fn errors() {
-        let err = |o: Overrides, f: FileProxy| resolve(&o, &f, &[], &listen(), SRC).unwrap_err();
+        let err = |o: Overrides, f: FileProxy| resolve(&o, &f, SRC).unwrap_err();
         let flag = |farm: Option<&str>, ob: Option<&str>, dns: Option<&str>| Overrides {
             farm_uri: farm.map(str::to_owned),
             outbound_proxy: ob.map(str::to_owned),

@@ -3,6 +3,7 @@
 use super::file::FileServer;
 use super::origin::{Origin, Source, given};
 use super::{Listen, Overrides, Proto};
+use crate::transport::Advertise;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -41,33 +42,56 @@ fn listen(o: &Overrides, f: &FileServer, src: Source) -> Result<Vec<Listen>, Str
         "server.listen",
         f.listen.as_deref(),
     );
+    let everywhere = advertise(o, f, src)?;
+    let with_default = |mut l: Listen| {
+        // A socket's own `advertise` wins over the one for every socket.
+        if l.advertise.is_none() {
+            l.advertise = everywhere.clone();
+        }
+        l
+    };
     let Some(list) = list else {
         let addr: SocketAddr = ([127, 0, 0, 1], 5060).into();
-        return Ok(vec![
-            Listen {
-                proto: Proto::Udp,
-                addr,
-            },
-            Listen {
-                proto: Proto::Tcp,
-                addr,
-            },
-        ]);
+        return Ok([Proto::Udp, Proto::Tcp]
+            .into_iter()
+            .map(|proto| {
+                with_default(Listen {
+                    proto,
+                    addr,
+                    advertise: None,
+                })
+            })
+            .collect());
     };
     let listen = list
         .iter()
         .map(|s| {
-            Listen::parse(s).map_err(|e| match origin {
-                // As it was typed: the flag, then its value (which `e` starts with).
-                Origin::Flag(flag) => format!("{flag} {e}"),
-                key => format!("{key}: {e}"),
-            })
+            Listen::parse(s)
+                .map_err(|e| match origin {
+                    // As it was typed: the flag, then its value (which `e` starts with).
+                    Origin::Flag(flag) => format!("{flag} {e}"),
+                    key => format!("{key}: {e}"),
+                })
+                .map(with_default)
         })
         .collect::<Result<Vec<_>, _>>()?;
     if listen.is_empty() {
         return Err(format!("{origin}: at least one listen address is needed"));
     }
     Ok(listen)
+}
+
+/// `--advertise HOST[:PORT]` / `server.advertise`: for every socket without its own.
+fn advertise(o: &Overrides, f: &FileServer, src: Source) -> Result<Option<Advertise>, String> {
+    let (given, origin) = src.pick(
+        "--advertise",
+        o.advertise.as_deref(),
+        "server.advertise",
+        f.advertise.as_deref(),
+    );
+    given
+        .map(|a| Advertise::parse(a.trim()).map_err(|e| format!("{origin}: {e}")))
+        .transpose()
 }
 
 fn domains(
@@ -195,6 +219,20 @@ mod tests {
             ),
             (
                 Overrides {
+                    advertise: Some("a b".into()),
+                    ..Default::default()
+                },
+                "--advertise: 'a b' is not HOST[:PORT] (IPv6 as [2001:db8::1]:5060)",
+            ),
+            (
+                Overrides {
+                    listen: vec!["udp:0.0.0.0:5060 advertise 1.2.3.4:0".into()],
+                    ..Default::default()
+                },
+                "--listen 'udp:0.0.0.0:5060 advertise 1.2.3.4:0': advertise '1.2.3.4:0' is not HOST[:PORT] (IPv6 as [2001:db8::1]:5060)",
+            ),
+            (
+                Overrides {
                     threads: Some(0),
                     ..Default::default()
                 },
@@ -229,6 +267,20 @@ mod tests {
                     ..Default::default()
                 },
                 "FILE: key 'server.listen': 'sctp:1.2.3.4:5': unknown transport 'sctp' (udp or tcp)",
+            ),
+            (
+                FileServer {
+                    listen: Some(vec!["udp:0.0.0.0:5060 advertize x".into()]),
+                    ..Default::default()
+                },
+                "FILE: key 'server.listen': 'udp:0.0.0.0:5060 advertize x': expected PROTO:HOST:PORT [advertise HOST[:PORT]]",
+            ),
+            (
+                FileServer {
+                    advertise: Some("[::1".into()),
+                    ..Default::default()
+                },
+                "FILE: key 'server.advertise': '[::1' is not HOST[:PORT] (IPv6 as [2001:db8::1]:5060)",
             ),
             (
                 FileServer {
@@ -286,5 +338,30 @@ mod tests {
         let s = resolve(&o, &f, src).unwrap();
         assert_eq!(s.domains, ["a.test", "b.test", "::1"]);
         assert_eq!(s.tcp_idle_timeout, Duration::from_secs(1));
+    }
+
+    /// A socket's own `advertise` wins; `--advertise` fills the others, port defaulting to
+    /// the socket's.
+    #[test]
+    fn advertise_per_socket_and_for_all() {
+        let o = Overrides {
+            listen: vec![
+                "udp:0.0.0.0:5060 advertise SIP.example.test:5080".into(),
+                "tcp:0.0.0.0:5060".into(),
+                "udp:[::]:5060 advertise [2001:db8::5]".into(),
+            ],
+            advertise: Some("203.0.113.5".into()),
+            ..Default::default()
+        };
+        let s = resolve(&o, &FileServer::default(), Source::new("")).unwrap();
+        let listen: Vec<String> = s.listen.iter().map(|l| l.to_string()).collect();
+        assert_eq!(
+            listen,
+            [
+                "udp:0.0.0.0:5060 advertise sip.example.test:5080",
+                "tcp:0.0.0.0:5060 advertise 203.0.113.5",
+                "udp:[::]:5060 advertise [2001:db8::5]",
+            ]
+        );
     }
 }

@@ -35,7 +35,7 @@ use crate::sip::addr::{NameAddr, route_uri};
 use crate::sip::edit::{RequestEdits, forward_request};
 use crate::sip::header::HeaderName;
 use crate::sip::response::Refusal;
-use crate::sip::uri::{host as uri_host, host_port, parse_sip, scheme};
+use crate::sip::uri::{host as uri_host, parse_sip, scheme};
 use crate::throttle::throttled_info;
 use crate::transport::{Connections, Peer, Proto, ReplyPath};
 use bytes::Bytes;
@@ -55,11 +55,10 @@ const DIALOG_CREATING: &[&str] = &["INVITE", "SUBSCRIBE", "REFER", "NOTIFY"];
 pub struct ProxyConfig {
     /// Add Record-Route to dialog-creating requests.
     pub record_route: bool,
-    /// The URI (no user part) that names the farm in Record-Route; every instance treats a
-    /// Route to it as its own.
-    pub farm_uri: String,
-    /// Lower-cased host of `farm_uri`.
-    pub farm_host: String,
+    /// The URI (no user part, no `;lr`) that names the farm in Record-Route; every instance
+    /// treats a Route to it as its own. None: each instance names itself (its advertised
+    /// address), which phones reach without DNS.
+    pub farm_uri: Option<String>,
     /// Where requests for foreign domains go, instead of RFC 3263 resolution.
     pub outbound_proxy: Option<String>,
     /// DNS server for RFC 3263 (None: the system's).
@@ -201,26 +200,33 @@ impl Proxy {
     ) -> Result<Forward, Refusal> {
         let loop_hash = self.check(msg)?;
         let mut routing = self.preprocess(msg, ruri)?;
-        let hop = self.target(store, &mut routing).await?;
+        let hop = self.target(store, &mut routing, has_to_tag(msg)).await?;
         if !hop.registered && !may_relay {
             // Judged on where the request really goes: after route pre-processing (a strict
             // route can swap the Request-URI) and the lookup.
             return Err(Refusal::new(403, "Forbidden (relaying denied)"));
         }
         refuse_sips(&hop, &routing)?;
-        let mut hops = self.locate(&hop, conns, msg).await?.into_iter();
-        let (proto, dest) = hops
+        // RFC 3263 4.3: every target in the order it is tried, each with its own bytes (its
+        // Via and Record-Route name its transport and our address toward it).
+        let mut tries = Vec::new();
+        for (proto, dest, chosen) in self.locate(&hop, conns).await? {
+            let f = self.forward(msg, peer, &routing, proto, dest, &loop_hash);
+            if proto == Proto::Udp && !chosen && f.bytes.len() > UDP_MTU_LIMIT {
+                // 18.1.1: too large for UDP, judged on what would be sent, so TCP first;
+                // since the target never asked for TCP, the same request over UDP next when
+                // TCP cannot reach it (a UDP-only phone), as the RFC says a client retries.
+                let tcp = self.forward(msg, peer, &routing, Proto::Tcp, dest, &loop_hash);
+                tries.push((tcp.bytes, tcp.to));
+            }
+            tries.push((f.bytes, f.to));
+        }
+        let mut tries = tries.into_iter();
+        let (bytes, to) = tries
             .next()
             .ok_or_else(|| Refusal::new(503, "Service Unavailable (no next hop)"))?;
-        let mut forward = self.forward(msg, peer, &routing, proto, dest, &loop_hash);
-        // RFC 3263 4.3: the next targets, each with its own bytes (its Via and Record-Route
-        // name its transport and our address toward it).
-        forward.fallbacks = hops
-            .map(|(proto, dest)| {
-                let f = self.forward(msg, peer, &routing, proto, dest, &loop_hash);
-                (f.bytes, f.to)
-            })
-            .collect();
+        let mut forward = Forward::new(bytes, to);
+        forward.fallbacks = tries.collect();
         Ok(forward)
     }
 
@@ -302,8 +308,13 @@ impl Proxy {
         })
     }
 
-    /// 16.5 and 16.6 item 6: the next hop.
-    async fn target(&self, store: &impl LocationStore, r: &mut Routing) -> Result<Hop, Refusal> {
+    /// 16.5 and 16.6 item 6: the next hop. `in_dialog`: the request has a To tag.
+    async fn target(
+        &self,
+        store: &impl LocationStore,
+        r: &mut Routing,
+        in_dialog: bool,
+    ) -> Result<Hop, Refusal> {
         if let Some(first) = r.routes.first() {
             let u = route_uri(first).ok_or_else(|| Refusal::new(400, "Bad Route"))?;
             if u.param("lr").is_none() {
@@ -315,7 +326,14 @@ impl Proxy {
             }
             return Ok(Hop::from_request(u));
         }
-        if self.identity.serves_domain(&r.host) {
+        // A URI names our domain only with one of our ports or none (19.1.4): a UA's
+        // contact on the IP that is also our domain is that UA. An AOR with a user part is
+        // looked up whatever its port (10.3), except inside a dialog: once loose routing is
+        // done, an in-dialog request goes to its Request-URI, the peer's Contact, as
+        // Kamailio's loose_route does; the store is not asked.
+        let lookup = self.identity.names_our_domain(&r.ruri)
+            || (!in_dialog && r.ruri.user().is_some() && self.identity.serves_domain(&r.host));
+        if lookup {
             let t = registrar::lookup(store, &r.ruri, &r.request_uri).await?;
             r.request_uri = t.request_uri;
             if let Some(route_set) = t.route_set {
@@ -345,23 +363,22 @@ impl Proxy {
 
     /// Where the next hop is: an open connection to the binding's TCP source, else RFC 3263
     /// (maddr, then SRV fail-over: the targets in the order they are tried, see
-    /// [`crate::resolve`]). Never a memcached node of the farm; never a denied network when
-    /// the request chose it; every target is checked, and the request is refused only when
-    /// none is left.
+    /// [`crate::resolve`]), each with whether its transport was chosen for us (the
+    /// connection, or the URI names it: then a large request is not moved to TCP). Never a
+    /// memcached node of the farm; never a denied network when the request chose it; every
+    /// target is checked, and the request is refused only when none is left.
     async fn locate(
         &self,
         hop: &Hop,
         conns: &Connections,
-        msg: &Message,
-    ) -> Result<Vec<(Proto, SocketAddr)>, Refusal> {
+    ) -> Result<Vec<(Proto, SocketAddr, bool)>, Refusal> {
         if let Some(addr) = hop.tcp_hint.filter(|a| conns.by_addr(*a).is_some()) {
-            return Ok(vec![(Proto::Tcp, addr)]);
+            return Ok(vec![(Proto::Tcp, addr, true)]);
         }
         let targets = self.resolver.resolve(&hop.uri).await.map_err(|e| {
             throttled_info!(next_hop = %hop.uri, error = %e, "cannot resolve the next hop");
             Refusal::new(503, "Service Unavailable (next hop unresolvable)")
         })?;
-        let estimate = msg.framed_len() + 300;
         let mut hops = Vec::with_capacity(targets.len());
         for target in targets {
             let ip = target.addr.ip();
@@ -371,14 +388,9 @@ impl Proxy {
                 throttled_info!(dest = %target.addr, "refused a forbidden destination");
                 continue;
             }
-            let proto =
-                if target.proto == Proto::Udp && !target.explicit && estimate > UDP_MTU_LIMIT {
-                    Proto::Tcp // 18.1.1
-                } else {
-                    target.proto
-                };
-            if !hops.contains(&(proto, target.addr)) {
-                hops.push((proto, target.addr));
+            let hop = (target.proto, target.addr, target.explicit);
+            if !hops.contains(&hop) {
+                hops.push(hop);
             }
         }
         if hops.is_empty() {
@@ -398,12 +410,8 @@ impl Proxy {
         loop_hash: &str,
     ) -> Forward {
         let method = msg.method().unwrap_or_default();
-        let in_dialog = msg
-            .get(&HeaderName::To)
-            .and_then(|t| NameAddr::parse(t).ok())
-            .is_some_and(|a| a.tag().is_some());
         let mut record_route = Vec::new();
-        if self.record_route && !in_dialog && DIALOG_CREATING.contains(&method) {
+        if self.record_route && !has_to_tag(msg) && DIALOG_CREATING.contains(&method) {
             let sig = dialog_tag(&self.identity, msg.call_id().unwrap_or(""), &from_tag(msg));
             // Top entry faces the callee (the next hop), the second the caller, when they differ.
             record_route.push(self.rr_value(proto, &sig));
@@ -427,7 +435,7 @@ impl Proxy {
         let via = format!(
             "SIP/2.0/{} {};branch={branch}{conn_token}{tag};rport",
             proto.via(),
-            host_port(self.identity.sent_by(proto, dest)),
+            self.identity.sent_by(proto, dest),
         );
         let bytes = forward_request(
             msg,
@@ -446,13 +454,19 @@ impl Proxy {
 
     /// Our Record-Route value for one side of a request, signed for its dialog (see
     /// [`dialog_tag`]).
+    /// It names the farm URI when one is configured, else this instance (see
+    /// [`Identity::record_route_uri`]).
     fn rr_value(&self, proto: Proto, sig: &str) -> String {
-        let farm = self.identity.farm_uri();
-        match proto {
-            Proto::Udp => format!("<{farm};lr;{RR_PARAM}={sig}>"),
-            Proto::Tcp => format!("<{farm};transport=tcp;lr;{RR_PARAM}={sig}>"),
-        }
+        let uri = self.identity.record_route_uri(proto);
+        format!("<{uri};lr;{RR_PARAM}={sig}>")
     }
+}
+
+/// A To tag: the request is inside a dialog (RFC 3261 12.2).
+fn has_to_tag(msg: &Message) -> bool {
+    msg.get(&HeaderName::To)
+        .and_then(|t| NameAddr::parse(t).ok())
+        .is_some_and(|a| a.tag().is_some())
 }
 
 #[cfg(test)]

@@ -41,11 +41,11 @@ impl Server {
         let uri = request_uri(msg)?;
         let host = uri_host(&uri).unwrap_or_default();
         // OPTIONS to the instance itself (monitoring, keep-alive pings): to one of our
-        // addresses, or to one of our domains without a user part.
+        // addresses, or to one of our domains (at one of our ports) without a user part.
         let as_uas = (method == "REGISTER" && self.identity.serves_domain(&host))
             || (method == "OPTIONS"
                 && (self.identity.is_local(&host, uri.port())
-                    || (uri.user().is_none() && self.identity.serves_domain(&host))));
+                    || (uri.user().is_none() && self.identity.names_our_domain(&uri))));
         check_extensions(msg, as_uas)?;
         let may_relay = match &self.auth {
             Some(auth) => {

@@ -209,14 +209,12 @@ fn write_auth_files() -> PathBuf {
 /// The server as `run::build` makes it, without sockets: the memory store, our fake local
 /// addresses, no memcached nodes, no UDP sockets.
 fn new_state(cfg: &Config) -> State {
-    let locals: Vec<(Proto, SocketAddr)> = cfg.listen.iter().map(|l| (l.proto, l.addr)).collect();
     let key = crate::identity::load_key(cfg.secret_file.as_deref()).expect("the farm key");
     let identity = Arc::new(
-        Identity::new(
+        Identity::of_instance(
             cfg.domains.clone(),
             cfg.proxy.farm_uri.clone(),
-            cfg.proxy.farm_host.clone(),
-            locals,
+            super::run::locals(&cfg.listen),
         )
         .with_key(key),
     );

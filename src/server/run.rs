@@ -7,13 +7,15 @@ use super::Server;
 use crate::auth::Auth;
 use crate::clock;
 use crate::config::Config;
-use crate::identity::Identity;
+use crate::identity::{Identity, Local};
 use crate::location::Store;
-use crate::sip::uri::host_port;
-use crate::transport::bind::{Sockets, bind_sockets};
+use crate::resolve::Resolver;
+use crate::sip::uri::{host as uri_host, host_port, parse_sip};
+use crate::transport::bind::{self, Sockets, bind_sockets};
 use crate::transport::{self, Listen, Proto};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
@@ -62,19 +64,35 @@ pub fn run(cfg: Config) -> Result<(), String> {
 
 /// The store and server, built once and shared by every runtime.
 async fn build(cfg: Config, sockets: &Sockets) -> Result<Arc<Server>, String> {
-    let locals: Vec<(Proto, SocketAddr)> =
-        sockets.bound.iter().map(|l| (l.proto, l.addr)).collect();
     let key = crate::identity::load_key(cfg.secret_file.as_deref())?;
-    let identity = Arc::new(
-        Identity::new(
-            cfg.domains.clone(),
-            cfg.proxy.farm_uri.clone(),
-            cfg.proxy.farm_host.clone(),
-            locals,
-        )
-        .with_farm_nodes(farm_node_addresses(&cfg).await)
-        .with_key(key),
+    let mut identity = Identity::of_instance(
+        cfg.domains.clone(),
+        cfg.proxy.farm_uri.clone(),
+        locals(&sockets.bound),
     );
+    if sockets.bound.iter().any(|l| l.addr.ip().is_unspecified()) {
+        // On 0.0.0.0 / [::]: a request to any address of this host reached us, and our Via
+        // names the primary one unless the socket advertises another.
+        let primary = (bind::primary_address(false), bind::primary_address(true));
+        tracing::info!(ipv4 = ?primary.0, ipv6 = ?primary.1, "listening on the unspecified address: primary addresses");
+        identity = identity.with_host_addresses(bind::host_addresses(), primary);
+    }
+    let identity = Arc::new(
+        identity
+            .with_farm_nodes(farm_node_addresses(&cfg).await)
+            .with_key(key),
+    );
+    for p in [Proto::Udp, Proto::Tcp] {
+        if sockets.bound.iter().any(|l| l.proto == p) {
+            tracing::info!(uri = %identity.own_uri(p), "this instance's own URI");
+        }
+    }
+    if let Some(farm) = identity.farm_uri() {
+        tokio::spawn(warn_unresolvable_farm_uri(
+            farm.to_owned(),
+            cfg.proxy.dns_server,
+        ));
+    }
     let auth = open_auth(&cfg)?;
     let store = Store::open(cfg.memcached.as_ref(), cfg.threads).await?;
     Ok(Arc::new(Server::new(
@@ -85,6 +103,64 @@ async fn build(cfg: Config, sockets: &Sockets) -> Result<Arc<Server>, String> {
         sockets.udp.clone(),
     )))
 }
+
+/// Our sockets with what each advertises (its own port when the advertised address names
+/// none).
+pub(super) fn locals(bound: &[Listen]) -> Vec<Local> {
+    bound
+        .iter()
+        .map(|l| Local {
+            proto: l.proto,
+            addr: l.addr,
+            advertise: l
+                .advertise
+                .as_ref()
+                .map(|a| (a.host.clone(), a.port.unwrap_or(l.addr.port()))),
+        })
+        .collect()
+}
+
+/// A configured farm URI is what phones must resolve for their ACK and BYE (RFC 3263): when
+/// its host is a name with no SRV and no address record, calls are answered and never
+/// complete. Said once at start, from a task of its own (bounded: DNS may be slow or absent).
+async fn warn_unresolvable_farm_uri(farm_uri: String, dns_server: Option<SocketAddr>) {
+    let host = parse_sip(&farm_uri)
+        .and_then(|u| uri_host(&u))
+        .unwrap_or_default();
+    if host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok()
+    {
+        return;
+    }
+    let resolver = Resolver::new(dns_server, 4);
+    let mut found = false;
+    // As a phone would resolve it (RFC 3263: SRV unless a port is written, then A/AAAA),
+    // over UDP and over TCP.
+    for probe in [farm_uri.clone(), format!("{farm_uri};transport=tcp")] {
+        let Some(probe) = parse_sip(&probe) else {
+            continue;
+        };
+        let lookup = tokio::time::timeout(FARM_URI_CHECK, resolver.resolve(&probe));
+        if matches!(lookup.await, Ok(Ok(_))) {
+            found = true;
+            break;
+        }
+    }
+    if !found {
+        tracing::warn!(
+            farm_uri = %farm_uri,
+            "the farm URI's host has no SRV (_sip._udp, _sip._tcp) and no A/AAAA record: phones \
+             cannot send the ACK and BYE of calls through it (they never complete); add the DNS \
+             records, or leave --farm-uri unset so that each instance names its own address"
+        );
+    }
+}
+
+/// How long the start-up check of the farm URI waits for DNS.
+const FARM_URI_CHECK: Duration = Duration::from_secs(5);
 
 /// The IP addresses of the memcached nodes (names resolved once, at start).
 async fn farm_node_addresses(cfg: &Config) -> Vec<SocketAddr> {

@@ -55,6 +55,7 @@ pub(crate) async fn bind_sockets(listen: &[Listen], reuse: bool) -> Result<Socke
                 bound.push(Listen {
                     proto: Proto::Udp,
                     addr,
+                    advertise: l.advertise.clone(),
                 });
                 udp.push(Arc::new(s));
             }
@@ -83,10 +84,70 @@ pub(crate) async fn bind_sockets(listen: &[Listen], reuse: bool) -> Result<Socke
                 bound.push(Listen {
                     proto: Proto::Tcp,
                     addr,
+                    advertise: l.advertise.clone(),
                 });
                 tcp.push(listener);
             }
         }
     }
     Ok(Sockets { udp, tcp, bound })
+}
+
+/// Every address of this host's interfaces (getifaddrs(3)): with a socket on 0.0.0.0 or
+/// [::], a request to any of them reached us. Empty when the call fails.
+pub(crate) fn host_addresses() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we only read, then free once.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed; the
+        // family tells which sockaddr type `ifa_addr` points to.
+        unsafe {
+            let a = (*cur).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(a as *const libc::sockaddr_in);
+                        out.push(std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)).into());
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(a as *const libc::sockaddr_in6);
+                        out.push(std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr).into());
+                    }
+                    _ => {}
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+    }
+    // SAFETY: the list from the successful getifaddrs above, freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The address this host would send from toward the rest of the world (the primary
+/// address, for our Via when listening on 0.0.0.0 without `advertise`): the source the
+/// kernel picks for a UDP socket "connected" to a documentation address. No packet is sent.
+pub(crate) fn primary_address(v6: bool) -> Option<std::net::IpAddr> {
+    let (bind, probe): (SocketAddr, SocketAddr) = if v6 {
+        (
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+            ("2001:db8::1".parse::<std::net::Ipv6Addr>().ok()?, 9).into(),
+        )
+    } else {
+        (
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            ([192, 0, 2, 1], 9).into(),
+        )
+    };
+    let s = std::net::UdpSocket::bind(bind).ok()?;
+    s.connect(probe).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
 }

@@ -46,17 +46,77 @@ impl Proto {
     }
 }
 
-/// One `udp:HOST:PORT` / `tcp:HOST:PORT` listen address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One `udp:HOST:PORT` / `tcp:HOST:PORT` listen address, and what we call it where others
+/// must reach it (`advertise`, like Kamailio's `listen=... advertise ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
     pub proto: Proto,
     pub addr: SocketAddr,
+    /// The address written in our Via and Record-Route instead of the socket's (a NAT in
+    /// front, or a socket on 0.0.0.0), and counted as us.
+    pub advertise: Option<Advertise>,
+}
+
+/// An advertised `HOST[:PORT]`: HOST an IP address or a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertise {
+    /// Lower case, IPv6 without brackets.
+    pub host: String,
+    /// None: the socket's own port.
+    pub port: Option<u16>,
+}
+
+impl Advertise {
+    /// `203.0.113.5`, `203.0.113.5:5060`, `[2001:db8::5]:5060`, `2001:db8::5`, `sip.example.com:5060`.
+    pub(crate) fn parse(s: &str) -> Result<Advertise, String> {
+        let bad = || format!("'{s}' is not HOST[:PORT] (IPv6 as [2001:db8::1]:5060)");
+        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+        let (host, port) = if let Some(v6) = s.strip_prefix('[') {
+            let (host, rest) = v6.split_once(']').ok_or_else(bad)?;
+            host.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+            match rest.strip_prefix(':') {
+                Some(p) => (host, Some(port(p)?)),
+                None if rest.is_empty() => (host, None),
+                None => return Err(bad()),
+            }
+        } else if s.parse::<std::net::IpAddr>().is_ok() {
+            (s, None)
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, p)) => (h, Some(port(p)?)),
+                None => (s, None),
+            }
+        };
+        let name_ok = host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+        if host.is_empty() || !name_ok {
+            return Err(bad());
+        }
+        Ok(Advertise {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for Advertise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.host.contains(':'), self.port) {
+            (true, Some(p)) => write!(f, "[{}]:{p}", self.host),
+            (true, None) => write!(f, "[{}]", self.host),
+            (false, Some(p)) => write!(f, "{}:{p}", self.host),
+            (false, None) => f.write_str(&self.host),
+        }
+    }
 }
 
 impl Listen {
-    /// `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
+    /// `udp:127.0.0.1:5080`, `tcp:[::1]:5060`, `udp:0.0.0.0:5060 advertise 203.0.113.5:5060`.
     pub(crate) fn parse(s: &str) -> Result<Listen, String> {
-        let (proto, rest) = s
+        let mut words = s.split_whitespace();
+        let socket = words.next().unwrap_or_default();
+        let (proto, rest) = socket
             .split_once(':')
             .ok_or_else(|| format!("'{s}': expected udp:HOST:PORT or tcp:HOST:PORT"))?;
         let proto = match proto.to_ascii_lowercase().as_str() {
@@ -67,13 +127,32 @@ impl Listen {
         let addr: SocketAddr = rest
             .parse()
             .map_err(|_| format!("'{s}': '{rest}' is not an IP:PORT (IPv6 as [::1]:5060)"))?;
-        Ok(Listen { proto, addr })
+        let advertise = match (words.next(), words.next(), words.next()) {
+            (None, _, _) => None,
+            (Some(w), Some(a), None) if w.eq_ignore_ascii_case("advertise") => {
+                Some(Advertise::parse(a).map_err(|e| format!("'{s}': advertise {e}"))?)
+            }
+            _ => {
+                return Err(format!(
+                    "'{s}': expected PROTO:HOST:PORT [advertise HOST[:PORT]]"
+                ));
+            }
+        };
+        Ok(Listen {
+            proto,
+            addr,
+            advertise,
+        })
     }
 }
 
 impl std::fmt::Display for Listen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.proto.as_str(), self.addr)
+        write!(f, "{}:{}", self.proto.as_str(), self.addr)?;
+        match &self.advertise {
+            Some(a) => write!(f, " advertise {a}"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -57,7 +57,16 @@ impl AuthFarm {
         let users = dir.join("users").display().to_string();
         let secret = dir.join("secret").display().to_string();
         let cfg = dir.join("sipfarm.toml").display().to_string();
-        let mut args = vec!["--users", &users, "--auth-secret-file", &secret];
+        // The farm URI is the domain, as in a deployment whose DNS has SRV records for it:
+        // in-dialog requests may then come back through either instance.
+        let mut args = vec![
+            "--users",
+            &users,
+            "--auth-secret-file",
+            &secret,
+            "--farm-uri",
+            "sip:example.test",
+        ];
         if config {
             args.extend(["--config", cfg.as_str()]);
         }

@@ -26,6 +26,16 @@ pub fn sipp_file(name: &str) -> String {
 /// address on loopback, a free port (returned too), no keyboard, `[domain]` example.test,
 /// then `extra`.
 pub fn sipp_client(target: SocketAddr, scenario: &str, extra: &[&str]) -> (Vec<String>, u16) {
+    sipp_client_in(target, scenario, "example.test", extra)
+}
+
+/// Like `sipp_client`, with `[domain]` set to `domain`.
+pub fn sipp_client_in(
+    target: SocketAddr,
+    scenario: &str,
+    domain: &str,
+    extra: &[&str],
+) -> (Vec<String>, u16) {
     let port = free_port();
     let mut args = vec![
         target.to_string(),
@@ -38,7 +48,7 @@ pub fn sipp_client(target: SocketAddr, scenario: &str, extra: &[&str]) -> (Vec<S
         "-nostdin".into(),
         "-key".into(),
         "domain".into(),
-        "example.test".into(),
+        domain.into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     (args, port)
@@ -69,12 +79,23 @@ pub fn sipp_register(target: SocketAddr, extra: &[&str]) -> (Vec<String>, u16) {
 
 /// uac.xml calling `user` (its injection file, one line, is written into `dir`).
 pub fn sipp_call(target: SocketAddr, dir: &Path, user: &str, extra: &[&str]) -> (Vec<String>, u16) {
+    sipp_call_in(target, dir, user, "example.test", extra)
+}
+
+/// uac.xml calling `user@domain`.
+pub fn sipp_call_in(
+    target: SocketAddr,
+    dir: &Path,
+    user: &str,
+    domain: &str,
+    extra: &[&str],
+) -> (Vec<String>, u16) {
     let csv = dir.join(unique("callee-") + ".csv");
     std::fs::write(&csv, format!("SEQUENTIAL\n{user}\n")).unwrap();
     let csv = csv.display().to_string();
     let mut all = vec!["-inf", csv.as_str()];
     all.extend_from_slice(extra);
-    sipp_client(target, "uac.xml", &all)
+    sipp_client_in(target, "uac.xml", domain, &all)
 }
 
 /// Start sipp in the background with `args` (its output discarded).
@@ -115,18 +136,27 @@ pub fn run_sipp(args: &[String], limit: Duration) -> (bool, String) {
 /// sipp's built-in uas on a free port, registered as `user@example.test` through `instance`
 /// (a third-party REGISTER naming its address). Stopped by pid when dropped.
 pub fn registered_uas(instance: SocketAddr, user: &str, extra: &[&str]) -> Proc {
+    registered_uas_in(instance, user, "example.test", extra)
+}
+
+/// Like `registered_uas`, as `user@domain` (a domain the instance serves).
+pub fn registered_uas_in(instance: SocketAddr, user: &str, domain: &str, extra: &[&str]) -> Proc {
     let port = free_port();
     let ua = Ua::new();
-    let r = ua.request(
-        instance,
-        &ua.register(
+    let register = ua
+        .register(
             user,
             &[&format!("<sip:{user}@127.0.0.1:{port}>")],
             Some(600),
             &unique("r"),
             1,
-        ),
-    );
+        )
+        .replace("@example.test>", &format!("@{domain}>"))
+        .replace(
+            "REGISTER sip:example.test ",
+            &format!("REGISTER sip:{domain} "),
+        );
+    let r = ua.request(instance, &register);
     assert_eq!(r.code, 200, "{}", r.text);
     let port = port.to_string();
     let mut args = vec!["-sn", "uas", "-i", "127.0.0.1", "-p", &port, "-nostdin"];
