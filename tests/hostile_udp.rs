@@ -395,8 +395,29 @@ fn collect(ua: &Ua, until: Instant, sent: &[(String, Instant)], got: &mut Answer
 
 type Answers = std::collections::HashMap<String, (u16, Duration)>;
 
+/// RFC 3261 timer E's first value (T1).
+const RETRANSMIT_AFTER: Duration = Duration::from_millis(500);
+
+/// Send once more each request of `sent` still unanswered after [`RETRANSMIT_AFTER`].
+fn retransmit(
+    ua: &Ua,
+    to: SocketAddr,
+    sent: &[(String, Instant)],
+    texts: &mut [(String, bool)],
+    got: &Answers,
+) {
+    for ((cid, at), (msg, again)) in sent.iter().zip(texts.iter_mut()) {
+        if !*again && at.elapsed() >= RETRANSMIT_AFTER && !got.contains_key(cid) {
+            ua.send(to, msg);
+            *again = true;
+        }
+    }
+}
+
 /// `n` OPTIONS to `to`, one every `gap` whatever the answers, each answer matched by
-/// Call-ID and timed from its own request; unanswered within a second, lost. Also how many
+/// Call-ID and timed from its own request; unanswered within a second, lost. Like a real UA
+/// (RFC 3261 17.1.2.2, timer E), a request unanswered after 500 ms is sent once more: a
+/// datagram the kernel dropped at a socket full of flood is not a lost client. Also how many
 /// were sent while `attack_running()`.
 fn options_every(
     ua: &Ua,
@@ -407,10 +428,12 @@ fn options_every(
 ) -> (Vec<Sample>, u32) {
     let start = Instant::now();
     let mut sent: Vec<(String, Instant)> = Vec::new();
+    let mut texts: Vec<(String, bool)> = Vec::new();
     let mut got = Answers::new();
     let mut while_running = 0;
     for i in 0..n {
         collect(ua, start + gap * i, &sent, &mut got);
+        retransmit(ua, to, &sent, &mut texts, &got);
         if attack_running() {
             while_running += 1;
         }
@@ -418,9 +441,18 @@ fn options_every(
         let cid = Sip::parse(&msg).header("call-id").unwrap();
         ua.send(to, &msg);
         sent.push((cid, Instant::now()));
+        texts.push((msg, false));
     }
     let last = sent.last().map_or(start, |s| s.1);
-    collect(ua, last + ANSWER_WITHIN, &sent, &mut got);
+    while Instant::now() < last + ANSWER_WITHIN {
+        collect(
+            ua,
+            (Instant::now() + gap).min(last + ANSWER_WITHIN),
+            &sent,
+            &mut got,
+        );
+        retransmit(ua, to, &sent, &mut texts, &got);
+    }
     let samples = sent
         .iter()
         .map(|(cid, _)| {
