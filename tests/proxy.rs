@@ -317,12 +317,14 @@ fn tcp_caller_udp_callee_gets_two_record_routes() {
     use std::io::Write;
     stream.write_all(inv.as_bytes()).unwrap();
     let got = bob.wait_request("INVITE");
-    assert_eq!(
-        unsigned_rr(&got.all("Record-Route")),
-        vec![
-            "<sip:example.test;lr>".to_owned(),
-            "<sip:example.test;transport=tcp;lr>".to_owned()
-        ]
+    // The caller is on a flow of B (its TCP connection): both entries name B itself, the
+    // caller-facing one with the flow's token (see tests/flows.rs for the dialog over it).
+    let rr = unsigned_rr(&got.all("Record-Route"));
+    assert_eq!(rr.len(), 2, "{rr:?}");
+    assert_eq!(rr[0], format!("<sip:{};lr>", f.b.addr()));
+    assert!(
+        rr[1].starts_with(&format!("<sip:{};transport=tcp;lr;sff=t", f.b.addr())),
+        "{rr:?}"
     );
     assert!(got.all("Via")[0].starts_with("SIP/2.0/UDP"));
     bob.respond(&got, 486, "Busy Here", "");
@@ -387,8 +389,23 @@ fn large_request_switches_to_tcp() {
         body.len()
     );
     alice.ua.send(f.b.addr(), &m);
-    listener.set_nonblocking(false).unwrap();
-    let (mut conn, _) = listener.accept().unwrap();
+    // Bounded: a request sent elsewhere fails the test instead of hanging it.
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no TCP connection came"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];

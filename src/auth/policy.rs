@@ -25,7 +25,7 @@ use super::limit::FailureLimiter;
 use super::nonce::{NonceKeys, NonceState, nonce_id};
 use super::users::Users;
 use crate::clock::now_millis;
-use crate::identity::{Identity, in_our_dialog};
+use crate::identity::{Identity, in_our_dialog, to_our_flow};
 use crate::location::Store;
 use crate::sip::Message;
 use crate::sip::addr::NameAddr;
@@ -140,6 +140,12 @@ impl Auth {
         let local_from = from.as_ref().filter(|a| identity.serves_domain(a.domain()));
         if in_our_dialog(identity, msg) {
             return Ok(true);
+        }
+        if to_our_flow(identity, msg) {
+            // Routed by the farm to a registered UA's flow held here (the instance that
+            // looked the user up authenticated the caller): like any request for a
+            // registered user, it may reach that UA, nothing else.
+            return Ok(false);
         }
         if matches!(method, "ACK" | "CANCEL") {
             // Never challenged (RFC 3261 22.1): they follow an INVITE from one of our users

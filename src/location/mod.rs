@@ -79,7 +79,8 @@ pub struct Binding {
 /// Other instances route requests for the binding to the owner ([`Flow::owner`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flow {
-    /// The owning instance's own SIP URI (`sip:HOST:PORT[;transport=tcp]`).
+    /// The owning instance's own SIP URI with the flow's token
+    /// (`sip:HOST:PORT[;transport=tcp];sff=TOKEN`): a Route to it reaches the UA.
     pub owner: String,
     /// Why the flow is used: the Contact is not where the REGISTER came from (NAT), the
     /// REGISTER came over TCP, or the UA asked for outbound (reg-id).
@@ -87,6 +88,19 @@ pub struct Flow {
 }
 
 impl Binding {
+    /// Make this binding a tombstone stamped `stamp`: it keeps what identifies and orders it
+    /// (contact, instance-id, reg-id, Call-ID, CSeq), not what only a live binding needs
+    /// (Path, parameters, source, flow, q): many tombstones, little space.
+    pub fn bury(&mut self, stamp: u64) {
+        self.removed = true;
+        self.path = Vec::new();
+        self.params = String::new();
+        self.source = String::new();
+        self.flow = None;
+        self.q = None;
+        self.updated = stamp;
+    }
+
     /// Is this the same binding as a new contact (RFC 5626 4.2 instance/reg-id first, else
     /// RFC 3261 19.1.4 URI equality)?
     pub fn same_as(&self, contact: &str, instance: Option<&str>, reg_id: Option<u32>) -> bool {

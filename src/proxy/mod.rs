@@ -20,22 +20,24 @@
 //! - 16.7 / 16.11 responses: [`response`].
 
 mod branch;
+mod flow;
 mod mac;
 mod response;
+mod target;
 
 pub(crate) use branch::{BRANCH_PREFIX, branch, loop_part};
 pub(crate) use response::forward_response;
+use target::{Hop, flow_failed, refuse_sips};
 
-use crate::identity::{Identity, RR_PARAM, dialog_tag, from_tag};
+use crate::identity::{FlowRef, Identity, RR_PARAM, RoutedFlow, dialog_tag, from_tag};
 use crate::location::LocationStore;
-use crate::registrar;
 use crate::resolve::Resolver;
 use crate::sip::Message;
 use crate::sip::addr::{NameAddr, route_uri};
 use crate::sip::edit::{RequestEdits, forward_request};
 use crate::sip::header::HeaderName;
 use crate::sip::response::Refusal;
-use crate::sip::uri::{host as uri_host, parse_sip, scheme};
+use crate::sip::uri::{host as uri_host, parse_sip};
 use crate::throttle::throttled_info;
 use crate::transport::{Connections, Peer, Proto, ReplyPath};
 use bytes::Bytes;
@@ -112,27 +114,8 @@ pub(crate) struct Proxy {
     resolver: Resolver,
 }
 
-/// The next hop of a request.
-struct Hop {
-    uri: SipUri,
-    /// The far end of the TCP connection the target registered over.
-    tcp_hint: Option<SocketAddr>,
-    /// It comes from a registered binding or the operator's configuration, not from the
-    /// request itself (the deny list applies only to what a request chose).
-    registered: bool,
-}
-
-impl Hop {
-    fn from_request(uri: SipUri) -> Hop {
-        Hop {
-            uri,
-            tcp_hint: None,
-            registered: false,
-        }
-    }
-}
-
 /// A request as route pre-processing (16.4) leaves it.
+#[derive(Clone)]
 struct Routing {
     request_uri: String,
     ruri: SipUri,
@@ -141,29 +124,16 @@ struct Routing {
     routes: Vec<String>,
     /// Whether `routes` differs from the Route lines received (they are rewritten then).
     routes_changed: bool,
+    /// The flow of this instance the request is delivered on (a Route with our token, or a
+    /// binding whose flow we hold).
+    flow: Option<FlowRef>,
 }
 
-/// RFC 3261 26.2.2, RFC 5630: a SIPS Request-URI or next hop may only be sent over TLS, on
-/// every hop, and sipfarm has no TLS yet, so it is refused, never downgraded to UDP or TCP
-/// (nor given a `sip:` Record-Route). A SIPS URI the request itself chose (Request-URI,
-/// Route, a strict router's last Route) gets 416 Unsupported URI Scheme, what 16.3 item 2
-/// and 8.2.2.1 prescribe for a scheme the element cannot handle, and what tells the caller
-/// that this proxy will not take it (a 480 would invite a retry). A SIPS contact found by
-/// the lookup gets 480: the user is registered but unreachable from here.
-fn refuse_sips(hop: &Hop, r: &Routing) -> Result<(), Refusal> {
-    let sips = |u: &str| scheme(u).as_deref() == Some("sips");
-    if !sips(&hop.uri.to_string()) && !sips(&r.request_uri) {
-        return Ok(());
-    }
-    throttled_info!(next_hop = %hop.uri, "refused a SIPS next hop: no TLS");
-    Err(if hop.registered {
-        Refusal::new(480, "Temporarily Unavailable (the target needs TLS)")
-    } else {
-        Refusal::new(
-            416,
-            "Unsupported URI Scheme (SIPS needs TLS, not offered here)",
-        )
-    })
+/// What every try of one request shares.
+struct Req<'a> {
+    msg: &'a Message,
+    peer: &'a Peer,
+    loop_hash: &'a str,
 }
 
 /// Never send to these (RFC 4475 bcast: a Via naming a broadcast address is not followed).
@@ -199,35 +169,71 @@ impl Proxy {
         may_relay: bool,
     ) -> Result<Forward, Refusal> {
         let loop_hash = self.check(msg)?;
-        let mut routing = self.preprocess(msg, ruri)?;
-        let hop = self.target(store, &mut routing, has_to_tag(msg)).await?;
-        if !hop.registered && !may_relay {
+        let routing = self.preprocess(msg, ruri, peer)?;
+        let choices = self.targets(store, conns, routing, has_to_tag(msg)).await?;
+        if choices.iter().any(|(_, hop)| !hop.registered) && !may_relay {
             // Judged on where the request really goes: after route pre-processing (a strict
             // route can swap the Request-URI) and the lookup.
             return Err(Refusal::new(403, "Forbidden (relaying denied)"));
         }
-        refuse_sips(&hop, &routing)?;
-        // RFC 3263 4.3: every target in the order it is tried, each with its own bytes (its
-        // Via and Record-Route name its transport and our address toward it).
+        let req = Req {
+            msg,
+            peer,
+            loop_hash: &loop_hash,
+        };
+        // Every binding in turn (RFC 5626 5.3: the next flow when one fails), and for each
+        // every RFC 3263 target (4.3), each with its own bytes (its Via and Record-Route
+        // name its transport and our address toward it).
         let mut tries = Vec::new();
-        for (proto, dest, chosen) in self.locate(&hop, conns).await? {
-            let f = self.forward(msg, peer, &routing, proto, dest, &loop_hash);
+        let mut first_refusal = None;
+        let mut unreachable = None;
+        for (routing, hop) in &choices {
+            match self.tries(&req, conns, routing, hop).await {
+                Ok(t) => {
+                    unreachable.get_or_insert_with(|| hop.unreachable());
+                    tries.extend(t);
+                }
+                Err(e) => {
+                    first_refusal.get_or_insert(e);
+                }
+            }
+        }
+        let mut tries = tries.into_iter();
+        let Some((bytes, to)) = tries.next() else {
+            return Err(first_refusal
+                .unwrap_or_else(|| Refusal::new(503, "Service Unavailable (no next hop)")));
+        };
+        let mut forward = Forward::new(bytes, to);
+        forward.fallbacks = tries.collect();
+        if let Some(u) = unreachable {
+            forward.unreachable = u;
+        }
+        Ok(forward)
+    }
+
+    /// The ways to send one choice: per RFC 3263 target, and for a large request over UDP
+    /// TCP first.
+    async fn tries(
+        &self,
+        req: &Req<'_>,
+        conns: &Connections,
+        routing: &Routing,
+        hop: &Hop,
+    ) -> Result<Vec<(Bytes, NextHop)>, Refusal> {
+        refuse_sips(hop, routing)?;
+        let mut tries = Vec::new();
+        for (proto, dest, chosen) in self.locate(hop, routing, conns).await? {
+            let f = self.forward(req, routing, proto, dest);
             if proto == Proto::Udp && !chosen && f.bytes.len() > UDP_MTU_LIMIT {
                 // 18.1.1: too large for UDP, judged on what would be sent, so TCP first;
                 // since the target never asked for TCP, the same request over UDP next when
                 // TCP cannot reach it (a UDP-only phone), as the RFC says a client retries.
-                let tcp = self.forward(msg, peer, &routing, Proto::Tcp, dest, &loop_hash);
+                let tcp = self.forward(req, routing, Proto::Tcp, dest);
                 tries.push((tcp.bytes, tcp.to));
             }
             tries.push((f.bytes, f.to));
         }
-        let mut tries = tries.into_iter();
-        let (bytes, to) = tries
-            .next()
-            .ok_or_else(|| Refusal::new(503, "Service Unavailable (no next hop)"))?;
-        let mut forward = Forward::new(bytes, to);
-        forward.fallbacks = tries.collect();
-        Ok(forward)
+        Ok(tries)
     }
 
     /// 16.3 items 3 and 4; returns the loop-detection part of our branch.
@@ -258,8 +264,10 @@ impl Proxy {
         Ok(loop_hash)
     }
 
-    /// 16.4: strict-router repair, then every leading Route that names the farm removed.
-    fn preprocess(&self, msg: &Message, ruri: SipUri) -> Result<Routing, Refusal> {
+    /// 16.4: strict-router repair, then every leading Route that names the farm removed; one
+    /// with a flow token of ours that the request did not come from ends it: the request
+    /// goes on that flow ([`flow`]).
+    fn preprocess(&self, msg: &Message, ruri: SipUri, peer: &Peer) -> Result<Routing, Refusal> {
         let bad_route = || Refusal::new(400, "Bad Route");
         let mut routes: Vec<String> = msg
             .list(&HeaderName::Route)
@@ -278,10 +286,23 @@ impl Proxy {
                     .ok_or_else(|| Refusal::new(416, "Unsupported URI Scheme"))?;
             }
         }
+        let mut deliver = None;
         while let Some(first) = routes.first() {
             match route_uri(first) {
                 Some(u) if self.identity.names_farm(&u) => {
                     routes.remove(0);
+                    match self.identity.routed_flow(&u) {
+                        RoutedFlow::None => {}
+                        RoutedFlow::Valid(f) if flow::arrived_on(f, peer) => {}
+                        RoutedFlow::Valid(f) => {
+                            deliver = Some(f);
+                            break;
+                        }
+                        RoutedFlow::Invalid => {
+                            throttled_info!(src = %peer.src, "a flow token that does not check");
+                            return Err(flow_failed());
+                        }
+                    }
                 }
                 Some(_) => break,
                 None => return Err(bad_route()),
@@ -305,118 +326,29 @@ impl Proxy {
             request_uri,
             ruri,
             routes,
+            flow: deliver,
         })
-    }
-
-    /// 16.5 and 16.6 item 6: the next hop. `in_dialog`: the request has a To tag.
-    async fn target(
-        &self,
-        store: &impl LocationStore,
-        r: &mut Routing,
-        in_dialog: bool,
-    ) -> Result<Hop, Refusal> {
-        if let Some(first) = r.routes.first() {
-            let u = route_uri(first).ok_or_else(|| Refusal::new(400, "Bad Route"))?;
-            if u.param("lr").is_none() {
-                // A strict router next: it gets the Request-URI slot.
-                let strict = r.routes.remove(0);
-                r.routes.push(format!("<{}>", r.request_uri));
-                r.request_uri = NameAddr::parse(&strict).map(|a| a.uri).unwrap_or_default();
-                r.routes_changed = true;
-            }
-            return Ok(Hop::from_request(u));
-        }
-        // A URI names our domain only with one of our ports or none (19.1.4): a UA's
-        // contact on the IP that is also our domain is that UA. An AOR with a user part is
-        // looked up whatever its port (10.3), except inside a dialog: once loose routing is
-        // done, an in-dialog request goes to its Request-URI, the peer's Contact, as
-        // Kamailio's loose_route does; the store is not asked.
-        let lookup = self.identity.names_our_domain(&r.ruri)
-            || (!in_dialog && r.ruri.user().is_some() && self.identity.serves_domain(&r.host));
-        if lookup {
-            let t = registrar::lookup(store, &r.ruri, &r.request_uri).await?;
-            r.request_uri = t.request_uri;
-            if let Some(route_set) = t.route_set {
-                r.routes = route_set;
-                r.routes_changed = true;
-            }
-            return Ok(Hop {
-                uri: t.next_hop,
-                tcp_hint: t.tcp_hint,
-                registered: true,
-            });
-        }
-        if self.identity.is_local(&r.host, r.ruri.port()) {
-            // Addressed to this instance but not to a domain we serve: nowhere to go.
-            return Err(Refusal::new(404, "Not Found"));
-        }
-        Ok(match &self.outbound {
-            // The operator's own proxy: not a destination the request chose.
-            Some(ob) => Hop {
-                uri: ob.clone(),
-                tcp_hint: None,
-                registered: true,
-            },
-            None => Hop::from_request(r.ruri.clone()),
-        })
-    }
-
-    /// Where the next hop is: an open connection to the binding's TCP source, else RFC 3263
-    /// (maddr, then SRV fail-over: the targets in the order they are tried, see
-    /// [`crate::resolve`]), each with whether its transport was chosen for us (the
-    /// connection, or the URI names it: then a large request is not moved to TCP). Never a
-    /// memcached node of the farm; never a denied network when the request chose it; every
-    /// target is checked, and the request is refused only when none is left.
-    async fn locate(
-        &self,
-        hop: &Hop,
-        conns: &Connections,
-    ) -> Result<Vec<(Proto, SocketAddr, bool)>, Refusal> {
-        if let Some(addr) = hop.tcp_hint.filter(|a| conns.by_addr(*a).is_some()) {
-            return Ok(vec![(Proto::Tcp, addr, true)]);
-        }
-        let targets = self.resolver.resolve(&hop.uri).await.map_err(|e| {
-            throttled_info!(next_hop = %hop.uri, error = %e, "cannot resolve the next hop");
-            Refusal::new(503, "Service Unavailable (next hop unresolvable)")
-        })?;
-        let mut hops = Vec::with_capacity(targets.len());
-        for target in targets {
-            let ip = target.addr.ip();
-            let denied =
-                !hop.registered && self.deny.iter().any(|n| n.contains(&ip.to_canonical()));
-            if forbidden_destination(ip) || self.identity.is_farm_node(target.addr) || denied {
-                throttled_info!(dest = %target.addr, "refused a forbidden destination");
-                continue;
-            }
-            let hop = (target.proto, target.addr, target.explicit);
-            if !hops.contains(&hop) {
-                hops.push(hop);
-            }
-        }
-        if hops.is_empty() {
-            return Err(Refusal::new(403, "Forbidden destination"));
-        }
-        Ok(hops)
     }
 
     /// 16.6: the forwarded request, as edits over the received bytes.
-    fn forward(
-        &self,
-        msg: &Message,
-        peer: &Peer,
-        r: &Routing,
-        proto: Proto,
-        dest: SocketAddr,
-        loop_hash: &str,
-    ) -> Forward {
+    fn forward(&self, req: &Req<'_>, r: &Routing, proto: Proto, dest: SocketAddr) -> Forward {
+        let (msg, peer, loop_hash) = (req.msg, req.peer, req.loop_hash);
         let method = msg.method().unwrap_or_default();
         let mut record_route = Vec::new();
         if self.record_route && !has_to_tag(msg) && DIALOG_CREATING.contains(&method) {
             let sig = dialog_tag(&self.identity, msg.call_id().unwrap_or(""), &from_tag(msg));
-            // Top entry faces the callee (the next hop), the second the caller, when they differ.
-            record_route.push(self.rr_value(proto, &sig));
-            if proto != peer.proto {
-                record_route.push(self.rr_value(peer.proto, &sig));
+            let caller = flow::caller_flow(msg, peer);
+            if let Some(entries) =
+                flow::record_route(&self.identity, &sig, (proto, r.flow), (peer.proto, caller))
+            {
+                record_route = entries;
+            } else {
+                // Top entry faces the callee (the next hop), the second the caller, when
+                // they differ.
+                record_route.push(self.rr_value(proto, &sig));
+                if proto != peer.proto {
+                    record_route.push(self.rr_value(peer.proto, &sig));
+                }
             }
         }
         let conn = match &peer.path {
@@ -467,45 +399,4 @@ fn has_to_tag(msg: &Message) -> bool {
     msg.get(&HeaderName::To)
         .and_then(|t| NameAddr::parse(t).ok())
         .is_some_and(|a| a.tag().is_some())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn routing(request_uri: &str) -> Routing {
-        let ruri = parse_sip(request_uri).unwrap();
-        Routing {
-            request_uri: request_uri.to_owned(),
-            host: uri_host(&ruri).unwrap_or_default(),
-            ruri,
-            routes: Vec::new(),
-            routes_changed: false,
-        }
-    }
-
-    fn hop(uri: &str, registered: bool) -> Hop {
-        Hop {
-            uri: parse_sip(uri).unwrap(),
-            tcp_hint: None,
-            registered,
-        }
-    }
-
-    /// A lookup that yields a SIPS contact is not downgraded: 480 (the user is registered,
-    /// just not reachable without TLS); a SIPS hop the request chose: 416.
-    #[test]
-    fn sips_next_hops_are_refused() {
-        let contact = "sips:bob@192.0.2.1:5061";
-        let code = |h: &Hop, r: &Routing| refuse_sips(h, r).err().map(|e| e.code);
-        assert_eq!(code(&hop(contact, true), &routing(contact)), Some(480));
-        assert_eq!(
-            code(&hop("sips:192.0.2.2;lr", false), &routing("sip:b@x.test")),
-            Some(416)
-        );
-        assert_eq!(
-            code(&hop("sip:b@x.test", false), &routing("sip:b@x.test")),
-            None
-        );
-    }
 }

@@ -8,9 +8,11 @@
 //! lets in only packets from the address the UA last sent to). The binding names that
 //! instance ([`Flow::owner`]) so that every other instance routes to it.
 
-use crate::identity::Identity;
-use crate::location::Flow;
+use crate::clock::hlc_stamp;
+use crate::identity::{FlowRef, Identity};
+use crate::location::{Flow, LocationStore, StoreError};
 use crate::sip::Message;
+use crate::sip::uri::Aor;
 use crate::sip::uri::parse_sip;
 use crate::transport::Proto;
 use sip_uri::SipUri;
@@ -26,7 +28,8 @@ pub(crate) const FLOW_TIMER_TCP: u32 = 120;
 pub(crate) struct Arrival {
     pub src: SocketAddr,
     pub proto: Proto,
-    /// This instance's own SIP URI, the owner of flows registered through it.
+    /// This instance's own SIP URI with the token of this flow (see
+    /// [`crate::identity::FlowRef`]): what other instances route to.
     pub owner: String,
     /// The top Via's sent-by is not the source address (RFC 3581: the UA is behind NAT).
     pub via_nat: bool,
@@ -52,7 +55,7 @@ impl Arrival {
         Arrival {
             src,
             proto,
-            owner: identity.own_uri(proto_to_owner(identity)),
+            owner: identity.flow_owner_uri(FlowRef { proto, src }),
             via_nat,
             outbound,
         }
@@ -73,33 +76,53 @@ impl Arrival {
     }
 }
 
-/// Instances reach each other over TCP when this one listens on TCP: a refused connection
-/// tells at once that the owner is gone (UDP would only time out).
-fn proto_to_owner(identity: &Identity) -> Proto {
-    if identity.listens(Proto::Tcp) {
-        Proto::Tcp
-    } else {
-        Proto::Udp
-    }
-}
-
 fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
-/// Does an IP Contact name another address than the REGISTER's source (a private address
-/// behind NAT, or the UA's idea of its port)? A Contact with a host name is taken as given.
+/// Does an IP Contact name another host than the REGISTER's source (a private address
+/// behind NAT)? Kamailio's `nat_uac_test` 32 compares the IP only: a UA may send from one
+/// port and listen on another (the port test is the Via's, RFC 3581). A Contact with a host
+/// name is taken as given.
 fn contact_differs(contact: &str, src: SocketAddr) -> bool {
     let Some(uri) = parse_sip(contact) else {
         return false;
     };
-    contact_addr(&uri).is_some_and(|a| canonical(a) != canonical(src))
+    contact_ip(&uri).is_some_and(|ip| ip.to_canonical() != src.ip().to_canonical())
 }
 
-fn contact_addr(uri: &SipUri) -> Option<SocketAddr> {
+fn contact_ip(uri: &SipUri) -> Option<IpAddr> {
     let host = crate::sip::uri::host(uri)?;
-    let ip: IpAddr = host.trim_matches(|c| c == '[' || c == ']').parse().ok()?;
-    Some(SocketAddr::new(ip, uri.port().unwrap_or(5060)))
+    host.trim_matches(|c| c == '[' || c == ']').parse().ok()
+}
+
+/// RFC 5626 5.3 (and Kamailio's `handle_lost_tcp`): the TCP connection from `remote` that
+/// `aor` registered over is closed, so its bindings on that flow can no longer be reached;
+/// they become tombstones (kept in order by their own Call-ID and CSeq) until the UA
+/// registers again. Only this instance runs it: it held the connection. How many went.
+pub(crate) async fn flow_closed(
+    store: &impl LocationStore,
+    aor: &Aor,
+    remote: SocketAddr,
+) -> Result<usize, StoreError> {
+    let source = format!("{}:{remote}", Proto::Tcp.as_str());
+    let gone = store
+        .update(aor, |record, now| {
+            let seen = record.bindings.iter().map(|b| b.updated).max().unwrap_or(0);
+            let stamp = hlc_stamp(seen);
+            let mut n = 0;
+            for b in record
+                .bindings
+                .iter_mut()
+                .filter(|b| b.is_live(now) && b.flow.is_some() && b.source == source)
+            {
+                b.bury(stamp);
+                n += 1;
+            }
+            Ok::<_, std::convert::Infallible>(n)
+        })
+        .await?;
+    Ok(gone.unwrap_or_else(|never| match never {}))
 }
 
 #[cfg(test)]
@@ -125,11 +148,8 @@ mod tests {
             .flow_for("sip:a@10.0.0.7:5070", false, false)
             .unwrap();
         assert!(nat.nat);
-        assert!(
-            public
-                .flow_for("sip:a@127.0.0.1:5071", false, false)
-                .is_some()
-        );
+        // Same host, another port: the UA listens there (a port is the Via's test).
+        assert_eq!(public.flow_for("sip:a@127.0.0.1:5071", false, false), None);
         // A Path reaches it; TCP always uses the connection; Via says NAT.
         assert_eq!(public.flow_for("sip:a@10.0.0.7", true, false), None);
         let tcp = arrival("127.0.0.1:5070", Proto::Tcp, false);

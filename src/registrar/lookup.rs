@@ -5,13 +5,16 @@
 //! A stateless proxy has no transaction to remember which binding it chose, so the choice is
 //! a pure function of the record: the highest q, ties broken by the contact URI, never by
 //! refresh time. A request, its retransmissions, its CANCEL and its ACK all reach the same
-//! binding (16.11).
+//! binding (16.11). The other live bindings follow in the same order: they are where the
+//! request goes when the first cannot be reached (its flow's instance is down), RFC 5626 5.3.
 
+use crate::identity::FlowRef;
 use crate::location::{Binding, LocationStore};
 use crate::sip::addr::route_uri;
 use crate::sip::response::Refusal;
 use crate::sip::uri::{Aor, parse_sip};
 use crate::throttle::throttled_warn;
+use crate::transport::Proto;
 use sip_uri::SipUri;
 use std::net::SocketAddr;
 
@@ -28,15 +31,21 @@ pub(crate) struct Target {
     /// The far end of the TCP connection the binding was registered over: the request goes
     /// over that connection while it is open (a UA behind NAT is reachable only there).
     pub tcp_hint: Option<SocketAddr>,
+    /// The flow that reaches the UA and its owner's URI with the flow token, when the
+    /// binding recorded one (RFC 5626; a UA behind NAT or on TCP).
+    pub flow: Option<(FlowRef, String)>,
 }
 
-/// The target of a request whose Request-URI (`ruri`, written `request_uri`) is in one of our
-/// domains.
+/// Bindings tried for one request at most: the chosen one and fall-backs.
+const MAX_TARGETS: usize = 4;
+
+/// The targets of a request whose Request-URI (`ruri`, written `request_uri`) is in one of
+/// our domains: every live binding, best first (see [`choose`]), at most [`MAX_TARGETS`].
 pub(crate) async fn lookup(
     store: &impl LocationStore,
     ruri: &SipUri,
     request_uri: &str,
-) -> Result<Target, Refusal> {
+) -> Result<Vec<Target>, Refusal> {
     if ruri.user().is_none() {
         return Err(Refusal::new(404, "Not Found"));
     }
@@ -50,38 +59,70 @@ pub(crate) async fn lookup(
     };
     let record = record.ok_or_else(|| Refusal::new(404, "Not Found"))?;
     let now = crate::clock::now_secs();
-    let unavailable = || Refusal::new(480, "Temporarily Unavailable");
-    let b = choose(record.live(now)).ok_or_else(unavailable)?;
-    let contact = parse_sip(&b.contact).ok_or_else(unavailable)?;
+    let targets: Vec<Target> = ordered(record.live(now))
+        .into_iter()
+        .filter_map(target)
+        .take(MAX_TARGETS)
+        .collect();
+    if targets.is_empty() {
+        return Err(Refusal::new(480, "Temporarily Unavailable"));
+    }
+    Ok(targets)
+}
+
+/// Where one binding is reached; None when its contact or Path is unusable.
+fn target(b: &Binding) -> Option<Target> {
+    let contact = parse_sip(&b.contact)?;
     if b.path.is_empty() {
-        return Ok(Target {
+        return Some(Target {
             request_uri: b.contact.clone(),
             next_hop: contact,
             route_set: None,
             tcp_hint: registered_over_tcp(&b.source),
+            flow: flow_of(b),
         });
     }
-    let first = b
-        .path
-        .first()
-        .and_then(|p| route_uri(p))
-        .ok_or_else(|| Refusal::new(500, "Bad Path in binding"))?;
-    Ok(Target {
+    let first = b.path.first().and_then(|p| route_uri(p))?;
+    Some(Target {
         request_uri: b.contact.clone(),
         next_hop: first,
         route_set: Some(b.path.clone()),
         tcp_hint: None,
+        flow: None,
     })
+}
+
+/// The flow a binding recorded: its source (`udp:IP:PORT`, `tcp:IP:PORT`) and owner.
+fn flow_of(b: &Binding) -> Option<(FlowRef, String)> {
+    let f = b.flow.as_ref()?;
+    let (proto, addr) = b.source.split_once(':')?;
+    let proto = match proto {
+        "udp" => Proto::Udp,
+        "tcp" => Proto::Tcp,
+        _ => return None,
+    };
+    let src = addr.parse().ok()?;
+    Some((FlowRef { proto, src }, f.owner.clone()))
+}
+
+/// Live bindings in the order a stateless proxy tries them (see [`choose`]).
+fn ordered<'a>(bindings: impl Iterator<Item = &'a Binding>) -> Vec<&'a Binding> {
+    let mut all: Vec<&Binding> = bindings.collect();
+    all.sort_by(|a, b| rank(a, b));
+    all
+}
+
+fn rank(a: &Binding, b: &Binding) -> std::cmp::Ordering {
+    let qa = a.q.unwrap_or(1000);
+    let qb = b.q.unwrap_or(1000);
+    qb.cmp(&qa).then_with(|| a.contact.cmp(&b.contact))
 }
 
 /// The binding a stateless proxy forwards to: highest q (no q counts as 1.0), ties broken by
 /// the contact URI.
-pub(crate) fn choose<'a>(bindings: impl Iterator<Item = &'a Binding>) -> Option<&'a Binding> {
-    bindings.min_by(|a, b| {
-        let qa = a.q.unwrap_or(1000);
-        let qb = b.q.unwrap_or(1000);
-        qb.cmp(&qa).then_with(|| a.contact.cmp(&b.contact))
-    })
+#[cfg(test)]
+fn choose<'a>(bindings: impl Iterator<Item = &'a Binding>) -> Option<&'a Binding> {
+    bindings.min_by(|a, b| rank(a, b))
 }
 
 /// The far end of the TCP connection a binding was registered over (`tcp:IP:PORT`).

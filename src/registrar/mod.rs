@@ -19,7 +19,7 @@ pub(crate) mod save;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use lookup::lookup;
+pub(crate) use lookup::{Target, lookup};
 pub(crate) use save::save;
 
 /// What `[registrar]` configures.

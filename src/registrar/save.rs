@@ -42,6 +42,8 @@ use std::net::SocketAddr;
 pub(crate) struct Reply {
     pub bytes: Vec<u8>,
     pub hold_until: Option<u64>,
+    /// The AOR registered.
+    pub aor: Aor,
 }
 
 /// One Contact of the request, checked.
@@ -373,19 +375,12 @@ fn too_many(max_contacts: usize) -> Refusal {
     )
 }
 
-/// A removed binding becomes a tombstone until it would have expired anyway. It keeps what
-/// identifies and orders it (contact, instance-id, reg-id, Call-ID, CSeq, stamp), not what
-/// only a live binding needs (Path, parameters, source, q): many tombstones, little space.
+/// A removed binding becomes a tombstone until it would have expired anyway, ordered by the
+/// request that removed it (see [`Binding::bury`]).
 fn tombstone(b: &mut Binding, r: &Register, stamp: u64) {
-    b.removed = true;
-    b.path = Vec::new();
-    b.params = String::new();
-    b.source = String::new();
-    b.flow = None;
-    b.q = None;
+    b.bury(stamp);
     b.call_id = r.call_id.clone();
     b.cseq = r.cseq;
-    b.updated = stamp;
 }
 
 fn binding(r: &Register, c: &NewContact, now: u64, stamp: u64) -> Binding {
@@ -433,6 +428,7 @@ pub(crate) async fn save(
         Ok(Ok((contacts, hold_until))) => Ok(Reply {
             bytes: ok_response(req, src, &r, &contacts),
             hold_until,
+            aor: r.aor.clone(),
         }),
         Ok(Err(refusal)) => Err(refusal),
         Err(e) => {

@@ -67,6 +67,10 @@ impl Server {
                 &self.identity,
             )
             .await?;
+            if peer.proto == Proto::Tcp {
+                let holds = reply.hold_until.is_some();
+                self.tcp_flows.registered(peer.src, &reply.aor, holds);
+            }
             let bytes = match (peer.proto, &self.auth) {
                 // Nobody authenticated this request: no amplification over UDP.
                 (Proto::Udp, None) => registrar::cap_answer(reply.bytes, answer_limit(msg)),

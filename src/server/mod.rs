@@ -11,6 +11,7 @@
 //! - [`run`]: one single-threaded event loop per core, each with its own sockets.
 
 mod dispatch;
+mod flows;
 #[doc(hidden)]
 pub mod fuzz;
 mod run;
@@ -29,6 +30,7 @@ use crate::throttle::throttled_info;
 use crate::transport::admission::SourceRate;
 use crate::transport::{Connections, Handler, Peer, Proto};
 use bytes::Bytes;
+use flows::TcpFlows;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::UdpSocket;
@@ -61,6 +63,8 @@ pub(crate) struct Server {
     admission: Arc<SourceRate>,
     /// Requests being handled now (bounded by `limits.max_in_flight`).
     in_flight: AtomicUsize,
+    /// Which AORs registered over which of our TCP connections (their flows).
+    tcp_flows: TcpFlows,
     /// The first event loop's UDP sockets: a request that came in over TCP leaves over UDP
     /// from one of these.
     udp: Vec<Arc<UdpSocket>>,
@@ -82,6 +86,7 @@ impl Server {
             .unwrap_or_default();
         let per_source = u32::try_from(cfg.limits.max_in_flight_per_source).unwrap_or(u32::MAX);
         let admission = Arc::new(SourceRate::new(cfg.limits.source_rate, per_source, trusted));
+        let cfg_max_connections = cfg.limits.max_connections;
         Server {
             admission,
             in_flight: AtomicUsize::new(0),
@@ -91,6 +96,7 @@ impl Server {
             proxy,
             auth,
             conns: Arc::new(Connections::default()),
+            tcp_flows: TcpFlows::new(cfg_max_connections),
             udp,
         }
     }
@@ -170,5 +176,19 @@ impl Handler for Server {
 
     async fn on_unframed(self: Arc<Self>, data: Bytes, peer: Peer, err: ParseError) {
         self.reject_unparsed(data, &peer, err).await;
+    }
+
+    async fn on_closed(self: Arc<Self>, remote: std::net::SocketAddr) {
+        for aor in self.tcp_flows.closed(remote) {
+            match crate::registrar::flow::flow_closed(&self.store, &aor, remote).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(%aor, %remote, bindings = n, "flow closed: bindings on it removed")
+                }
+                Err(e) => {
+                    crate::throttle::throttled_warn!(%aor, %remote, error = %e, "flow closed: could not remove its bindings");
+                }
+            }
+        }
     }
 }

@@ -237,6 +237,15 @@ pub(crate) trait Handler: Send + Sync + 'static {
         peer: Peer,
         err: ParseError,
     ) -> impl std::future::Future<Output = ()> + Send;
+
+    /// The TCP connection with `remote` closed (RFC 5626 5.3: a flow is gone).
+    fn on_closed(
+        self: Arc<Self>,
+        remote: SocketAddr,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        let _ = remote;
+        async {}
+    }
 }
 
 /// Send bytes back along a path: over UDP to `dest`, over TCP on the connection (queued,

@@ -134,6 +134,8 @@ async fn connection<H: Handler>(
     let mut writer = tokio::spawn(write_loop(wr, rx, link.clone(), write_timeout));
     read_loop(rd, src, &conn, &handler, &settings).await;
     settings.table.remove(src, conn.id);
+    // Told from a task of its own: it may write to the location store.
+    tokio::spawn(handler.clone().on_closed(src));
     // The writer ends once every sender (in-flight handlers too) is gone.
     drop(conn);
     if tokio::time::timeout(write_timeout, &mut writer)

@@ -373,7 +373,7 @@ pub fn read_tcp_response(s: &mut TcpStream) -> Resp {
 
 /// The length of the first whole message in `buf` (head, then Content-Length bytes of body),
 /// or None while it is incomplete.
-fn framed_len(buf: &[u8]) -> Option<usize> {
+pub fn framed_len(buf: &[u8]) -> Option<usize> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = Sip::parse(&String::from_utf8_lossy(&buf[..end]));
     let body: usize = head
@@ -486,29 +486,42 @@ impl Phone {
 
     /// Answer a received request (to its top Via, RFC 3261 18.2.2 with rport).
     pub fn respond(&self, req: &Sip, code: u16, reason: &str, extra: &str) {
-        let mut out = format!("SIP/2.0 {code} {reason}\r\n");
-        for v in req.all("Via") {
-            out.push_str(&format!("Via: {v}\r\n"));
-        }
-        for rr in req.all("Record-Route") {
-            out.push_str(&format!("Record-Route: {rr}\r\n"));
-        }
-        out.push_str(&format!("From: {}\r\n", req.header("From").unwrap()));
-        let to = req.header("To").unwrap();
-        if to.contains("tag=") || code == 100 {
-            out.push_str(&format!("To: {to}\r\n"));
-        } else {
-            out.push_str(&format!("To: {to};tag={}\r\n", self.tag));
-        }
-        out.push_str(&format!(
-            "Call-ID: {}\r\nCSeq: {}\r\n",
-            req.header("Call-ID").unwrap(),
-            req.header("CSeq").unwrap()
-        ));
-        out.push_str(&format!(
-            "Contact: <{}>\r\n{extra}Content-Length: 0\r\n\r\n",
-            self.contact()
-        ));
+        let out = response_to(req, code, reason, &self.tag, &self.contact(), extra);
         self.ua.send(req.response_target(), &out);
     }
+}
+
+/// The response of a UA to `req`: its Vias and Record-Route copied, our `tag` added to the
+/// To header (unless it has one, or this is a 100), `contact` as Contact.
+pub fn response_to(
+    req: &Sip,
+    code: u16,
+    reason: &str,
+    tag: &str,
+    contact: &str,
+    extra: &str,
+) -> String {
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+    for v in req.all("Via") {
+        out.push_str(&format!("Via: {v}\r\n"));
+    }
+    for rr in req.all("Record-Route") {
+        out.push_str(&format!("Record-Route: {rr}\r\n"));
+    }
+    out.push_str(&format!("From: {}\r\n", req.header("From").unwrap()));
+    let to = req.header("To").unwrap();
+    if to.contains("tag=") || code == 100 {
+        out.push_str(&format!("To: {to}\r\n"));
+    } else {
+        out.push_str(&format!("To: {to};tag={tag}\r\n"));
+    }
+    out.push_str(&format!(
+        "Call-ID: {}\r\nCSeq: {}\r\n",
+        req.header("Call-ID").unwrap(),
+        req.header("CSeq").unwrap()
+    ));
+    out.push_str(&format!(
+        "Contact: <{contact}>\r\n{extra}Content-Length: 0\r\n\r\n"
+    ));
+    out
 }

@@ -15,13 +15,17 @@
 //!   URI, each instance names itself ([`Identity::own_uri`]), which phones reach without DNS.
 //! - [`Identity::is_farm_node`]: is this address one of the farm's memcached nodes (where
 //!   nothing that comes from SIP may ever be sent)?
+//! - [`Identity::flow_token`]: which flow of this instance reaches a UA ([`flow`]).
 //! - [`Identity::mac`]: what only the farm can write (its key signs our Via and
 //!   Record-Route entries, so that forged responses and forged in-dialog requests are told
 //!   from ours).
 
-use crate::sip::Message;
-use crate::sip::addr::{NameAddr, route_uri};
-use crate::sip::header::HeaderName;
+mod dialog;
+mod flow;
+
+pub(crate) use dialog::{RR_PARAM, dialog_tag, from_tag, in_our_dialog};
+pub(crate) use flow::{FLOW_PARAM, FlowRef, RoutedFlow, to_our_flow};
+
 use crate::sip::uri::{host as uri_host, host_port, parse_sip};
 use crate::transport::Proto;
 use hmac::{Hmac, Mac};
@@ -317,51 +321,6 @@ impl Identity {
         };
         host_port(SocketAddr::new(ip, l.addr.port()))
     }
-}
-
-/// The Record-Route parameter that signs a dialog.
-pub(crate) const RR_PARAM: &str = "sfr";
-
-/// What our Record-Route carries for a dialog: a MAC over its Call-ID and the caller's tag
-/// (the From tag of the request that creates it; in later requests it is the From or the To
-/// tag, depending on the direction). Only the farm can write it, so a request that merely
-/// claims to be in a dialog of ours (a To tag and a Route naming the farm) is told apart.
-pub(crate) fn dialog_tag(identity: &Identity, call_id: &str, caller_tag: &str) -> String {
-    identity.mac(&[b"dialog", call_id.as_bytes(), caller_tag.as_bytes()])
-}
-
-/// Is `msg` inside a dialog this farm record-routed: a To tag, and a top Route naming the
-/// farm whose signature matches the dialog?
-pub(crate) fn in_our_dialog(identity: &Identity, msg: &Message) -> bool {
-    let to_tag = msg
-        .get(&HeaderName::To)
-        .and_then(|t| NameAddr::parse(t).ok())
-        .and_then(|a| a.tag().map(str::to_owned));
-    let Some(to_tag) = to_tag else {
-        return false;
-    };
-    let Some(top) = msg
-        .list(&HeaderName::Route)
-        .ok()
-        .and_then(|r| r.first().and_then(|v| route_uri(v)))
-        .filter(|u| identity.names_farm(u))
-    else {
-        return false;
-    };
-    let Some(Some(sig)) = top.param(RR_PARAM) else {
-        return false;
-    };
-    let call_id = msg.call_id().unwrap_or("");
-    [from_tag(msg), to_tag]
-        .iter()
-        .any(|tag| identity.mac_ok(sig, &[b"dialog", call_id.as_bytes(), tag.as_bytes()]))
-}
-
-pub(crate) fn from_tag(msg: &Message) -> String {
-    msg.get(&HeaderName::From)
-        .and_then(|f| NameAddr::parse(f).ok())
-        .and_then(|a| a.tag().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// The farm's key: derived from the shared secret file (its first line; every instance then
