@@ -6,19 +6,24 @@
 //! ## Layers (a module imports only from layers below it; `tests/architecture.rs` checks)
 //! ```text
 //! main        (src/main.rs) the command line only: parse, load the config, call the library
-//! server      owns sockets, event loops, the store and the connection table; receives,
+//! server      owns sockets, event loops, the store, the connection table and the TCP flows
+//!             registered over it (flows.rs); receives,
 //! status      asks a rule for a decision, sends what it returns (server/send.rs: the one
 //!             place that sends, never an answer to an ACK); `sipfarm farm status`
 //! config      read and checked once at start into each section's settings (may import
 //!             what it configures)
-//! proxy       RFC 3261 16.3, 16.4, 16.6, 16.11: returns a Forward or a Refusal
-//! registrar   save (RFC 3261 10.3, 3327, 5626) and lookup (binding -> target, Path -> route
-//!             set, 404 vs 480, the TCP connection hint), like Kamailio's save.c / lookup.c
+//! proxy       RFC 3261 16.3, 16.4, 16.6, 16.11: returns a Forward (with its fall-backs) or a
+//!             Refusal; target.rs (16.5: bindings, flows, RFC 3263 targets, in trying order),
+//!             flow.rs (RFC 5626 edge proxy: to the flow's owner, delivery on the flow)
+//! registrar   save (RFC 3261 10.3, 3327, 5626) and lookup (bindings -> targets in order,
+//!             Path -> route set, 404 vs 480), flow (which flow reaches a UA, NAT detection,
+//!             a closed TCP flow's bindings removed), like Kamailio's save.c / lookup.c
 //! auth        digest authentication (RFC 3261 22, 7616, 8760), farm-wide nonces, the gate:
 //!             who is challenged, who may register which address, who may relay
 //! resolve     RFC 3263 (maddr, NAPTR, SRV, A/AAAA): the ordered targets, for fail-over
-//! identity    which domains we serve, which addresses are us, which URIs name the farm,
-//!             the farm's memcached nodes, the farm's key (signed Via and Record-Route)
+//! identity    which domains we serve, which addresses are us (advertised too), which URIs
+//!             name the farm, the farm's memcached nodes, the farm's key (signed Via and
+//!             Record-Route), flow tokens (only their writer reads them)
 //! transport   udp, tcp: framing, connections, socket binding; moves bytes only
 //! location    the store, like Kamailio's usrloc: memory | farm (ring, node, pipeline,
 //!             record, placement, merge, heal, refresh cache), one `Store` chosen at start

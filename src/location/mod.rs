@@ -85,6 +85,9 @@ pub struct Flow {
     /// Why the flow is used: the Contact is not where the REGISTER came from (NAT), the
     /// REGISTER came over TCP, or the UA asked for outbound (reg-id).
     pub nat: bool,
+    /// The flow is gone (its TCP connection closed, RFC 5626 5.3): behind NAT the binding
+    /// cannot be reached until the UA registers again; otherwise its Contact still can be.
+    pub closed: bool,
 }
 
 impl Binding {

@@ -210,6 +210,7 @@ mod tests {
             updated: 5,
             removed: false,
             flow: Some(crate::location::Flow {
+                closed: false,
                 owner: "sip:127.0.0.1:5060;transport=tcp".into(),
                 nat: true,
             }),

@@ -72,6 +72,7 @@ impl Arrival {
         use_flow.then(|| Flow {
             owner: self.owner.clone(),
             nat,
+            closed: false,
         })
     }
 }
@@ -96,17 +97,19 @@ fn contact_ip(uri: &SipUri) -> Option<IpAddr> {
     host.trim_matches(|c| c == '[' || c == ']').parse().ok()
 }
 
-/// RFC 5626 5.3 (and Kamailio's `handle_lost_tcp`): the TCP connection from `remote` that
-/// `aor` registered over is closed, so its bindings on that flow can no longer be reached;
-/// they become tombstones (kept in order by their own Call-ID and CSeq) until the UA
-/// registers again. Only this instance runs it: it held the connection. How many went.
+/// RFC 5626 5.3: the TCP connection from `remote` that `aor` registered over is closed, so
+/// its bindings on that flow are marked closed: one behind NAT is unusable (the next binding
+/// is tried, or 480) until the UA registers again; one whose Contact reaches the UA by itself
+/// is reached there. They stay listed until they expire (Kamailio's `handle_lost_tcp` deletes
+/// them; a phone that registered over a short-lived connection keeps its binding here). Only
+/// the instance that held the connection runs it. How many were marked.
 pub(crate) async fn flow_closed(
     store: &impl LocationStore,
     aor: &Aor,
     remote: SocketAddr,
 ) -> Result<usize, StoreError> {
     let source = format!("{}:{remote}", Proto::Tcp.as_str());
-    let gone = store
+    let marked = store
         .update(aor, |record, now| {
             let seen = record.bindings.iter().map(|b| b.updated).max().unwrap_or(0);
             let stamp = hlc_stamp(seen);
@@ -114,15 +117,18 @@ pub(crate) async fn flow_closed(
             for b in record
                 .bindings
                 .iter_mut()
-                .filter(|b| b.is_live(now) && b.flow.is_some() && b.source == source)
+                .filter(|b| b.is_live(now) && b.source == source)
             {
-                b.bury(stamp);
-                n += 1;
+                if let Some(f) = b.flow.as_mut().filter(|f| !f.closed) {
+                    f.closed = true;
+                    b.updated = stamp;
+                    n += 1;
+                }
             }
             Ok::<_, std::convert::Infallible>(n)
         })
         .await?;
-    Ok(gone.unwrap_or_else(|never| match never {}))
+    Ok(marked.unwrap_or_else(|never| match never {}))
 }
 
 #[cfg(test)]

@@ -70,9 +70,13 @@ pub(crate) async fn lookup(
     Ok(targets)
 }
 
-/// Where one binding is reached; None when its contact or Path is unusable.
+/// Where one binding is reached; None when its contact or Path is unusable, or its flow is
+/// closed and its Contact does not reach it (behind NAT).
 fn target(b: &Binding) -> Option<Target> {
     let contact = parse_sip(&b.contact)?;
+    if b.flow.as_ref().is_some_and(|f| f.closed && f.nat) {
+        return None;
+    }
     if b.path.is_empty() {
         return Some(Target {
             request_uri: b.contact.clone(),
@@ -94,7 +98,7 @@ fn target(b: &Binding) -> Option<Target> {
 
 /// The flow a binding recorded: its source (`udp:IP:PORT`, `tcp:IP:PORT`) and owner.
 fn flow_of(b: &Binding) -> Option<(FlowRef, String)> {
-    let f = b.flow.as_ref()?;
+    let f = b.flow.as_ref().filter(|f| !f.closed)?;
     let (proto, addr) = b.source.split_once(':')?;
     let proto = match proto {
         "udp" => Proto::Udp,

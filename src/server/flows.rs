@@ -1,8 +1,8 @@
 //! The TCP flows this instance holds for registered UAs (RFC 5626 5.3): which AORs registered
-//! over which connection, so that when the connection closes their bindings on it stop
-//! being used at once, by every instance (see [`crate::registrar::flow::flow_closed`]),
-//! instead of being routed to a flow that is gone until they expire. Kamailio's usrloc
-//! does the same on a lost TCP connection (`handle_lost_tcp`).
+//! over which connection, so that when the connection closes their bindings on it are marked
+//! closed at once, for every instance (see [`crate::registrar::flow::flow_closed`]), instead
+//! of being routed to a flow that is gone until they expire (Kamailio's usrloc has
+//! `handle_lost_tcp` for the same).
 //!
 //! Bounded like everything a peer can grow: at most [`PER_CONNECTION`] AORs per connection
 //! (a phone registers one or a few lines) and one entry per connection the instance may
