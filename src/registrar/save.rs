@@ -295,10 +295,13 @@ pub(crate) fn tombstones_kept(max_contacts: usize) -> usize {
 /// Is the request a retransmission (a live binding it touches has its Call-ID and CSeq)?
 /// Refused when such a binding has a higher CSeq (10.3 step 7).
 fn retransmission(r: &Register, record: &Record, now: u64) -> Result<bool, Refusal> {
-    // Only bindings of the same Call-ID can say anything; usually none or one.
+    // Only bindings of the same Call-ID can say anything; usually none or one. Tombstones
+    // too: they carry the CSeq of the removal, so that a delayed copy of the REGISTER it
+    // removed is refused instead of bringing the binding back.
     let mut same_call = record
-        .live(now)
-        .filter(|b| b.call_id == r.call_id)
+        .bindings
+        .iter()
+        .filter(|b| (b.removed || b.is_live(now)) && b.call_id == r.call_id)
         .peekable();
     if same_call.peek().is_none() {
         return Ok(false);

@@ -153,6 +153,44 @@ async fn cseq_ordering_and_retransmission() {
     assert_eq!(contacts(&r), vec!["Contact: <sip:bob@h>;expires=900"]);
 }
 
+/// Issue 12 defect 2: a removal orders the Call-ID like any REGISTER. After CSeq 5 and its
+/// removal with CSeq 6, a delayed copy of CSeq 5 is refused and brings nothing back; CSeq 6
+/// again is a retransmission; CSeq 7 registers anew.
+#[tokio::test]
+async fn a_delayed_register_does_not_undo_its_removal() {
+    let s = MemoryStore::new();
+    let add = msg("Contact: <sip:bob@h>\r\n", "Expires: 300\r\n", "a", 5);
+    assert!(send(&s, &add).await.starts_with("SIP/2.0 200"));
+    let remove = msg("Contact: <sip:bob@h>\r\n", "Expires: 0\r\n", "a", 6);
+    let r = send(&s, &remove).await;
+    assert!(contacts(&r).is_empty(), "{r}");
+    let r = send(&s, &add).await;
+    assert!(r.starts_with("SIP/2.0 400"), "{r}");
+    let fetch = msg("", "", "q", 1);
+    assert!(contacts(&send(&s, &fetch).await).is_empty());
+    let r = send(&s, &remove).await;
+    assert!(
+        r.starts_with("SIP/2.0 200") && contacts(&r).is_empty(),
+        "{r}"
+    );
+    // Contact: * (all) is ordered the same way.
+    let all = msg("Contact: *\r\n", "Expires: 0\r\n", "b", 9);
+    let again = msg("Contact: <sip:bob@h2>\r\n", "Expires: 300\r\n", "b", 8);
+    assert!(
+        send(&s, &msg("Contact: <sip:bob@h2>\r\n", "", "b", 8))
+            .await
+            .starts_with("SIP/2.0 200")
+    );
+    assert!(send(&s, &all).await.starts_with("SIP/2.0 200"));
+    assert!(send(&s, &again).await.starts_with("SIP/2.0 400"));
+    let r = send(
+        &s,
+        &msg("Contact: <sip:bob@h>\r\n", "Expires: 300\r\n", "a", 7),
+    )
+    .await;
+    assert_eq!(contacts(&r), vec!["Contact: <sip:bob@h>;expires=300"]);
+}
+
 #[tokio::test]
 async fn path_contact_params_and_aor() {
     let s = MemoryStore::new();
