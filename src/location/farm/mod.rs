@@ -200,10 +200,11 @@ impl Farm {
         let now = now_secs();
         let found = records(&replicas);
         // Growth: a key not yet on its new owners is taken from where it was.
-        let previous = if found.is_empty() {
-            self.read_previous(key, &targets, aor.as_str()).await
+        let (previous, complete) = if found.is_empty() {
+            let (older, answered) = self.read_previous(key, &targets, aor.as_str()).await;
+            (older, answered && replicas.len() == targets.len())
         } else {
-            Vec::new()
+            (Vec::new(), true)
         };
         let mut record = merge(found.iter().copied().chain(previous.iter()), aor.as_str());
         record.prune(now);
@@ -211,6 +212,14 @@ impl Farm {
         let outcome = change(&mut record, now);
         // No change needs no write, unless a replica lags behind (the write repairs it).
         let in_sync = replicas.iter().all(|r| holds(r, &before, now));
+        if outcome.is_ok() && record == before && before.bindings.is_empty() && !complete {
+            // Nothing found, nothing to write, and an owner did not answer: a removal or a
+            // query answered 200 here would say what the farm cannot tell (the binding may
+            // live on that owner, and would come back with it).
+            return Err(StoreError::Unavailable(
+                "an owner of the record did not answer".into(),
+            ));
+        }
         if outcome.is_err() || (record == before && (in_sync || before.bindings.is_empty())) {
             return Ok(Some(outcome));
         }
@@ -290,8 +299,15 @@ impl LocationStore for Farm {
         let mut record = if found.is_empty() {
             // Not on its owners: a node may have joined since it was written. Ask the nodes
             // that owned it before (the next ones on the ring); read repair moves it over.
-            let older = self.read_previous(&key, &targets, aor.as_str()).await;
+            let (older, answered) = self.read_previous(&key, &targets, aor.as_str()).await;
             if older.is_empty() {
+                if !answered || replicas.len() < targets.len() {
+                    // Absence is concluded only when every owner said so: "no such user"
+                    // (404) is a permanent answer, "cannot tell" is a 500 with Retry-After.
+                    return Err(StoreError::Unavailable(
+                        "an owner of the record did not answer".into(),
+                    ));
+                }
                 return Ok(None);
             }
             merge(older.iter(), aor.as_str())

@@ -128,14 +128,23 @@ impl Farm {
         skipped.chain(before).collect()
     }
 
-    /// Records found on the previous owners of a key (growth: not yet moved to a new node).
-    pub(super) async fn read_previous(&self, key: &str, asked: &[usize], aor: &str) -> Vec<Record> {
+    /// Records found on the previous owners of a key (growth: not yet moved to a new node),
+    /// and whether every node asked answered: absence is concluded only from a full set of
+    /// answers, never because a node could not be read.
+    pub(super) async fn read_previous(
+        &self,
+        key: &str,
+        asked: &[usize],
+        aor: &str,
+    ) -> (Vec<Record>, bool) {
         let previous = self.previous_owners(key, asked);
-        self.read_all(&previous, key, aor)
-            .await
+        let answers = self.read_all(&previous, key, aor).await;
+        let complete = answers.len() == previous.len();
+        let records = answers
             .into_iter()
             .filter_map(|(_, r)| r.map(|(r, _)| r))
             .filter(|r| !r.aor.is_empty())
-            .collect()
+            .collect();
+        (records, complete)
     }
 }

@@ -1,0 +1,82 @@
+//! Issue 12 defect 1: absence is never concluded from partial reads. A user registered on
+//! both owners of its record (R=2); one owner restarts empty and the other freezes. Then the
+//! farm cannot tell whether the user exists: a call gets 500 with Retry-After (not 404, a
+//! permanent "no such user"), and a removal gets 500 (not a 200 that writes no tombstone, after
+//! which the binding would come back with the frozen owner). Once the owner thaws, the user is
+//! found again with its binding.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn invite(caller: &Phone, user: &str) -> String {
+    format!(
+        "INVITE sip:{user}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch={};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{}@example.test>;tag={}\r\nTo: <sip:{user}@example.test>\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <{}>\r\nContent-Length: 0\r\n\r\n",
+        caller.ua.port,
+        unique("z9hG4bKabs"),
+        caller.user,
+        caller.tag,
+        unique("abs"),
+        caller.contact()
+    )
+}
+
+#[test]
+fn one_owner_empty_and_the_other_silent_is_not_absence() {
+    let mut mc = vec![Memcached::start(), Memcached::start()];
+    let s = {
+        let refs: Vec<&Memcached> = mc.iter().collect();
+        Sipfarm::with_farm(&refs, &["--replicas", "2"])
+    };
+    let bob = Phone::new(&unique("bob"));
+    let reg_call = unique("reg");
+    let r = bob.ua.request(
+        s.addr(),
+        &bob.ua.register(
+            &bob.user,
+            &[&format!("<{}>", bob.contact())],
+            Some(600),
+            &reg_call,
+            1,
+        ),
+    );
+    assert_eq!(r.code, 200, "{}", r.text);
+    assert!(mc.iter().all(|m| m.items() == 1), "on both owners");
+
+    let port0 = mc[0].port;
+    mc[0].crash();
+    mc[0] = Memcached::start_on(port0);
+    mc[1].freeze();
+
+    let caller = Phone::new(&unique("carol"));
+    // Several times: before and after the instance marks the frozen node dead.
+    for i in 0..5 {
+        let r = caller.ua.request(s.addr(), &invite(&caller, &bob.user));
+        assert_eq!(r.code, 500, "call {i}: {}", r.text);
+        assert!(!r.headers("Retry-After").is_empty(), "{}", r.text);
+    }
+    let remove = bob.ua.register(
+        &bob.user,
+        &[&format!("<{}>", bob.contact())],
+        Some(0),
+        &reg_call,
+        2,
+    );
+    let r = bob.ua.request(s.addr(), &remove);
+    assert_eq!(r.code, 500, "a removal of what cannot be read: {}", r.text);
+
+    mc[1].thaw();
+    // Found again once the owner answers (the breaker lets a probe through after a backoff).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        caller.ua.send(s.addr(), &invite(&caller, &bob.user));
+        if let Some(inv) = bob.wait(Duration::from_millis(500), |m| m.method() == Some("INVITE")) {
+            bob.respond(&inv, 486, "Busy Here", "");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the binding never came back"
+        );
+    }
+}
