@@ -23,7 +23,7 @@ fn invite(caller: &Phone, user: &str) -> String {
 
 #[test]
 fn one_owner_empty_and_the_other_silent_is_not_absence() {
-    let mut mc = vec![Memcached::start(), Memcached::start()];
+    let mut mc = [Memcached::start(), Memcached::start()];
     let s = {
         let refs: Vec<&Memcached> = mc.iter().collect();
         Sipfarm::with_farm(&refs, &["--replicas", "2"])
