@@ -275,3 +275,74 @@ fn a_retransmitted_authenticated_invite_is_forwarded_again() {
     bob.respond(&first, 486, "Busy Here", "");
     alice.wait_response(486, "INVITE");
 }
+
+/// Flows with authentication on (issue 11): bob behind NAT (his Contact names a private
+/// address) registers through A. alice, authenticated by B, calls him through B: B routes to
+/// A's flow and vouches for that request, so A does not challenge it again and bob rings.
+/// The flow token alone, as anyone in a dialog with bob sees it in Record-Route, does not
+/// pass A's gate: an INVITE with a local From and that Route is challenged.
+#[test]
+fn a_call_to_a_flow_is_vouched_for_and_a_bare_token_is_challenged() {
+    let f = AuthFarm::start(&[]);
+    let bob = Phone::new("bob");
+    let private = format!("<sip:bob@127.0.0.99:{}>", bob.ua.port);
+    let r = register_auth(
+        &bob.ua,
+        f.a.addr(),
+        BOB,
+        Alg::Sha256,
+        &[&private],
+        Some(600),
+    );
+    assert_eq!(r.code, 200, "{}", r.text);
+
+    let alice = Phone::new("alice");
+    let (ruri, to) = ("sip:bob@example.test", "<sip:bob@example.test>");
+    let cid = unique("flowauth");
+    let build = |cseq| {
+        sip_request(
+            &alice.ua,
+            "INVITE",
+            ruri,
+            "alice@example.test",
+            to,
+            &cid,
+            cseq,
+            &branch(),
+        )
+    };
+    let (_, invite) = authorize(&alice.ua, f.b.addr(), &build, ALICE, Alg::Sha256);
+    alice.ua.send(f.b.addr(), &invite);
+    let inv = bob.wait_request("INVITE");
+    assert_eq!(inv.request_uri(), Some(&private[1..private.len() - 1]));
+    bob.respond(&inv, 200, "OK", "");
+    let ok = alice.wait_response(200, "INVITE");
+    // A's Record-Route entry toward bob carries his flow token.
+    let a_entry = ok
+        .all("Record-Route")
+        .into_iter()
+        .find(|rr| rr.contains(";sff="))
+        .expect("a flow Record-Route");
+
+    // The bare token, by someone posing as alice from elsewhere: challenged by A.
+    let mallory = Phone::new_at("mallory", "127.0.0.2");
+    let forged = sip_request(
+        &mallory.ua,
+        "INVITE",
+        ruri,
+        "alice@example.test",
+        to,
+        &unique("forged"),
+        1,
+        &branch(),
+    )
+    .replacen(
+        "Max-Forwards: 70\r\n",
+        &format!("Max-Forwards: 70\r\nRoute: {a_entry}\r\n"),
+        1,
+    );
+    let r = mallory.ua.request(f.a.addr(), &forged);
+    assert_eq!(r.code, 407, "{}", r.text);
+    let reached = bob.wait(Duration::from_millis(300), |m| m.method() == Some("INVITE"));
+    assert!(reached.is_none(), "the forged INVITE reached bob");
+}

@@ -323,7 +323,7 @@ fn tcp_caller_udp_callee_gets_two_record_routes() {
     assert_eq!(rr.len(), 2, "{rr:?}");
     assert_eq!(rr[0], format!("<sip:{};lr>", f.b.addr()));
     assert!(
-        rr[1].starts_with(&format!("<sip:{};transport=tcp;lr;sff=t", f.b.addr())),
+        rr[1].starts_with(&format!("<sip:{};transport=tcp;lr;sff=", f.b.addr())),
         "{rr:?}"
     );
     assert!(got.all("Via")[0].starts_with("SIP/2.0/UDP"));

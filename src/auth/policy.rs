@@ -25,7 +25,7 @@ use super::limit::FailureLimiter;
 use super::nonce::{NonceKeys, NonceState, nonce_id};
 use super::users::Users;
 use crate::clock::now_millis;
-use crate::identity::{Identity, in_our_dialog, to_our_flow};
+use crate::identity::{Identity, in_our_dialog, vouched_to_our_flow};
 use crate::location::Store;
 use crate::sip::Message;
 use crate::sip::addr::NameAddr;
@@ -141,10 +141,10 @@ impl Auth {
         if in_our_dialog(identity, msg) {
             return Ok(true);
         }
-        if to_our_flow(identity, msg) {
-            // Routed by the farm to a registered UA's flow held here (the instance that
-            // looked the user up authenticated the caller): like any request for a
-            // registered user, it may reach that UA, nothing else.
+        if vouched_to_our_flow(identity, msg) {
+            // Routed by another instance to a registered UA's flow held here, vouched for
+            // this very request (that instance applied these rules): it may reach that UA,
+            // nothing else. A flow token alone (seen in a Record-Route) does not pass.
             return Ok(false);
         }
         if matches!(method, "ACK" | "CANCEL") {

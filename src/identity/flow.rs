@@ -9,8 +9,16 @@
 //! address) and carries a MAC under the owner's key: only the owner reads its tokens, so the
 //! farm needs no shared secret for them, and nobody can make an instance send to an address
 //! of their choosing by writing a token. Another instance copies the owner URI as a Route
-//! (`<owner;lr>`); the owner, finding its own URI with a valid token on top, delivers the
-//! request on the flow.
+//! (`<owner;lr;sfh=MAC>`); the owner, finding its own URI with a valid token on top, delivers
+//! the request on the flow.
+//!
+//! A token alone is no credential: anyone in a dialog with the UA sees it in Record-Route.
+//! So the auth gate lets a request through to a flow without its own checks only when the
+//! instance that looked the user up vouched for it: `sfh`, a MAC under the farm's key (shared
+//! through the secret file whenever authentication is on) over the token, the request's
+//! Call-ID, From tag and CSeq number, and the minute, accepted for two minutes (its CANCEL and
+//! ACK too). In-dialog requests are vouched for by the dialog's own signature instead
+//! ([`super::in_our_dialog`]).
 
 use super::Identity;
 use crate::sip::Message;
@@ -22,12 +30,19 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// The URI parameter that carries a flow token.
 pub(crate) const FLOW_PARAM: &str = "sff";
 
+/// The Route parameter by which an instance vouches for the request it routes to a flow.
+pub(crate) const HOP_PARAM: &str = "sfh";
+
 /// One flow: the transport and the far end's address as this instance sees it (the NAT's
 /// public side).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FlowRef {
     pub proto: Proto,
     pub src: SocketAddr,
+    /// Taken from a request's source for its dialog (a caller on TCP or behind NAT), not
+    /// from a REGISTER: delivery to it is checked like any destination a request chose
+    /// (`proxy.deny`), since a UDP source can be forged.
+    pub dialog: bool,
 }
 
 /// What the top Route says of a flow of ours.
@@ -76,6 +91,44 @@ impl Identity {
         )
     }
 
+    /// The `sfh` value an instance routing `msg` to the flow of `token` writes (see the
+    /// module doc), for the minute `minute` (Unix seconds / 60).
+    pub(crate) fn hop_mac(&self, token: &str, msg: &Message, minute: u64) -> String {
+        let (call_id, from_tag, cseq) = hop_fields(msg);
+        self.mac(&[
+            b"hop",
+            token.as_bytes(),
+            call_id.as_bytes(),
+            from_tag.as_bytes(),
+            cseq.as_bytes(),
+            &minute.to_be_bytes(),
+        ])
+    }
+
+    /// Does `mac` vouch for `msg` to the flow of `token` in `minute` (in constant time)?
+    fn hop_ok(&self, mac: &str, token: &str, msg: &Message, minute: u64) -> bool {
+        let (call_id, from_tag, cseq) = hop_fields(msg);
+        self.mac_ok(
+            mac,
+            &[
+                b"hop",
+                token.as_bytes(),
+                call_id.as_bytes(),
+                from_tag.as_bytes(),
+                cseq.as_bytes(),
+                &minute.to_be_bytes(),
+            ],
+        )
+    }
+
+    /// The Route value toward the owner of a flow, vouched for `msg` now.
+    pub(crate) fn route_to_owner(&self, owner: &str, msg: &Message) -> String {
+        let token = owner_token(owner).unwrap_or_default();
+        let minute = crate::clock::now_secs() / 60;
+        let mac = self.hop_mac(token, msg, minute);
+        format!("<{owner};lr;{HOP_PARAM}={mac}>")
+    }
+
     /// What the Route `uri` (already known to name this instance) says of a flow.
     pub(crate) fn routed_flow(&self, uri: &sip_uri::SipUri) -> RoutedFlow {
         match uri.param(FLOW_PARAM) {
@@ -88,21 +141,52 @@ impl Identity {
     }
 }
 
-/// Does the top Route of `msg` name this instance with a flow token of ours that checks?
-/// Such a request was routed to a registered UA's flow by the farm (the auth gate lets it
-/// reach that UA, as it would let any request reach a registered user).
-pub(crate) fn to_our_flow(identity: &Identity, msg: &Message) -> bool {
-    msg.list(&HeaderName::Route)
+/// Is `msg` a request from outside a dialog that another instance of the farm routed to a
+/// flow of ours, and vouched for (see the module doc)? The instance that looked the user up
+/// applied the auth rules; the gate here lets it reach that UA, nothing else.
+pub(crate) fn vouched_to_our_flow(identity: &Identity, msg: &Message) -> bool {
+    let Some(top) = msg
+        .list(&HeaderName::Route)
         .ok()
         .and_then(|r| r.first().and_then(|v| route_uri(v)))
         .filter(|u| identity.names_farm(u))
-        .is_some_and(|u| matches!(identity.routed_flow(&u), RoutedFlow::Valid(_)))
+    else {
+        return false;
+    };
+    let (Some(Some(token)), Some(Some(mac))) = (top.param(FLOW_PARAM), top.param(HOP_PARAM)) else {
+        return false;
+    };
+    if identity.flow_of_token(token).is_none() {
+        return false;
+    }
+    let minute = crate::clock::now_secs() / 60;
+    [minute, minute.saturating_sub(1)]
+        .iter()
+        .any(|m| identity.hop_ok(mac, token, msg, *m))
+}
+
+/// What a hop MAC covers of a request: Call-ID, From tag, CSeq number.
+fn hop_fields(msg: &Message) -> (&str, String, &str) {
+    let cseq = msg
+        .get(&HeaderName::CSeq)
+        .and_then(|c| c.split_whitespace().next())
+        .unwrap_or("");
+    (msg.call_id().unwrap_or(""), super::from_tag(msg), cseq)
+}
+
+/// The token in an owner URI (`...;sff=TOKEN`).
+fn owner_token(owner: &str) -> Option<&str> {
+    owner
+        .split(';')
+        .find_map(|p| p.strip_prefix(FLOW_PARAM)?.strip_prefix('='))
 }
 
 fn encode(flow: FlowRef) -> String {
-    let p = match flow.proto {
-        Proto::Udp => 'u',
-        Proto::Tcp => 't',
+    let p = match (flow.proto, flow.dialog) {
+        (Proto::Udp, false) => 'u',
+        (Proto::Tcp, false) => 't',
+        (Proto::Udp, true) => 'd',
+        (Proto::Tcp, true) => 'e',
     };
     let ip = match flow.src.ip() {
         IpAddr::V4(v4) => u32::from(v4).to_be_bytes().to_vec(),
@@ -113,9 +197,11 @@ fn encode(flow: FlowRef) -> String {
 }
 
 fn decode(body: &str) -> Option<FlowRef> {
-    let proto = match body.get(..1)? {
-        "u" => Proto::Udp,
-        "t" => Proto::Tcp,
+    let (proto, dialog) = match body.get(..1)? {
+        "u" => (Proto::Udp, false),
+        "t" => (Proto::Tcp, false),
+        "d" => (Proto::Udp, true),
+        "e" => (Proto::Tcp, true),
         _ => return None,
     };
     let rest = body.get(1..)?;
@@ -132,6 +218,7 @@ fn decode(body: &str) -> Option<FlowRef> {
     Some(FlowRef {
         proto,
         src: SocketAddr::new(ip, port),
+        dialog,
     })
 }
 
@@ -160,6 +247,7 @@ mod tests {
             let f = FlowRef {
                 proto,
                 src: src.parse().unwrap(),
+                dialog: proto == Proto::Tcp,
             };
             let t = a.flow_token(f);
             assert!(t.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));
@@ -170,6 +258,7 @@ mod tests {
         let t = a.flow_token(FlowRef {
             proto: Proto::Udp,
             src: "192.0.2.7:40000".parse().unwrap(),
+            dialog: false,
         });
         let forged = t.replacen("c0000207", "c0000208", 1);
         assert_eq!(a.flow_of_token(&forged), None);
@@ -184,6 +273,7 @@ mod tests {
         let f = FlowRef {
             proto: Proto::Udp,
             src: "192.0.2.7:40000".parse().unwrap(),
+            dialog: false,
         };
         let owner = a.flow_owner_uri(f);
         assert!(

@@ -24,7 +24,7 @@ mod dialog;
 mod flow;
 
 pub(crate) use dialog::{RR_PARAM, dialog_tag, from_tag, in_our_dialog};
-pub(crate) use flow::{FLOW_PARAM, FlowRef, RoutedFlow, to_our_flow};
+pub(crate) use flow::{FLOW_PARAM, FlowRef, RoutedFlow, vouched_to_our_flow};
 
 use crate::sip::uri::{host as uri_host, host_port, parse_sip};
 use crate::transport::Proto;

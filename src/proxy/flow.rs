@@ -20,7 +20,7 @@ use crate::sip::Message;
 use crate::transport::{Peer, Proto};
 use std::net::{IpAddr, SocketAddr};
 
-/// Did `msg` arrive on `flow`?
+/// Did `msg` arrive on `flow` (whoever wrote the token: a binding or a dialog)?
 pub(super) fn arrived_on(flow: FlowRef, peer: &Peer) -> bool {
     flow.proto == peer.proto && canonical(flow.src) == canonical(peer.src)
 }
@@ -41,6 +41,7 @@ pub(super) fn caller_flow(msg: &Message, peer: &Peer) -> Option<FlowRef> {
     (peer.proto == Proto::Tcp || natted).then_some(FlowRef {
         proto: peer.proto,
         src: peer.src,
+        dialog: true,
     })
 }
 

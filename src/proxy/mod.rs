@@ -49,6 +49,9 @@ use std::sync::Arc;
 /// when the target does not insist on UDP.
 pub(crate) const UDP_MTU_LIMIT: usize = 1300;
 
+/// Ways one request is tried at most (bindings, RFC 3263 targets, TCP then UDP).
+const MAX_TRIES: usize = 8;
+
 /// Methods that create dialogs: Record-Route is added to them (when they are not in-dialog).
 const DIALOG_CREATING: &[&str] = &["INVITE", "SUBSCRIBE", "REFER", "NOTIFY"];
 
@@ -170,7 +173,7 @@ impl Proxy {
     ) -> Result<Forward, Refusal> {
         let loop_hash = self.check(msg)?;
         let routing = self.preprocess(msg, ruri, peer)?;
-        let choices = self.targets(store, conns, routing, has_to_tag(msg)).await?;
+        let choices = self.targets(store, conns, msg, routing).await?;
         if choices.iter().any(|(_, hop)| !hop.registered) && !may_relay {
             // Judged on where the request really goes: after route pre-processing (a strict
             // route can swap the Request-URI) and the lookup.
@@ -188,6 +191,9 @@ impl Proxy {
         let mut first_refusal = None;
         let mut unreachable = None;
         for (routing, hop) in &choices {
+            if tries.len() >= MAX_TRIES {
+                break;
+            }
             match self.tries(&req, conns, routing, hop).await {
                 Ok(t) => {
                     unreachable.get_or_insert_with(|| hop.unreachable());
@@ -198,6 +204,8 @@ impl Proxy {
                 }
             }
         }
+        // Each try may cost a TCP dial: a request is not let hold its slot for long.
+        tries.truncate(MAX_TRIES);
         let mut tries = tries.into_iter();
         let Some((bytes, to)) = tries.next() else {
             return Err(first_refusal
@@ -224,6 +232,12 @@ impl Proxy {
         let mut tries = Vec::new();
         for (proto, dest, chosen) in self.locate(hop, routing, conns).await? {
             let f = self.forward(req, routing, proto, dest);
+            if let Some(flow) = routing.flow.filter(|f| f.proto == Proto::Tcp) {
+                // On that very connection, never a new one to the UA's NAT-side port.
+                let conn = conns.by_addr(flow.src).ok_or_else(flow_failed)?;
+                tries.push((f.bytes, NextHop::Conn(conn.id)));
+                continue;
+            }
             if proto == Proto::Udp && !chosen && f.bytes.len() > UDP_MTU_LIMIT {
                 // 18.1.1: too large for UDP, judged on what would be sent, so TCP first;
                 // since the target never asked for TCP, the same request over UDP next when
@@ -335,9 +349,13 @@ impl Proxy {
         let (msg, peer, loop_hash) = (req.msg, req.peer, req.loop_hash);
         let method = msg.method().unwrap_or_default();
         let mut record_route = Vec::new();
-        if self.record_route && !has_to_tag(msg) && DIALOG_CREATING.contains(&method) {
+        let dialog = !has_to_tag(msg) && DIALOG_CREATING.contains(&method);
+        let caller = dialog.then(|| flow::caller_flow(msg, peer)).flatten();
+        // A dialog with a UA on a flow is record-routed even when Record-Route is off: its
+        // later requests could not reach the UA otherwise (RFC 5626 5.3).
+        let on_flow = r.flow.is_some() || caller.is_some();
+        if dialog && (self.record_route || on_flow) {
             let sig = dialog_tag(&self.identity, msg.call_id().unwrap_or(""), &from_tag(msg));
-            let caller = flow::caller_flow(msg, peer);
             if let Some(entries) =
                 flow::record_route(&self.identity, &sig, (proto, r.flow), (peer.proto, caller))
             {

@@ -6,6 +6,7 @@
 use super::{Proxy, Routing, forbidden_destination};
 use crate::location::LocationStore;
 use crate::registrar;
+use crate::sip::Message;
 use crate::sip::addr::{NameAddr, route_uri};
 use crate::sip::response::Refusal;
 use crate::sip::uri::{parse_sip, scheme};
@@ -79,13 +80,13 @@ pub(super) fn refuse_sips(hop: &Hop, r: &Routing) -> Result<(), Refusal> {
 
 impl Proxy {
     /// 16.5 and 16.6 item 6: the next hops, in the order they are tried, each with the
-    /// request as it goes there. `in_dialog`: the request has a To tag.
+    /// request as it goes there.
     pub(super) async fn targets(
         &self,
         store: &impl LocationStore,
         conns: &Connections,
+        msg: &Message,
         mut r: Routing,
-        in_dialog: bool,
     ) -> Result<Vec<(Routing, Hop)>, Refusal> {
         if let Some(f) = r.flow {
             if f.proto == Proto::Tcp && conns.by_addr(f.src).is_none() {
@@ -111,12 +112,14 @@ impl Proxy {
         // done, an in-dialog request goes to its Request-URI, the peer's Contact, as
         // Kamailio's loose_route does; the store is not asked.
         let lookup = self.identity.names_our_domain(&r.ruri)
-            || (!in_dialog && r.ruri.user().is_some() && self.identity.serves_domain(&r.host));
+            || (!super::has_to_tag(msg)
+                && r.ruri.user().is_some()
+                && self.identity.serves_domain(&r.host));
         if lookup {
             let targets = registrar::lookup(store, &r.ruri, &r.request_uri).await?;
             let choices: Vec<(Routing, Hop)> = targets
                 .into_iter()
-                .filter_map(|t| self.choice(conns, &r, t))
+                .filter_map(|t| self.choice(conns, msg, &r, t))
                 .collect();
             if choices.is_empty() {
                 // Every binding is on a flow of ours that is gone (RFC 5626 5.3).
@@ -147,6 +150,7 @@ impl Proxy {
     pub(super) fn choice(
         &self,
         conns: &Connections,
+        msg: &Message,
         r: &Routing,
         t: registrar::Target,
     ) -> Option<(Routing, Hop)> {
@@ -167,7 +171,8 @@ impl Proxy {
             r.flow = Some(flow);
             return Some((r, Hop::registered(t.next_hop, None)));
         }
-        r.routes.insert(0, format!("<{owner};lr>"));
+        r.routes
+            .insert(0, self.identity.route_to_owner(&owner, msg));
         r.routes_changed = true;
         Some((r, Hop::registered(owner_uri, None)))
     }
@@ -185,6 +190,15 @@ impl Proxy {
         conns: &Connections,
     ) -> Result<Vec<(Proto, SocketAddr, bool)>, Refusal> {
         if let Some(f) = r.flow {
+            // A flow is an address like any other: never a broadcast or a memcached node,
+            // and one a request's source chose (a dialog's caller) is checked like a
+            // destination the request chose.
+            let ip = f.src.ip();
+            let denied = f.dialog && self.deny.iter().any(|n| n.contains(&ip.to_canonical()));
+            if forbidden_destination(ip) || self.identity.is_farm_node(f.src) || denied {
+                throttled_info!(dest = %f.src, "refused a forbidden flow destination");
+                return Err(Refusal::new(403, "Forbidden destination"));
+            }
             return Ok(vec![(f.proto, f.src, true)]);
         }
         if let Some(addr) = hop.tcp_hint.filter(|a| conns.by_addr(*a).is_some()) {

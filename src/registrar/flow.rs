@@ -55,7 +55,11 @@ impl Arrival {
         Arrival {
             src,
             proto,
-            owner: identity.flow_owner_uri(FlowRef { proto, src }),
+            owner: identity.flow_owner_uri(FlowRef {
+                proto,
+                src,
+                dialog: false,
+            }),
             via_nat,
             outbound,
         }
@@ -105,10 +109,17 @@ fn contact_ip(uri: &SipUri) -> Option<IpAddr> {
 /// the instance that held the connection runs it. How many were marked.
 pub(crate) async fn flow_closed(
     store: &impl LocationStore,
+    identity: &Identity,
     aor: &Aor,
     remote: SocketAddr,
 ) -> Result<usize, StoreError> {
     let source = format!("{}:{remote}", Proto::Tcp.as_str());
+    // Ours only: the same address may since have registered through another instance.
+    let owner = identity.flow_owner_uri(FlowRef {
+        proto: Proto::Tcp,
+        src: remote,
+        dialog: false,
+    });
     let marked = store
         .update(aor, |record, now| {
             let seen = record.bindings.iter().map(|b| b.updated).max().unwrap_or(0);
@@ -119,7 +130,7 @@ pub(crate) async fn flow_closed(
                 .iter_mut()
                 .filter(|b| b.is_live(now) && b.source == source)
             {
-                if let Some(f) = b.flow.as_mut().filter(|f| !f.closed) {
+                if let Some(f) = b.flow.as_mut().filter(|f| !f.closed && f.owner == owner) {
                     f.closed = true;
                     b.updated = stamp;
                     n += 1;

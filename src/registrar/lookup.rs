@@ -106,7 +106,14 @@ fn flow_of(b: &Binding) -> Option<(FlowRef, String)> {
         _ => return None,
     };
     let src = addr.parse().ok()?;
-    Some((FlowRef { proto, src }, f.owner.clone()))
+    Some((
+        FlowRef {
+            proto,
+            src,
+            dialog: false,
+        },
+        f.owner.clone(),
+    ))
 }
 
 /// Live bindings in the order a stateless proxy tries them (see [`choose`]).

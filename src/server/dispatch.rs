@@ -67,7 +67,8 @@ impl Server {
                 &self.identity,
             )
             .await?;
-            if peer.proto == Proto::Tcp {
+            // Only while the connection is open: one that closed meanwhile was told already.
+            if peer.proto == Proto::Tcp && self.conns.by_addr(peer.src).is_some() {
                 let holds = reply.hold_until.is_some();
                 self.tcp_flows.registered(peer.src, &reply.aor, holds);
             }

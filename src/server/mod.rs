@@ -179,8 +179,15 @@ impl Handler for Server {
     }
 
     async fn on_closed(self: Arc<Self>, remote: std::net::SocketAddr) {
+        if self.conns.by_addr(remote).is_some() {
+            // The UA connected again from the same address: its bindings are on the new
+            // connection now (same source, same owner), and stay usable.
+            return;
+        }
         for aor in self.tcp_flows.closed(remote) {
-            match crate::registrar::flow::flow_closed(&self.store, &aor, remote).await {
+            let closed =
+                crate::registrar::flow::flow_closed(&self.store, &self.identity, &aor, remote);
+            match closed.await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::debug!(%aor, %remote, bindings = n, "flow closed: bindings on it removed")
