@@ -164,7 +164,9 @@ impl Proxy {
             return Some((r, Hop::registered(t.next_hop, t.tcp_hint)));
         };
         let owner_uri = parse_sip(&owner)?;
-        if self.identity.names_farm(&owner_uri) {
+        // Ours exactly when we wrote this very owner URI: not whenever it names an address
+        // or domain we answer for (instances sharing a name must still tell their flows).
+        if owner == self.identity.flow_owner_uri(flow) {
             if flow.proto == Proto::Tcp && conns.by_addr(flow.src).is_none() {
                 return None;
             }
