@@ -23,7 +23,7 @@
 //! resolve     RFC 3263 (maddr, NAPTR, SRV, A/AAAA): the ordered targets, for fail-over
 //! identity    which domains we serve, which addresses are us (advertised too), which URIs
 //!             name the farm, the farm's memcached nodes, the farm's key (signed Via and
-//!             Record-Route), flow tokens (only their writer reads them)
+//!             Record-Route), flow tokens (checked by the instance that wrote them)
 //! transport   udp, tcp: framing, connections, socket binding; moves bytes only
 //! location    the store, like Kamailio's usrloc: memory | farm (ring, node, pipeline,
 //!             record, placement, merge, heal, refresh cache), one `Store` chosen at start

@@ -6,9 +6,10 @@
 //! The owner writes its own URI with a token, `sip:HOST:PORT;transport=tcp;sff=TOKEN`, into
 //! the binding at REGISTER, and into its Record-Route when it forwards a dialog-creating
 //! request to or from a flow. The token names the flow (transport and the far end's
-//! address) and carries a MAC under the owner's key: only the owner reads its tokens, so the
-//! farm needs no shared secret for them, and nobody can make an instance send to an address
-//! of their choosing by writing a token. Another instance copies the owner URI as a Route
+//! address) and carries a MAC under the owner's key: only the owner needs to check its
+//! tokens, so they work without a shared secret (with one, which authentication requires,
+//! the key is the farm's), and nobody can make an instance send to an address of their
+//! choosing by writing a token. Another instance copies the owner URI as a Route
 //! (`<owner;lr;sfh=MAC>`); the owner, finding its own URI with a valid token on top, delivers
 //! the request on the flow.
 //!
