@@ -333,38 +333,78 @@ impl NatUa {
     }
 }
 
-#[test]
-fn nat_udp_phone_registered_through_a_is_called_through_b() {
-    let (_mc, a, b) = farm();
-    let nat = Nat::new(a.addr());
-    let ua = NatUa::new(&nat);
-    ua.register();
-    let carol = Caller::new();
+/// A called UA of these tests, whatever its transport.
+trait Callee {
+    fn user(&self) -> &str;
+    fn contact(&self) -> String;
+    fn recv_where(&mut self, pred: &dyn Fn(&Sip) -> bool) -> Sip;
+    fn answer(&mut self, req: &Sip, code: u16, reason: &str);
+}
 
-    // Call 1: the caller hangs up.
-    let cid = carol.invite(&ua.user, b.addr());
-    let inv = ua.recv(|m| m.method() == Some("INVITE"));
-    assert_eq!(inv.request_uri(), Some(ua.contact().as_str()));
-    ua.respond(&inv, 180, "Ringing");
-    ua.respond(&inv, 200, "OK");
+impl Callee for NatUa {
+    fn user(&self) -> &str {
+        &self.user
+    }
+    fn contact(&self) -> String {
+        NatUa::contact(self)
+    }
+    fn recv_where(&mut self, pred: &dyn Fn(&Sip) -> bool) -> Sip {
+        self.recv(pred)
+    }
+    fn answer(&mut self, req: &Sip, code: u16, reason: &str) {
+        self.respond(req, code, reason)
+    }
+}
+
+impl Callee for TcpUa {
+    fn user(&self) -> &str {
+        &self.user
+    }
+    fn contact(&self) -> String {
+        TcpUa::contact(self)
+    }
+    fn recv_where(&mut self, pred: &dyn Fn(&Sip) -> bool) -> Sip {
+        self.recv(pred)
+    }
+    fn answer(&mut self, req: &Sip, code: u16, reason: &str) {
+        self.respond(req, code, reason)
+    }
+}
+
+/// `carol` calls `callee` through `via`; the callee gets the INVITE at its registered
+/// contact, rings and answers; carol's ACK along the route set reaches it. The INVITE as the
+/// callee got it, and carol's dialog.
+fn establish(carol: &Caller, callee: &mut dyn Callee, via: SocketAddr) -> (Sip, Dialog) {
+    let cid = carol.invite(callee.user(), via);
+    let inv = callee.recv_where(&|m| m.method() == Some("INVITE"));
+    assert_eq!(inv.request_uri(), Some(callee.contact().as_str()));
+    callee.answer(&inv, 180, "Ringing");
+    callee.answer(&inv, 200, "OK");
     let ok = carol.final_answer(&cid);
     assert_eq!(ok.code(), Some(200), "{}", ok.text);
     let d = carol.dialog(&ok);
     carol.send_in_dialog(&d, "ACK", 1);
-    ua.recv(|m| m.method() == Some("ACK"));
+    callee.recv_where(&|m| m.method() == Some("ACK"));
+    (inv, d)
+}
+
+#[test]
+fn nat_udp_phone_registered_through_a_is_called_through_b() {
+    let (_mc, a, b) = farm();
+    let nat = Nat::new(a.addr());
+    let mut ua = NatUa::new(&nat);
+    ua.register();
+    let carol = Caller::new();
+
+    // Call 1: the caller hangs up.
+    let (_, d) = establish(&carol, &mut ua, b.addr());
     carol.send_in_dialog(&d, "BYE", 2);
     let bye = ua.recv(|m| m.method() == Some("BYE"));
     ua.respond(&bye, 200, "OK");
     carol.phone.wait_response(200, "BYE");
 
     // Call 2: the phone behind the NAT hangs up.
-    let cid = carol.invite(&ua.user, b.addr());
-    let inv = ua.recv(|m| m.method() == Some("INVITE"));
-    ua.respond(&inv, 200, "OK");
-    let ok = carol.final_answer(&cid);
-    let d = carol.dialog(&ok);
-    carol.send_in_dialog(&d, "ACK", 1);
-    ua.recv(|m| m.method() == Some("ACK"));
+    let (inv, _) = establish(&carol, &mut ua, b.addr());
     ua.send(&callee_request(
         &inv,
         "BYE",
@@ -477,15 +517,7 @@ fn tcp_phone_registered_through_a_is_called_through_b() {
     let mut ua = TcpUa::connect(a.addr(), &unique("tcpphone"));
     ua.register();
     let carol = Caller::new();
-    let cid = carol.invite(&ua.user, b.addr());
-    let inv = ua.recv(|m| m.method() == Some("INVITE"));
-    assert_eq!(inv.request_uri(), Some(ua.contact().as_str()));
-    ua.respond(&inv, 200, "OK");
-    let ok = carol.final_answer(&cid);
-    assert_eq!(ok.code(), Some(200), "{}", ok.text);
-    let d = carol.dialog(&ok);
-    carol.send_in_dialog(&d, "ACK", 1);
-    ua.recv(|m| m.method() == Some("ACK"));
+    let (inv, d) = establish(&carol, &mut ua, b.addr());
 
     // A re-INVITE from the caller, along the route set (B first): on the same connection.
     carol.send_in_dialog(&d, "INVITE", 2);

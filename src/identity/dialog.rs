@@ -4,7 +4,7 @@
 
 use super::Identity;
 use crate::sip::Message;
-use crate::sip::addr::{NameAddr, route_uri};
+use crate::sip::addr::NameAddr;
 use crate::sip::header::HeaderName;
 
 /// The Record-Route parameter that signs a dialog.
@@ -28,12 +28,7 @@ pub(crate) fn in_our_dialog(identity: &Identity, msg: &Message) -> bool {
     let Some(to_tag) = to_tag else {
         return false;
     };
-    let Some(top) = msg
-        .list(&HeaderName::Route)
-        .ok()
-        .and_then(|r| r.first().and_then(|v| route_uri(v)))
-        .filter(|u| identity.names_farm(u))
-    else {
+    let Some(top) = super::top_route_to_us(identity, msg) else {
         return false;
     };
     let Some(Some(sig)) = top.param(RR_PARAM) else {

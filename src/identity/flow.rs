@@ -23,7 +23,6 @@
 
 use super::Identity;
 use crate::sip::Message;
-use crate::sip::addr::route_uri;
 use crate::sip::header::HeaderName;
 use crate::transport::Proto;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -108,18 +107,7 @@ impl Identity {
 
     /// Does `mac` vouch for `msg` to the flow of `token` in `minute` (in constant time)?
     fn hop_ok(&self, mac: &str, token: &str, msg: &Message, minute: u64) -> bool {
-        let (call_id, from_tag, cseq) = hop_fields(msg);
-        self.mac_ok(
-            mac,
-            &[
-                b"hop",
-                token.as_bytes(),
-                call_id.as_bytes(),
-                from_tag.as_bytes(),
-                cseq.as_bytes(),
-                &minute.to_be_bytes(),
-            ],
-        )
+        super::same_tag(&self.hop_mac(token, msg, minute), mac)
     }
 
     /// The Route value toward the owner of a flow, vouched for `msg` now.
@@ -146,12 +134,7 @@ impl Identity {
 /// flow of ours, and vouched for (see the module doc)? The instance that looked the user up
 /// applied the auth rules; the gate here lets it reach that UA, nothing else.
 pub(crate) fn vouched_to_our_flow(identity: &Identity, msg: &Message) -> bool {
-    let Some(top) = msg
-        .list(&HeaderName::Route)
-        .ok()
-        .and_then(|r| r.first().and_then(|v| route_uri(v)))
-        .filter(|u| identity.names_farm(u))
-    else {
+    let Some(top) = super::top_route_to_us(identity, msg) else {
         return false;
     };
     let (Some(Some(token)), Some(Some(mac))) = (top.param(FLOW_PARAM), top.param(HOP_PARAM)) else {

@@ -164,8 +164,7 @@ impl Identity {
 
     /// Does `tag` match the MAC of `parts` (in constant time)?
     pub(crate) fn mac_ok(&self, tag: &str, parts: &[&[u8]]) -> bool {
-        let want = self.mac(parts);
-        want.len() == tag.len() && bool::from(want.as_bytes().ct_eq(tag.as_bytes()))
+        same_tag(&self.mac(parts), tag)
     }
 
     /// The same identity, knowing the addresses of the farm's memcached nodes.
@@ -321,6 +320,19 @@ impl Identity {
         };
         host_port(SocketAddr::new(ip, l.addr.port()))
     }
+}
+
+/// The top Route of `msg` when it names the farm (this instance, or the farm URI).
+fn top_route_to_us(identity: &Identity, msg: &crate::sip::Message) -> Option<SipUri> {
+    msg.list(&crate::sip::header::HeaderName::Route)
+        .ok()
+        .and_then(|r| r.first().and_then(|v| crate::sip::addr::route_uri(v)))
+        .filter(|u| identity.names_farm(u))
+}
+
+/// Are two MACs equal (in constant time)?
+fn same_tag(want: &str, got: &str) -> bool {
+    want.len() == got.len() && bool::from(want.as_bytes().ct_eq(got.as_bytes()))
 }
 
 /// The farm's key: derived from the shared secret file (its first line; every instance then
