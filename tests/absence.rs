@@ -80,3 +80,57 @@ fn one_owner_empty_and_the_other_silent_is_not_absence() {
         );
     }
 }
+
+/// Store `value` under `key` on `m` (memcached's text protocol).
+fn set_raw(m: &Memcached, key: &str, value: &[u8]) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(m.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut cmd = format!("set {key} 0 600 {}\r\n", value.len()).into_bytes();
+    cmd.extend_from_slice(value);
+    cmd.extend_from_slice(b"\r\n");
+    s.write_all(&cmd).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"STORED"), "{:?}", &buf[..n]);
+}
+
+/// Issue 12 defect 3: a record of a newer format (written by a newer release during a rolling
+/// upgrade) is never written over by this one, which would wipe the bindings it cannot see:
+/// a REGISTER gets 500 and the stored value stays byte for byte; a lookup gets 500, not 404.
+#[test]
+fn a_record_of_a_newer_format_is_never_written_over() {
+    let mc = [Memcached::start(), Memcached::start()];
+    let s = {
+        let refs: Vec<&Memcached> = mc.iter().collect();
+        Sipfarm::with_farm(&refs, &["--replicas", "2"])
+    };
+    let bob = Phone::new(&unique("newer"));
+    let key = sipfarm::location::record::key("sipfarm:", &format!("{}@example.test", bob.user));
+    let newer = b"SF\x09a record of a later release";
+    for m in &mc {
+        set_raw(m, &key, newer);
+    }
+    let r = bob.ua.request(
+        s.addr(),
+        &bob.ua.register(
+            &bob.user,
+            &[&format!("<{}>", bob.contact())],
+            Some(600),
+            &unique("reg"),
+            1,
+        ),
+    );
+    assert_eq!(r.code, 500, "{}", r.text);
+    for m in &mc {
+        let got = m.command(&format!("get {key}\r\n"));
+        assert!(
+            got.contains("a record of a later release"),
+            "written over on {}: {got}",
+            m.addr()
+        );
+    }
+    let caller = Phone::new(&unique("carol"));
+    let r = caller.ua.request(s.addr(), &invite(&caller, &bob.user));
+    assert_eq!(r.code, 500, "{}", r.text);
+}

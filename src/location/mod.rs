@@ -196,8 +196,11 @@ pub enum StoreError {
     Contended,
     /// The record would not fit one memcached item.
     TooLarge,
-    /// A stored value could not be read (another format, another AOR under the same hash).
+    /// A stored value could not be read (not a record, or a broken one): written over.
     Corrupt(String),
+    /// A stored record this release must not write over: a newer format (a rolling
+    /// upgrade), or another AOR's record under the same hash.
+    Newer(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -207,6 +210,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Contended => f.write_str("too many concurrent updates"),
             StoreError::TooLarge => f.write_str("record too large"),
             StoreError::Corrupt(why) => write!(f, "unreadable record: {why}"),
+            StoreError::Newer(why) => write!(f, "record kept as it is: {why}"),
         }
     }
 }

@@ -89,6 +89,9 @@ pub(crate) fn decode_any(value: &[u8]) -> Result<Record, StoreError> {
             .map(Record::from)
             .map_err(|e| StoreError::Corrupt(e.to_string())),
         2 => postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(e.to_string())),
+        v if v > FORMAT_VERSION => Err(StoreError::Newer(format!(
+            "record format {v}, newer than this release's {FORMAT_VERSION}"
+        ))),
         v => Err(StoreError::Corrupt(format!("unknown record format {v}"))),
     }
 }
@@ -97,7 +100,8 @@ pub(crate) fn decode_any(value: &[u8]) -> Result<Record, StoreError> {
 pub(crate) fn decode(value: &[u8], aor: &str) -> Result<Record, StoreError> {
     let record = decode_any(value)?;
     if record.aor != aor {
-        return Err(StoreError::Corrupt("record belongs to another AOR".into()));
+        // Someone's record all the same (a hash collision): never written over.
+        return Err(StoreError::Newer("record belongs to another AOR".into()));
     }
     Ok(record)
 }

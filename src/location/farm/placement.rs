@@ -12,10 +12,11 @@
 
 use super::merge::ttl_for;
 use super::{Farm, STRIPES};
-use crate::location::node::{NodeError, Write};
+use crate::location::node::{Answered, NodeError, Write};
 use crate::location::record::{decode, encode_fitting};
 use crate::location::ring::key_hash;
 use crate::location::{Record, StoreError};
+use crate::throttle::throttled_warn;
 use futures::future::join_all;
 use tokio::sync::Mutex;
 
@@ -56,6 +57,14 @@ impl Farm {
                 None => None,
                 Some((value, cas)) => match decode(&value, aor) {
                     Ok(r) => Some((r, cas)),
+                    Err(e @ StoreError::Newer(_)) => {
+                        // Never written over (an older instance would wipe the bindings it
+                        // cannot see): this replica is left out, like one that answered an
+                        // error; the others are read and written, and when none is left
+                        // the request gets 500. Not counted against the node's breaker.
+                        throttled_warn!(node = %self.nodes[node].addr, error = %e, "record this release cannot read, left as it is");
+                        return Err(NodeError(e.to_string(), Answered::WithError));
+                    }
                     Err(e) => {
                         // Unreadable (other format or hash collision): never served, never
                         // overwritten blindly; the CAS write replaces it atomically.
