@@ -134,3 +134,45 @@ fn a_record_of_a_newer_format_is_never_written_over() {
     let r = caller.ua.request(s.addr(), &invite(&caller, &bob.user));
     assert_eq!(r.code, 500, "{}", r.text);
 }
+
+/// Issue 12 defect 6: a CAS remembered for a one-round-trip refresh is not used across a
+/// restart of the node (memcached's CAS counter starts again, so an old value can match
+/// another writer's new item). A registers bob's first phone; the node restarts empty;
+/// B registers bob's second phone (the first item stored again: the same CAS as A's);
+/// A then refreshes the first phone. Both bindings must be there.
+#[test]
+fn a_remembered_cas_does_not_outlive_a_node_restart() {
+    let mut mc = Memcached::start();
+    let (a, b) = (
+        Sipfarm::with_farm(&[&mc], &["--replicas", "1"]),
+        Sipfarm::with_farm(&[&mc], &["--replicas", "1"]),
+    );
+    let user = unique("cas");
+    let (desk, mobile) = (Phone::new(&user), Phone::new(&user));
+    let desk_call = unique("desk");
+    let register = |p: &Phone, at: std::net::SocketAddr, call: &str, cseq: u32| {
+        let m = p.ua.register(
+            &user,
+            &[&format!("<{}>", p.contact())],
+            Some(600),
+            call,
+            cseq,
+        );
+        let r = p.ua.request(at, &m);
+        assert_eq!(r.code, 200, "{}", r.text);
+        r
+    };
+    register(&desk, a.addr(), &desk_call, 1);
+    let port = mc.port;
+    mc.crash();
+    mc = Memcached::start_on(port);
+    // The instances probe every node twice a second and see the new process.
+    std::thread::sleep(Duration::from_millis(1500));
+    register(&mobile, b.addr(), &unique("mobile"), 1);
+    register(&desk, a.addr(), &desk_call, 2);
+    let fetch = desk.ua.register(&user, &[], None, &unique("fetch"), 1);
+    let r = desk.ua.request(b.addr(), &fetch);
+    let contacts = r.contacts();
+    assert_eq!(contacts.len(), 2, "a binding was lost: {}", r.text);
+    drop(mc);
+}

@@ -59,6 +59,10 @@ pub(crate) struct Node {
     /// The memcached process last seen (`pid` and `time - uptime`): a change means the node
     /// restarted, empty.
     incarnation: Mutex<Option<String>>,
+    /// Bumped when the node may have restarted (a new incarnation seen, or a call with no
+    /// answer: a restart breaks the connection): a CAS value remembered under an older
+    /// epoch is not used (memcached's CAS counter starts again in a new process).
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 /// The connection of the calling thread's event loop.
@@ -138,6 +142,7 @@ impl Node {
                 backoff: BACKOFF_MIN,
             }),
             incarnation: Mutex::new(None),
+            epoch: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -152,7 +157,19 @@ impl Node {
         let mut last = self.incarnation.lock().unwrap_or_else(|p| p.into_inner());
         let changed = last.as_ref().is_some_and(|l| *l != seen);
         *last = Some(seen);
+        if changed {
+            self.new_epoch();
+        }
         changed
+    }
+
+    /// See [`Node::epoch`]'s field.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn new_epoch(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -196,6 +213,7 @@ impl Node {
                 h.backoff = BACKOFF_MIN;
             }
             Err(e) => {
+                self.new_epoch();
                 h.failures += 1;
                 if h.dead_until.is_some() {
                     h.backoff = (h.backoff * 2).min(BACKOFF_MAX);

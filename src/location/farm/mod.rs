@@ -130,11 +130,13 @@ impl Farm {
             return Ok(None);
         };
         let targets = self.targets(key);
+        let epochs = self.epochs(&targets);
         if cached
             .cas
             .iter()
             .map(|(n, _)| *n)
             .eq(targets.iter().copied())
+            && cached.epochs == epochs
         {
             let now = now_secs();
             let mut record = cached.record;
@@ -149,7 +151,8 @@ impl Farm {
                     .collect();
                 let writes = self.write_all(&replicas, key, &mut record, now).await?;
                 if writes.iter().all(|w| matches!(w, Ok(Write::Stored(_)))) {
-                    self.refresh.remember(key, &replicas, &writes, record, now);
+                    self.refresh
+                        .remember_at(key, &replicas, &writes, record, now, epochs);
                     return Ok(Some(outcome));
                 }
             }
@@ -196,7 +199,11 @@ impl Farm {
         E: Send,
         F: FnMut(&mut Record, u64) -> Result<T, E> + Send,
     {
+        // Taken before the reads: a restart after this bumps them, so the CAS values read
+        // are never remembered under a newer epoch.
+        let before: Vec<u64> = self.nodes.iter().map(Node::epoch).collect();
         let (targets, replicas) = self.read_replicas(key, aor.as_str()).await?;
+        let epochs: Vec<u64> = replicas.iter().map(|(n, _)| before[*n]).collect();
         let now = now_secs();
         let found = records(&replicas);
         // Growth: a key not yet on its new owners is taken from where it was.
@@ -237,8 +244,16 @@ impl Farm {
             ));
         }
         // Replicas that failed are repaired later (read repair, refill).
-        self.refresh.remember(key, &replicas, &writes, record, now);
+        self.refresh
+            .remember_at(key, &replicas, &writes, record, now, epochs);
         Ok(Some(outcome))
+    }
+}
+
+impl Farm {
+    /// The epochs of `nodes` (see [`crate::location::node`]), in that order.
+    fn epochs(&self, nodes: &[usize]) -> Vec<u64> {
+        nodes.iter().map(|n| self.nodes[*n].epoch()).collect()
     }
 }
 

@@ -49,6 +49,9 @@ pub(super) struct CachedRecord {
     pub(super) record: Record,
     /// (node, CAS) per replica, in ring order.
     pub(super) cas: Vec<(usize, u64)>,
+    /// Each replica's node epoch when the CAS was taken ([`crate::location::node`]): a CAS
+    /// of an older epoch may name another process's item.
+    pub(super) epochs: Vec<u64>,
     /// The record's latest expiry (Unix seconds): useless from then on.
     expires_at: u64,
     /// What the entry is estimated to hold.
@@ -125,8 +128,8 @@ impl RefreshCache {
         self.shard(key).remove(key);
     }
 
-    /// Keep `record` when every replica stored it and said its CAS, and it has something
-    /// that has not expired by `now`; else forget the key.
+    /// `remember_at` with no epochs (the unit tests).
+    #[cfg(test)]
     pub(super) fn remember(
         &self,
         key: &str,
@@ -134,6 +137,21 @@ impl RefreshCache {
         writes: &[Result<Write, NodeError>],
         record: Record,
         now: u64,
+    ) {
+        self.remember_at(key, replicas, writes, record, now, Vec::new());
+    }
+
+    /// Keep `record` when every replica stored it and said its CAS, and it has something
+    /// that has not expired by `now`; else forget the key. `epochs`: the replicas' node
+    /// epochs, read before the write.
+    pub(super) fn remember_at(
+        &self,
+        key: &str,
+        replicas: &[Replica],
+        writes: &[Result<Write, NodeError>],
+        record: Record,
+        now: u64,
+        epochs: Vec<u64>,
     ) {
         let cas: Option<Vec<(usize, u64)>> = replicas
             .iter()
@@ -157,6 +175,7 @@ impl RefreshCache {
         let entry = CachedRecord {
             record,
             cas,
+            epochs,
             expires_at,
             bytes,
         };
