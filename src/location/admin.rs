@@ -62,6 +62,7 @@ pub(crate) async fn keys(
     timeout: Duration,
 ) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
+    let mut cut = false;
     command(addr, b"lru_crawler metadump all\r\n", timeout, |line| {
         if line.starts_with("ERROR") || line.starts_with("BUSY") || line.starts_with("CLIENT_ERROR")
         {
@@ -69,13 +70,21 @@ pub(crate) async fn keys(
         }
         if let Some(key) = line.strip_prefix("key=").and_then(|l| l.split(' ').next()) {
             let key = url_decode(key);
-            if key.starts_with(prefix) && out.len() < MAX_DUMP_KEYS {
-                out.push(key);
+            if key.starts_with(prefix) {
+                if out.len() < MAX_DUMP_KEYS {
+                    out.push(key);
+                } else {
+                    cut = true;
+                }
             }
         }
         Ok(())
     })
     .await?;
+    if cut {
+        // Never silently: the caller's pass is incomplete and says so.
+        return Err(format!("more than {MAX_DUMP_KEYS} keys: listing cut"));
+    }
     Ok(out)
 }
 

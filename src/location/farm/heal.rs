@@ -38,6 +38,14 @@ const REFILL_INTERVAL: Duration = Duration::from_secs(30);
 const COPY_ATTEMPTS: usize = 3;
 /// Deadline of one node's key listing (`lru_crawler metadump` walks the whole cache).
 const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A refill pass that could not read every source is run again after this...
+const REFILL_RETRY: Duration = Duration::from_secs(2);
+/// ...this many passes at most (about a minute with the listing deadlines).
+const REFILL_PASSES: usize = 30;
+/// `BUSY` from memcached's crawler (one dump at a time): waited out this many times...
+const BUSY_RETRIES: usize = 20;
+/// ...this long each.
+const BUSY_WAIT: Duration = Duration::from_millis(250);
 
 impl Farm {
     /// Probe every node with `stats` once per `every`: a dead node whose probe succeeds rejoins
@@ -76,10 +84,10 @@ impl Farm {
                 tracing::warn!(node = %node.addr, restarted, "memcached node (re)joined: refilling it");
                 let farm = self.clone();
                 tokio::spawn(async move {
-                    farm.refill(i).await;
+                    farm.refill_until_complete(i).await;
                     // It restarted again while being refilled: what it got may be gone.
                     while farm.gate(i).done(Instant::now()) {
-                        farm.refill(i).await;
+                        farm.refill_until_complete(i).await;
                     }
                 });
             }
@@ -90,14 +98,22 @@ impl Farm {
     /// Copy to node `target` every record it should hold (it is among the first R nodes of the
     /// key on the ring) from the nodes that have one, merged with whatever it holds. Walks the
     /// keys of every other live node with `lru_crawler metadump`.
-    async fn refill(&self, target: usize) -> usize {
+    /// True when complete: every other node was listed (a source that is dead or could not
+    /// list its keys may hold records nobody else has, and the refill is then run again).
+    async fn refill(&self, target: usize) -> bool {
         let started = Instant::now();
         let mut copied = 0;
+        let mut complete = true;
         for (i, source) in self.nodes.iter().enumerate() {
-            if i == target || !source.available() {
+            if i == target {
+                continue;
+            }
+            if !source.available() {
+                complete = false;
                 continue;
             }
             let Some(mine) = self.keys_for(i, target).await else {
+                complete = false;
                 continue;
             };
             copied += futures::stream::iter(mine)
@@ -109,21 +125,49 @@ impl Farm {
         tracing::warn!(
             node = %self.nodes[target].addr,
             records = copied,
+            complete,
             ms = started.elapsed().as_millis() as u64,
             "refill done"
         );
-        copied
+        complete
+    }
+
+    /// Refill `target` until a pass is complete (every source listed), every
+    /// `REFILL_RETRY`, at most `REFILL_PASSES` passes; said when it gives up.
+    async fn refill_until_complete(&self, target: usize) {
+        for pass in 1..=REFILL_PASSES {
+            if self.refill(target).await {
+                return;
+            }
+            if pass < REFILL_PASSES {
+                tokio::time::sleep(REFILL_RETRY).await;
+            }
+        }
+        tracing::error!(
+            node = %self.nodes[target].addr,
+            passes = REFILL_PASSES,
+            "refill still incomplete (a source is down or cannot list its keys): read repair \
+             mends what lookups find"
+        );
     }
 
     /// The keys on node `source` that node `target` should hold too; None when `source`
     /// cannot list its keys.
     async fn keys_for(&self, source: usize, target: usize) -> Option<Vec<String>> {
         let addr = &self.nodes[source].addr;
-        let keys = match admin::keys(addr, &self.prefix, LIST_TIMEOUT).await {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(node = %addr, error = %e, "cannot list keys for a refill");
-                return None;
+        let mut attempt = 0;
+        let keys = loop {
+            match admin::keys(addr, &self.prefix, LIST_TIMEOUT).await {
+                Ok(k) => break k,
+                // The crawler serves one dump at a time (another instance's refill): wait.
+                Err(e) if e.starts_with("BUSY") && attempt < BUSY_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(BUSY_WAIT).await;
+                }
+                Err(e) => {
+                    tracing::warn!(node = %addr, error = %e, "cannot list keys for a refill");
+                    return None;
+                }
             }
         };
         let owned_by_target = |k: &String| {
