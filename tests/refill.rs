@@ -73,3 +73,60 @@ fn an_incomplete_refill_is_retried_until_complete() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Defect 5, deduplicated: two instances see the same node restart empty; one refills it (the
+/// one holding the node's refill lease), the other is told it was done.
+#[test]
+fn one_instance_refills_a_node() {
+    let mut mc = [Memcached::start(), Memcached::start()];
+    let dir = TempDir::new("sipfarm-refill-");
+    let list = mc.iter().map(|m| m.addr()).collect::<Vec<_>>().join(",");
+    let start = |name: &str| {
+        Sipfarm::start_logging(
+            &["--memcached", &list, "--replicas", "2"],
+            Some(&dir.join(&format!("{name}.log"))),
+        )
+    };
+    let (a, b) = (start("a"), start("b"));
+    let ua = Ua::new();
+    for i in 0..50 {
+        let contact = format!("<sip:{}@127.0.0.1:5999>", user(i));
+        let at = if i % 2 == 0 { a.addr() } else { b.addr() };
+        let r = ua.request(
+            at,
+            &ua.register(&user(i), &[&contact], Some(600), &unique("r"), 1),
+        );
+        assert_eq!(r.code, 200, "{}", r.text);
+    }
+    let port0 = mc[0].port;
+    mc[0].crash();
+    mc[0] = Memcached::start_on(port0);
+    let node0 = mc[0].addr();
+    let logs = || {
+        ["a", "b"]
+            .map(|n| std::fs::read_to_string(dir.join(&format!("{n}.log"))).unwrap_or_default())
+    };
+    let count = |text: &str, what: &str| {
+        text.lines()
+            .filter(|l| l.contains(what) && l.contains(&node0))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let [la, lb] = logs();
+        let done = count(&la, "refill done") + count(&lb, "refill done");
+        let told =
+            count(&la, "refilled by another instance") + count(&lb, "refilled by another instance");
+        if done >= 1 && told >= 1 {
+            assert_eq!(done, 1, "both instances refilled the node:\n{la}\n{lb}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refills: {done} done, {told} told:\n{la}\n{lb}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(mc[0].items(), 51, "50 records and the lease");
+    drop((a, b));
+}

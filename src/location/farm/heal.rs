@@ -18,6 +18,7 @@
 //! crowds out live traffic on the nodes.
 
 use super::Farm;
+use super::lease::Lease;
 use super::merge::merge;
 use super::placement::Replica;
 use crate::clock::now_secs;
@@ -134,10 +135,22 @@ impl Farm {
 
     /// Refill `target` until a pass is complete (every source listed), every
     /// `REFILL_RETRY`, at most `REFILL_PASSES` passes; said when it gives up.
+    /// Only the instance holding the node's refill lease runs a pass ([`super::lease`]); the
+    /// others wait for it to be done.
     async fn refill_until_complete(&self, target: usize) {
         for pass in 1..=REFILL_PASSES {
-            if self.refill(target).await {
-                return;
+            match self.refill_lease(target).await {
+                Lease::Done => {
+                    tracing::warn!(node = %self.nodes[target].addr, "refilled by another instance");
+                    return;
+                }
+                Lease::Busy => {}
+                Lease::Mine => {
+                    if self.refill(target).await {
+                        self.refill_done(target).await;
+                        return;
+                    }
+                }
             }
             if pass < REFILL_PASSES {
                 tokio::time::sleep(REFILL_RETRY).await;

@@ -21,6 +21,7 @@
 
 mod counter;
 mod heal;
+mod lease;
 mod merge;
 mod placement;
 mod refresh;
@@ -73,6 +74,8 @@ pub struct Farm {
     locks: Vec<Mutex<()>>,
     /// Per node: the refills this instance runs of it (`heal`).
     refills: Vec<std::sync::Mutex<heal::RefillGate>>,
+    /// This process among the farm's instances (the refill lease, see `lease`).
+    id: String,
 }
 
 impl Farm {
@@ -109,6 +112,7 @@ impl Farm {
             locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             refills: (0..cfg.nodes.len()).map(|_| Default::default()).collect(),
             refresh: RefreshCache::new(cfg.refresh_cache, cfg.refresh_cache_bytes),
+            id: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
         })
     }
 
