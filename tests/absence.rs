@@ -176,3 +176,35 @@ fn a_remembered_cas_does_not_outlive_a_node_restart() {
     assert_eq!(contacts.len(), 2, "a binding was lost: {}", r.text);
     drop(mc);
 }
+
+/// Issue 12 defect 4: with `--write-quorum 2` (of R=2) a REGISTER is acknowledged only when
+/// both replicas stored it: with one of the two nodes dead it gets 500 (the write lives on
+/// one node only, and would be lost with it); with the default quorum of 1 it gets 200.
+#[test]
+fn a_write_quorum_refuses_what_too_few_replicas_stored() {
+    let mut mc = [Memcached::start(), Memcached::start()];
+    let (strict, lenient) = {
+        let refs: Vec<&Memcached> = mc.iter().collect();
+        (
+            Sipfarm::with_farm(&refs, &["--replicas", "2", "--write-quorum", "2"]),
+            Sipfarm::with_farm(&refs, &["--replicas", "2"]),
+        )
+    };
+    let phone = Phone::new(&unique("quorum"));
+    let register = |at: std::net::SocketAddr| {
+        let m = phone.ua.register(
+            &phone.user,
+            &[&format!("<{}>", phone.contact())],
+            Some(600),
+            &unique("q"),
+            1,
+        );
+        phone.ua.request(at, &m)
+    };
+    assert_eq!(register(strict.addr()).code, 200, "both nodes up");
+    mc[1].crash();
+    let r = register(strict.addr());
+    assert_eq!(r.code, 500, "{}", r.text);
+    assert!(!r.headers("Retry-After").is_empty());
+    assert_eq!(register(lenient.addr()).code, 200);
+}

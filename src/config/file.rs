@@ -38,6 +38,7 @@ pub(super) struct FileRegistrar {
 pub(super) struct FileMemcached {
     pub(super) nodes: Option<Vec<NodeSpec>>,
     pub(super) replicas: Option<usize>,
+    pub(super) write_quorum: Option<usize>,
     pub(super) timeout_ms: Option<u64>,
     pub(super) key_prefix: Option<String>,
     pub(super) item_limit: Option<usize>,

@@ -16,6 +16,9 @@ pub(super) fn resolve(
         if let Some(r) = o.replicas {
             return Err(format!("--replicas {r}: needs --memcached nodes"));
         }
+        if let Some(w) = o.write_quorum {
+            return Err(format!("--write-quorum {w}: needs --memcached nodes"));
+        }
         return Ok(None);
     }
     let (replicas, origin) = src.pick("--replicas", o.replicas, "memcached.replicas", f.replicas);
@@ -24,6 +27,18 @@ pub(super) fn resolve(
         return Err(format!(
             "{origin}: {replicas} must be between 1 and the number of nodes ({})",
             nodes.len()
+        ));
+    }
+    let (quorum, origin) = src.pick(
+        "--write-quorum",
+        o.write_quorum,
+        "memcached.write_quorum",
+        f.write_quorum,
+    );
+    let write_quorum = quorum.unwrap_or(1);
+    if write_quorum == 0 || write_quorum > replicas {
+        return Err(format!(
+            "{origin}: {write_quorum} must be between 1 and the replicas ({replicas})"
         ));
     }
     let timeout_ms = f.timeout_ms.unwrap_or(100);
@@ -63,6 +78,7 @@ pub(super) fn resolve(
         refresh_cache_bytes,
         nodes,
         replicas,
+        write_quorum,
         timeout: Duration::from_millis(timeout_ms),
         key_prefix,
         item_limit,
@@ -202,6 +218,16 @@ mod tests {
                 flags("a:1,b:2", Some(3)),
                 &none,
                 "--replicas: 3 must be between 1 and the number of nodes (2)",
+            ),
+            (
+                Overrides {
+                    memcached: Some("a:1,b:2".into()),
+                    replicas: Some(2),
+                    write_quorum: Some(3),
+                    ..Default::default()
+                },
+                &none,
+                "--write-quorum: 3 must be between 1 and the replicas (2)",
             ),
             (
                 Overrides::default(),

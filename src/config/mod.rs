@@ -56,6 +56,10 @@ pub struct Overrides {
     /// a single node).
     #[arg(long, value_name = "N")]
     pub replicas: Option<usize>,
+    /// Replicas that must store a REGISTER's write before it is answered 200 (1 to
+    /// --replicas; default 1: the fastest, a write on one replica only is lost with it).
+    #[arg(long, value_name = "W")]
+    pub write_quorum: Option<usize>,
     /// Shortest registration accepted, in seconds (shorter: 423 with Min-Expires). Default 60.
     #[arg(long, value_name = "SECONDS")]
     pub min_expires: Option<u32>,

@@ -36,6 +36,8 @@ pub struct MemcachedConfig {
     pub refresh_cache_bytes: usize,
     pub nodes: Vec<(String, u32)>,
     pub replicas: usize,
+    /// Replicas that must store a write before it is acknowledged (1 to `replicas`).
+    pub write_quorum: usize,
     pub timeout: Duration,
     pub key_prefix: String,
     pub item_limit: usize,

@@ -46,6 +46,7 @@ impl Store {
                     Farm::connect(FarmConfig {
                         nodes: mc.nodes.clone(),
                         replicas: mc.replicas,
+                        write_quorum: mc.write_quorum,
                         prefix: mc.key_prefix.clone(),
                         timeout: mc.timeout,
                         item_limit: mc.item_limit,

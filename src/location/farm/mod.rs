@@ -48,6 +48,8 @@ const STRIPES: usize = 1024;
 pub struct FarmConfig {
     pub nodes: Vec<(String, u32)>,
     pub replicas: usize,
+    /// Replicas that must store a write before it is acknowledged.
+    pub write_quorum: usize,
     pub prefix: String,
     pub timeout: Duration,
     /// Largest value written (memcached's item size limit minus key and overhead).
@@ -69,6 +71,8 @@ pub struct Farm {
     nodes: Vec<Node>,
     ring: Ring,
     replicas: usize,
+    /// See [`FarmConfig::write_quorum`].
+    write_quorum: usize,
     prefix: String,
     item_limit: usize,
     locks: Vec<Mutex<()>>,
@@ -107,6 +111,9 @@ impl Farm {
             nodes,
             ring,
             replicas: cfg.replicas.clamp(1, cfg.nodes.len()),
+            write_quorum: cfg
+                .write_quorum
+                .clamp(1, cfg.replicas.clamp(1, cfg.nodes.len())),
             prefix: cfg.prefix,
             item_limit: cfg.item_limit,
             locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -231,21 +238,31 @@ impl Farm {
                 "an owner of the record did not answer".into(),
             ));
         }
-        if outcome.is_err() || (record == before && (in_sync || before.bindings.is_empty())) {
+        // In sync is enough only on as many replicas as a write needs: a record found on
+        // fewer (an earlier write that reached too few) is written again, and refused below
+        // if it still cannot reach them.
+        let held = in_sync && replicas.len() >= self.write_quorum;
+        if outcome.is_err() || (record == before && (held || before.bindings.is_empty())) {
             return Ok(Some(outcome));
         }
         let writes = self.write_all(&replicas, key, &mut record, now).await?;
         let conflict = writes
             .iter()
             .any(|w| matches!(w, Ok(Write::Conflict | Write::NotFound)));
-        let stored = writes.iter().any(|w| matches!(w, Ok(Write::Stored(_))));
+        let stored = writes
+            .iter()
+            .filter(|w| matches!(w, Ok(Write::Stored(_))))
+            .count();
         if conflict {
             return Ok(None);
         }
-        if !stored {
-            return Err(StoreError::Unavailable(
-                "no replica could be written".into(),
-            ));
+        if stored < self.write_quorum {
+            // Not acknowledged (500): what was stored is kept, and repaired or merged later;
+            // the client does not count on it.
+            return Err(StoreError::Unavailable(format!(
+                "{stored} of the {} replicas needed stored the write",
+                self.write_quorum
+            )));
         }
         // Replicas that failed are repaired later (read repair, refill).
         self.refresh
