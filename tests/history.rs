@@ -29,7 +29,9 @@
 //! answer is recorded: 200 acknowledged, 400 refused (expected for out-of-order copies),
 //! 500 or silence (after retransmissions) unknown. Meanwhile a nemesis thread, at random
 //! intervals of 1 to 2 s, kills a node (kill -9) and restarts it empty on the same port after
-//! a moment, or freezes (SIGSTOP) and thaws it; one node at a time. The run is cut into
+//! a moment, or freezes (SIGSTOP) and thaws it, one node at a time; one fault in five is
+//! instead an instance killed and restarted at once on its port (its log then goes to
+//! `a.N.log`), which leaves requests without an answer: unknown outcomes. The run is cut into
 //! segments; after each, the nemesis heals, clients pause, the farm gets a few seconds, and
 //! every user is looked up through every instance and checked against its history.
 //!
@@ -461,7 +463,15 @@ fn client(sh: &Shared, users: &mut [User], inst: &[SocketAddr], seed: u64) -> Ta
 }
 
 /// Faults until `sh.stop`, one node at a time; everything healed on return.
-fn nemesis(sh: &Shared, mc: &mut [Memcached], seed: u64) {
+/// How the nemesis restarts an instance: its arguments, and where its next log goes.
+struct Instances<'a> {
+    farm: &'a mut [Sipfarm],
+    args: &'a [Vec<String>],
+    logs: &'a TempDir,
+    restarts: usize,
+}
+
+fn nemesis(sh: &Shared, mc: &mut [Memcached], inst: &mut Instances<'_>, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let log = |line: String| sh.faults.lock().unwrap().push(format!("{} {line}", sh.t()));
     let pause = |ms: u64| {
@@ -478,7 +488,18 @@ fn nemesis(sh: &Shared, mc: &mut [Memcached], seed: u64) {
         let n = rng.usize(..mc.len());
         let down = rng.u64(200..2000);
         sh.fault_count.fetch_add(1, Ordering::Relaxed);
-        if rng.bool() {
+        if rng.u32(..5) == 0 {
+            // An instance crashes and is restarted at once (its requests in flight, and those
+            // sent meanwhile, are lost: unknown outcomes).
+            let i = rng.usize(..inst.farm.len());
+            inst.restarts += 1;
+            log(format!("kill -9 instance {}, restarted", inst_name(i)));
+            let args: Vec<&str> = inst.args[i].iter().map(String::as_str).collect();
+            let log_path = inst
+                .logs
+                .join(&format!("{}.{}.log", inst_name(i), inst.restarts));
+            inst.farm[i].restart(&args, Some(&log_path));
+        } else if rng.bool() {
             let port = mc[n].port;
             log(format!("kill -9 node {n} (port {port})"));
             mc[n].crash();
@@ -565,21 +586,27 @@ fn random_history_under_node_faults_keeps_the_promise() {
     let mut mc = vec![Memcached::start(), Memcached::start(), Memcached::start()];
     // The instances' logs (node deaths, refills) go to files, shown only on a violation.
     let logs = TempDir::new("sipfarm-history-");
-    let farm: Vec<Sipfarm> = {
-        let list = mc.iter().map(Memcached::addr).collect::<Vec<_>>().join(",");
-        (0..2)
-            .map(|i| {
-                let log = logs.join(&format!("{}.log", inst_name(i)));
-                let args = [
-                    "--memcached",
-                    list.as_str(),
-                    "--replicas",
-                    replicas.as_str(),
-                ];
-                Sipfarm::start_logging(&args, Some(&log))
-            })
-            .collect()
-    };
+    let list = mc.iter().map(Memcached::addr).collect::<Vec<_>>().join(",");
+    let args: Vec<Vec<String>> = (0..2)
+        .map(|_| {
+            [
+                "--memcached",
+                list.as_str(),
+                "--replicas",
+                replicas.as_str(),
+            ]
+            .map(String::from)
+            .to_vec()
+        })
+        .collect();
+    let mut farm: Vec<Sipfarm> = (0..2)
+        .map(|i| {
+            let log = logs.join(&format!("{}.log", inst_name(i)));
+            let a: Vec<&str> = args[i].iter().map(String::as_str).collect();
+            Sipfarm::start_logging(&a, Some(&log))
+        })
+        .collect();
+    let mut restarts = 0;
     let inst: Vec<SocketAddr> = farm.iter().map(Sipfarm::addr).collect();
     let mut users: Vec<User> = (0..USERS)
         .map(|u| User {
@@ -627,10 +654,19 @@ fn random_history_under_node_faults_keeps_the_promise() {
                 .collect();
             let mc = &mut mc;
             let sh_ = &sh;
-            let nem = s.spawn(move || nemesis(sh_, mc, seed ^ (segment << 32)));
+            let mut instances = Instances {
+                farm: &mut farm,
+                args: &args,
+                logs: &logs,
+                restarts,
+            };
+            let nem = s.spawn(move || {
+                nemesis(sh_, mc, &mut instances, seed ^ (segment << 32));
+                instances.restarts
+            });
             std::thread::sleep(Duration::from_secs(run));
             sh.stop.store(true, Ordering::Relaxed);
-            nem.join().unwrap();
+            restarts = nem.join().unwrap();
             for c in clients {
                 tally.add(&c.join().unwrap());
             }
@@ -647,7 +683,8 @@ fn random_history_under_node_faults_keeps_the_promise() {
     let faults = sh.fault_count.load(Ordering::Relaxed);
     println!(
         "HISTORY seed={seed} secs={secs} ops={} acked={} unknown={} refused={} copies={} \
-         queries={} other={} faults={faults} checkpoints={segment} fault-time-reads={} \
+         queries={} other={} faults={faults} instance-restarts={restarts} \
+         checkpoints={segment} fault-time-reads={} \
          violations={} duration={:.1}s",
         tally.ops,
         tally.acked,

@@ -203,6 +203,23 @@ impl Sipfarm {
         Self::start_filtered(extra, Some(log), Some(filter))
     }
 
+    /// kill -9, then start again on the same port with `extra` (as a supervisor restarts a
+    /// crashed instance), logging to `log`.
+    pub fn restart(&mut self, extra: &[&str], log: Option<&std::path::Path>) {
+        self.proc.crash();
+        for _ in 0..20 {
+            match Self::try_start(self.port, extra, log, None) {
+                Ok(s) => {
+                    *self = s;
+                    return;
+                }
+                // The port may linger a moment.
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        panic!("sipfarm did not restart on {}", self.port);
+    }
+
     fn start_filtered(
         extra: &[&str],
         log: Option<&std::path::Path>,
