@@ -45,6 +45,7 @@
 //! with the history of that contact and the faults. `HISTORY_SEED=N` repeats a run's choices
 //! (the timing of faults against operations still varies); `HISTORY_SECS=N` sets the seconds
 //! of operations (default 30, about 45 s in all), e.g. `HISTORY_SECS=1800` for the long run.
+//! `HISTORY_WRITE_QUORUM=2` runs it with `--write-quorum 2`.
 //! `HISTORY_REPLICAS=1` runs the same history with one replica per record, which a killed node
 //! must break: a way to see that the checker does catch lost registrations.
 
@@ -580,7 +581,9 @@ fn random_history_under_node_faults_keeps_the_promise() {
     let secs = env_u64("HISTORY_SECS").unwrap_or(30).max(1);
     // Only to see the checker catch losses: HISTORY_REPLICAS=1 breaks the promise on purpose.
     let replicas = env_u64("HISTORY_REPLICAS").unwrap_or(2).to_string();
-    println!("HISTORY_SEED={seed} HISTORY_SECS={secs} replicas={replicas}");
+    // The write quorum (`--write-quorum`), 1 by default as in sipfarm.
+    let quorum = env_u64("HISTORY_WRITE_QUORUM").unwrap_or(1).to_string();
+    println!("HISTORY_SEED={seed} HISTORY_SECS={secs} replicas={replicas} write-quorum={quorum}");
     let began = Instant::now();
 
     let mut mc = vec![Memcached::start(), Memcached::start(), Memcached::start()];
@@ -594,6 +597,8 @@ fn random_history_under_node_faults_keeps_the_promise() {
                 list.as_str(),
                 "--replicas",
                 replicas.as_str(),
+                "--write-quorum",
+                quorum.as_str(),
             ]
             .map(String::from)
             .to_vec()
