@@ -6,8 +6,6 @@
 
 mod common;
 use common::*;
-use sipfarm::location::record;
-use sipfarm::location::ring::Ring;
 use std::time::{Duration, Instant};
 
 const USERS: usize = 300;
@@ -18,13 +16,7 @@ fn user(i: usize) -> String {
 
 /// Keys that belong on node `n` (among the first `r` nodes of the key's ring walk).
 fn expected_on(nodes: &[&Memcached], n: usize, r: usize) -> usize {
-    let ring = Ring::new(&nodes.iter().map(|m| (m.addr(), 1)).collect::<Vec<_>>());
-    (0..USERS)
-        .filter(|i| {
-            let key = record::key("sipfarm:", &format!("{}@example.test", user(*i)));
-            ring.walk(key.as_bytes()).take(r).any(|x| x == n)
-        })
-        .count()
+    records_owned_by(nodes, n, r, (0..USERS).map(user))
 }
 
 #[test]

@@ -4,8 +4,6 @@
 
 mod common;
 use common::*;
-use sipfarm::location::record;
-use sipfarm::location::ring::Ring;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -98,13 +96,7 @@ fn check_all(
 
 /// Keys that belong on node `n` (among the first `r` nodes of the key's ring walk).
 fn expected_on(nodes: &[&Memcached], n: usize, r: usize) -> usize {
-    let ring = Ring::new(&nodes.iter().map(|m| (m.addr(), 1)).collect::<Vec<_>>());
-    (0..USERS)
-        .filter(|i| {
-            let key = record::key("sipfarm:", &format!("{}@example.test", user(*i)));
-            ring.walk(key.as_bytes()).take(r).any(|x| x == n)
-        })
-        .count()
+    records_owned_by(nodes, n, r, (0..USERS).map(user))
 }
 
 fn wait_items(m: &Memcached, want: usize, what: &str) {

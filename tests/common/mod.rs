@@ -382,3 +382,22 @@ pub fn unsigned_rr(values: &[String]) -> Vec<String> {
         })
         .collect()
 }
+
+/// How many of the records of `users` (user names in example.test) belong on node `n` of
+/// `nodes` with `r` replicas (among the first `r` nodes of the key's ring walk).
+pub fn records_owned_by(
+    nodes: &[&Memcached],
+    n: usize,
+    r: usize,
+    users: impl Iterator<Item = String>,
+) -> usize {
+    let ring = sipfarm::location::ring::Ring::new(
+        &nodes.iter().map(|m| (m.addr(), 1)).collect::<Vec<_>>(),
+    );
+    users
+        .filter(|u| {
+            let key = sipfarm::location::record::key("sipfarm:", &format!("{u}@example.test"));
+            ring.walk(key.as_bytes()).take(r).any(|x| x == n)
+        })
+        .count()
+}
