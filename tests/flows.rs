@@ -620,3 +620,90 @@ fn a_closed_tcp_flow_is_not_used_again() {
     assert_eq!(fetch.contacts().len(), 2, "{}", fetch.text);
     drop(a);
 }
+
+/// RFC 5626 outbound: a UA that says `Supported: outbound` and registers a contact with
+/// `reg-id` and `+sip.instance` is told its flow is used (`Require: outbound`) and how often
+/// to keep it alive (`Flow-Timer`: 120 s over TCP, 29 s over UDP); its double-CRLF ping on TCP
+/// gets a CRLF pong on the same connection. Without outbound: neither header.
+#[test]
+fn outbound_registrations_get_require_and_flow_timer() {
+    let s = Sipfarm::start(&[]);
+    let outbound = |contact: &str, via: &str, proto: &str| {
+        Req {
+            method: "REGISTER",
+            ruri: "sip:example.test",
+            via: (via, proto),
+            routes: &[],
+            from: "<sip:ob@example.test>;tag=ob1",
+            to: "<sip:ob@example.test>",
+            call_id: &unique("ob"),
+            cseq: 1,
+            contact,
+        }
+        .text()
+        .replace(
+            "Content-Length: 0",
+            "Supported: outbound, path\r\nExpires: 300\r\nContent-Length: 0",
+        )
+        .replace(
+            &format!("<{contact}>"),
+            &format!("<{contact}>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-00000000000{}>\"", proto.len()),
+        )
+    };
+    // TCP.
+    let mut ua = TcpUa::connect(s.addr(), "ob");
+    let text = outbound(&ua.contact(), &ua.local(), "TCP");
+    ua.send(&text);
+    let ok = ua.recv(|m| m.code().is_some());
+    assert_eq!(ok.code(), Some(200), "{}", ok.text);
+    assert_eq!(
+        ok.header("Require").as_deref(),
+        Some("outbound"),
+        "{}",
+        ok.text
+    );
+    assert_eq!(
+        ok.header("Flow-Timer").as_deref(),
+        Some("120"),
+        "{}",
+        ok.text
+    );
+    ua.stream.write_all(b"\r\n\r\n").unwrap();
+    ua.stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut pong = [0u8; 2];
+    ua.stream.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"\r\n", "a CRLF pong");
+
+    // UDP.
+    let phone = Phone::new("ob");
+    let via = format!("127.0.0.1:{}", phone.ua.port);
+    let r = phone
+        .ua
+        .request(s.addr(), &outbound(&phone.contact(), &via, "UDP"));
+    assert_eq!(r.code, 200, "{}", r.text);
+    let got = Sip::parse(&r.text);
+    assert_eq!(
+        got.header("Flow-Timer").as_deref(),
+        Some("29"),
+        "{}",
+        r.text
+    );
+
+    // No outbound asked: no Require, no Flow-Timer.
+    let plain = phone.ua.register(
+        "plain",
+        &[&format!("<{}>", phone.contact())],
+        Some(300),
+        &unique("p"),
+        1,
+    );
+    let r = phone.ua.request(s.addr(), &plain);
+    let got = Sip::parse(&r.text);
+    assert!(
+        got.header("Require").is_none() && got.header("Flow-Timer").is_none(),
+        "{}",
+        r.text
+    );
+}
