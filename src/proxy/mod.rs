@@ -301,10 +301,12 @@ impl Proxy {
             }
         }
         let mut deliver = None;
-        while let Some(first) = routes.first() {
+        // Counted, then drained once: a message full of Route lines naming us costs one pass.
+        let mut ours = 0;
+        while let Some(first) = routes.get(ours) {
             match route_uri(first) {
                 Some(u) if self.identity.names_farm(&u) => {
-                    routes.remove(0);
+                    ours += 1;
                     match self.identity.routed_flow(&u) {
                         RoutedFlow::None => {}
                         RoutedFlow::Valid(f) if flow::arrived_on(f, peer) => {}
@@ -322,6 +324,7 @@ impl Proxy {
                 None => return Err(bad_route()),
             }
         }
+        routes.drain(..ours);
         // One later entry naming the farm is a dialog that spirals through the farm once;
         // more is a route set built to bounce the request between instances.
         let again = routes
