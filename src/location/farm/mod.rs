@@ -163,7 +163,7 @@ impl Farm {
                 let writes = self.write_all(&replicas, key, &mut record, now).await?;
                 if writes.iter().all(|w| matches!(w, Ok(Write::Stored(_)))) {
                     self.refresh
-                        .remember_at(key, &replicas, &writes, record, now, epochs);
+                        .remember(key, &replicas, &writes, record, now, epochs);
                     return Ok(Some(outcome));
                 }
             }
@@ -266,7 +266,7 @@ impl Farm {
         }
         // Replicas that failed are repaired later (read repair, refill).
         self.refresh
-            .remember_at(key, &replicas, &writes, record, now, epochs);
+            .remember(key, &replicas, &writes, record, now, epochs);
         Ok(Some(outcome))
     }
 }

@@ -128,23 +128,10 @@ impl RefreshCache {
         self.shard(key).remove(key);
     }
 
-    /// `remember_at` with no epochs (the unit tests).
-    #[cfg(test)]
-    pub(super) fn remember(
-        &self,
-        key: &str,
-        replicas: &[Replica],
-        writes: &[Result<Write, NodeError>],
-        record: Record,
-        now: u64,
-    ) {
-        self.remember_at(key, replicas, writes, record, now, Vec::new());
-    }
-
     /// Keep `record` when every replica stored it and said its CAS, and it has something
     /// that has not expired by `now`; else forget the key. `epochs`: the replicas' node
     /// epochs, read before the write.
-    pub(super) fn remember_at(
+    pub(super) fn remember(
         &self,
         key: &str,
         replicas: &[Replica],
@@ -231,24 +218,46 @@ mod tests {
     fn entries_of_expired_records_are_never_served() {
         let c = RefreshCache::new(1000, 1 << 20);
         let (replicas, writes) = stored();
-        c.remember("k", &replicas, &writes, record(1, 1010, 10), 1000);
+        c.remember(
+            "k",
+            &replicas,
+            &writes,
+            record(1, 1010, 10),
+            1000,
+            Vec::new(),
+        );
         let e = c.take("k", 1009).expect("live until 1010");
         assert_eq!(e.cas, [(0, 7), (1, 8)]);
-        c.remember("k", &replicas, &writes, e.record, 1009);
+        c.remember("k", &replicas, &writes, e.record, 1009, Vec::new());
         assert!(c.take("k", 1010).is_none(), "expired at 1010");
         assert_eq!(c.held(), (0, 0), "dropped when found");
         // Already expired, or empty (every binding removed and gone): not kept at all.
-        c.remember("k", &replicas, &writes, record(1, 1000, 10), 1000);
-        c.remember("e", &replicas, &writes, Record::default(), 1000);
+        c.remember(
+            "k",
+            &replicas,
+            &writes,
+            record(1, 1000, 10),
+            1000,
+            Vec::new(),
+        );
+        c.remember("e", &replicas, &writes, Record::default(), 1000, Vec::new());
         assert_eq!(c.held(), (0, 0));
         // A replica without a CAS: forgotten.
-        c.remember("k", &replicas, &writes, record(1, 2000, 10), 1000);
+        c.remember(
+            "k",
+            &replicas,
+            &writes,
+            record(1, 2000, 10),
+            1000,
+            Vec::new(),
+        );
         c.remember(
             "k",
             &replicas,
             &[Ok(Write::Stored(None)), Ok(Write::Conflict)],
             record(1, 2000, 10),
             1000,
+            Vec::new(),
         );
         assert!(c.take("k", 1000).is_none());
     }
@@ -261,7 +270,14 @@ mod tests {
         let fill = |c: &RefreshCache| {
             for i in 0..2000 {
                 let k = format!("sipfarm:{i}");
-                c.remember(&k, &replicas, &writes, record(8, 5000, 1000), 1000);
+                c.remember(
+                    &k,
+                    &replicas,
+                    &writes,
+                    record(8, 5000, 1000),
+                    1000,
+                    Vec::new(),
+                );
             }
             c.held()
         };
@@ -274,7 +290,14 @@ mod tests {
         eprintln!("with a {budget}-byte budget: {n} entries, {bytes} bytes");
         assert!(bytes <= budget && n > 100, "{n} entries, {bytes} bytes");
         let c = RefreshCache::new(262_144, 64 * 1024);
-        c.remember("big", &replicas, &writes, record(2, 5000, 1000), 1000);
+        c.remember(
+            "big",
+            &replicas,
+            &writes,
+            record(2, 5000, 1000),
+            1000,
+            Vec::new(),
+        );
         assert_eq!(c.held(), (0, 0));
     }
 
@@ -291,11 +314,39 @@ mod tests {
             .filter(|k| shard(k) == shard("sipfarm:x"))
             .take(4)
             .collect();
-        c.remember(&same[0], &replicas, &writes, record(1, 1100, 100), 1000);
-        c.remember(&same[1], &replicas, &writes, record(1, 5000, 100), 1000);
-        c.remember(&same[2], &replicas, &writes, record(1, 5000, 100), 1000);
+        c.remember(
+            &same[0],
+            &replicas,
+            &writes,
+            record(1, 1100, 100),
+            1000,
+            Vec::new(),
+        );
+        c.remember(
+            &same[1],
+            &replicas,
+            &writes,
+            record(1, 5000, 100),
+            1000,
+            Vec::new(),
+        );
+        c.remember(
+            &same[2],
+            &replicas,
+            &writes,
+            record(1, 5000, 100),
+            1000,
+            Vec::new(),
+        );
         assert_eq!(c.held().0, 3);
-        c.remember(&same[3], &replicas, &writes, record(1, 5000, 100), 1200);
+        c.remember(
+            &same[3],
+            &replicas,
+            &writes,
+            record(1, 5000, 100),
+            1200,
+            Vec::new(),
+        );
         assert!(c.take(&same[0], 1200).is_none());
         for k in &same[1..] {
             assert!(c.take(k, 1200).is_some(), "{k} kept");
