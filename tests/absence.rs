@@ -9,6 +9,16 @@ mod common;
 use common::*;
 use std::time::Duration;
 
+/// A REGISTER of `p`'s own contact for its user through `at`, and the answer.
+fn register(p: &Phone, at: std::net::SocketAddr, call_id: &str, cseq: u32, expires: u32) -> Resp {
+    let contact = format!("<{}>", p.contact());
+    p.ua.request(
+        at,
+        &p.ua
+            .register(&p.user, &[&contact], Some(expires), call_id, cseq),
+    )
+}
+
 fn invite(caller: &Phone, user: &str) -> String {
     format!(
         "INVITE sip:{user}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch={};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{}@example.test>;tag={}\r\nTo: <sip:{user}@example.test>\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <{}>\r\nContent-Length: 0\r\n\r\n",
@@ -30,16 +40,7 @@ fn one_owner_empty_and_the_other_silent_is_not_absence() {
     };
     let bob = Phone::new(&unique("bob"));
     let reg_call = unique("reg");
-    let r = bob.ua.request(
-        s.addr(),
-        &bob.ua.register(
-            &bob.user,
-            &[&format!("<{}>", bob.contact())],
-            Some(600),
-            &reg_call,
-            1,
-        ),
-    );
+    let r = register(&bob, s.addr(), &reg_call, 1, 600);
     assert_eq!(r.code, 200, "{}", r.text);
     assert!(mc.iter().all(|m| m.items() == 1), "on both owners");
 
@@ -55,14 +56,7 @@ fn one_owner_empty_and_the_other_silent_is_not_absence() {
         assert_eq!(r.code, 500, "call {i}: {}", r.text);
         assert!(!r.headers("Retry-After").is_empty(), "{}", r.text);
     }
-    let remove = bob.ua.register(
-        &bob.user,
-        &[&format!("<{}>", bob.contact())],
-        Some(0),
-        &reg_call,
-        2,
-    );
-    let r = bob.ua.request(s.addr(), &remove);
+    let r = register(&bob, s.addr(), &reg_call, 2, 0);
     assert_eq!(r.code, 500, "a removal of what cannot be read: {}", r.text);
 
     mc[1].thaw();
@@ -111,16 +105,7 @@ fn a_record_of_a_newer_format_is_never_written_over() {
     for m in &mc {
         set_raw(m, &key, newer);
     }
-    let r = bob.ua.request(
-        s.addr(),
-        &bob.ua.register(
-            &bob.user,
-            &[&format!("<{}>", bob.contact())],
-            Some(600),
-            &unique("reg"),
-            1,
-        ),
-    );
+    let r = register(&bob, s.addr(), &unique("reg"), 1, 600);
     assert_eq!(r.code, 500, "{}", r.text);
     for m in &mc {
         let got = m.command(&format!("get {key}\r\n"));
@@ -150,26 +135,18 @@ fn a_remembered_cas_does_not_outlive_a_node_restart() {
     let user = unique("cas");
     let (desk, mobile) = (Phone::new(&user), Phone::new(&user));
     let desk_call = unique("desk");
-    let register = |p: &Phone, at: std::net::SocketAddr, call: &str, cseq: u32| {
-        let m = p.ua.register(
-            &user,
-            &[&format!("<{}>", p.contact())],
-            Some(600),
-            call,
-            cseq,
-        );
-        let r = p.ua.request(at, &m);
+    let registered = |p: &Phone, at: std::net::SocketAddr, call: &str, cseq: u32| {
+        let r = register(p, at, call, cseq, 600);
         assert_eq!(r.code, 200, "{}", r.text);
-        r
     };
-    register(&desk, a.addr(), &desk_call, 1);
+    registered(&desk, a.addr(), &desk_call, 1);
     let port = mc.port;
     mc.crash();
     mc = Memcached::start_on(port);
     // The instances probe every node twice a second and see the new process.
     std::thread::sleep(Duration::from_millis(1500));
-    register(&mobile, b.addr(), &unique("mobile"), 1);
-    register(&desk, a.addr(), &desk_call, 2);
+    registered(&mobile, b.addr(), &unique("mobile"), 1);
+    registered(&desk, a.addr(), &desk_call, 2);
     let fetch = desk.ua.register(&user, &[], None, &unique("fetch"), 1);
     let r = desk.ua.request(b.addr(), &fetch);
     let contacts = r.contacts();
@@ -191,16 +168,7 @@ fn a_write_quorum_refuses_what_too_few_replicas_stored() {
         )
     };
     let phone = Phone::new(&unique("quorum"));
-    let register = |at: std::net::SocketAddr| {
-        let m = phone.ua.register(
-            &phone.user,
-            &[&format!("<{}>", phone.contact())],
-            Some(600),
-            &unique("q"),
-            1,
-        );
-        phone.ua.request(at, &m)
-    };
+    let register = |at: std::net::SocketAddr| register(&phone, at, &unique("q"), 1, 600);
     assert_eq!(register(strict.addr()).code, 200, "both nodes up");
     mc[1].crash();
     let r = register(strict.addr());

@@ -58,6 +58,25 @@ fn registered_bob(f: &AuthFarm) -> Phone {
     bob
 }
 
+/// alice's INVITE to bob, answered to the 407 of `via` with her credentials (unsent).
+fn authorized_invite_to_bob(alice: &Phone, via: std::net::SocketAddr, call: &str) -> String {
+    let (ruri, to) = ("sip:bob@example.test", "<sip:bob@example.test>");
+    let cid = unique(call);
+    let build = |cseq| {
+        sip_request(
+            &alice.ua,
+            "INVITE",
+            ruri,
+            "alice@example.test",
+            to,
+            &cid,
+            cseq,
+            &branch(),
+        )
+    };
+    authorize(&alice.ua, via, &build, ALICE, Alg::Sha256).1
+}
+
 /// Anything but a 1xx that reaches `phone` within `wait`.
 fn no_final(phone: &Phone, wait: Duration) -> Option<Sip> {
     phone.wait(wait, |m| m.code().is_some_and(|c| c >= 200))
@@ -238,21 +257,7 @@ fn a_retransmitted_authenticated_invite_is_forwarded_again() {
     let f = AuthFarm::start(&[]);
     let bob = registered_bob(&f);
     let alice = Phone::new("alice");
-    let (ruri, to) = ("sip:bob@example.test", "<sip:bob@example.test>");
-    let cid = unique("retrans");
-    let build = |cseq| {
-        sip_request(
-            &alice.ua,
-            "INVITE",
-            ruri,
-            "alice@example.test",
-            to,
-            &cid,
-            cseq,
-            &branch(),
-        )
-    };
-    let (_, invite) = authorize(&alice.ua, f.a.addr(), &build, ALICE, Alg::Sha256);
+    let invite = authorized_invite_to_bob(&alice, f.a.addr(), "retrans");
     alice.ua.send(f.a.addr(), &invite);
     let first = bob.wait_request("INVITE");
 
@@ -297,21 +302,7 @@ fn a_call_to_a_flow_is_vouched_for_and_a_bare_token_is_challenged() {
     assert_eq!(r.code, 200, "{}", r.text);
 
     let alice = Phone::new("alice");
-    let (ruri, to) = ("sip:bob@example.test", "<sip:bob@example.test>");
-    let cid = unique("flowauth");
-    let build = |cseq| {
-        sip_request(
-            &alice.ua,
-            "INVITE",
-            ruri,
-            "alice@example.test",
-            to,
-            &cid,
-            cseq,
-            &branch(),
-        )
-    };
-    let (_, invite) = authorize(&alice.ua, f.b.addr(), &build, ALICE, Alg::Sha256);
+    let invite = authorized_invite_to_bob(&alice, f.b.addr(), "flowauth");
     alice.ua.send(f.b.addr(), &invite);
     let inv = bob.wait_request("INVITE");
     assert_eq!(inv.request_uri(), Some(&private[1..private.len() - 1]));
@@ -329,9 +320,9 @@ fn a_call_to_a_flow_is_vouched_for_and_a_bare_token_is_challenged() {
     let forged = sip_request(
         &mallory.ua,
         "INVITE",
-        ruri,
+        "sip:bob@example.test",
         "alice@example.test",
-        to,
+        "<sip:bob@example.test>",
         &unique("forged"),
         1,
         &branch(),

@@ -20,6 +20,19 @@ fn invite(from: &Phone, to: &str, body: &str) -> String {
     )
 }
 
+/// bob registered through `a`, alice calling him through `a`: both, and the INVITE as bob
+/// gets it.
+fn invite_as_bob_gets_it(a: &Sipfarm) -> (Phone, Phone, Sip) {
+    let alice = Phone::new(&unique("alice"));
+    let bob = Phone::new(&unique("bob"));
+    bob.register_via(a.addr());
+    alice
+        .ua
+        .send(a.addr(), &invite(&alice, &bob.user, "v=0\r\n"));
+    let got = bob.wait_request("INVITE");
+    (alice, bob, got)
+}
+
 /// Issue 11 item 1: the domain is the instance's IP (127.0.0.1), sipp's uas registered
 /// under it, sipp's uac calling it through the same instance. The uas answers with
 /// `Contact: <sip:127.0.0.1:PORT;transport=UDP>` (no user part, another port): the ACK and
@@ -39,17 +52,7 @@ fn sipp_pair_with_the_instance_ip_as_domain() {
         dir.path(),
         "sippuas",
         "127.0.0.1",
-        &[
-            "-m",
-            "200",
-            "-r",
-            "50",
-            "-l",
-            "100",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-        ],
+        &TWO_HUNDRED_CALLS,
     );
     let (ok, tail) = run_sipp(&args, Duration::from_secs(120));
     drop(uas);
@@ -116,13 +119,7 @@ fn record_route_names_the_instance_unless_a_farm_uri_is_set() {
             args.extend(["--farm-uri", u]);
         }
         let a = Sipfarm::start(&args);
-        let alice = Phone::new(&unique("alice"));
-        let bob = Phone::new(&unique("bob"));
-        bob.register_via(a.addr());
-        alice
-            .ua
-            .send(a.addr(), &invite(&alice, &bob.user, "v=0\r\n"));
-        let got = bob.wait_request("INVITE");
+        let (alice, bob, got) = invite_as_bob_gets_it(&a);
         let want = match farm_uri {
             Some(u) => format!("<{u};lr>"),
             None => format!("<sip:127.0.0.1:{};lr>", a.port),
@@ -165,13 +162,7 @@ fn advertised_address_is_in_via_and_counted_as_us() {
     let ua = Ua::new();
     let r = ua.request(a.addr(), &ua.options(&format!("sip:127.0.0.5:{}", a.port)));
     assert_eq!(r.code, 200, "{}", r.text);
-    let alice = Phone::new(&unique("alice"));
-    let bob = Phone::new(&unique("bob"));
-    bob.register_via(a.addr());
-    alice
-        .ua
-        .send(a.addr(), &invite(&alice, &bob.user, "v=0\r\n"));
-    let got = bob.wait_request("INVITE");
+    let (_alice, _bob, got) = invite_as_bob_gets_it(&a);
     let via = got.top_via().unwrap();
     assert_eq!(
         (via.host.as_str(), via.port),

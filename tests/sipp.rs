@@ -52,22 +52,7 @@ fn sipp_uac_calls_uas_across_two_instances() {
     let b = Sipfarm::with_farm(&[&mc1, &mc2], &[]);
     let dir = TempDir::new("sipfarm-sipp-");
     let uas = registered_uas(b.addr(), "sippuas", &["-m", "200", "-timeout", "90s"]);
-    let (args, _) = sipp_call(
-        a.addr(),
-        dir.path(),
-        "sippuas",
-        &[
-            "-m",
-            "200",
-            "-r",
-            "50",
-            "-l",
-            "100",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-        ],
-    );
+    let (args, _) = sipp_call(a.addr(), dir.path(), "sippuas", &TWO_HUNDRED_CALLS);
     let (ok, tail) = run_sipp(&args, Duration::from_secs(120));
     drop(uas);
     assert!(ok, "sipp uac reported failed calls:\n{tail}");

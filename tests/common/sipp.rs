@@ -77,6 +77,20 @@ pub fn sipp_register(target: SocketAddr, extra: &[&str]) -> (Vec<String>, u16) {
     (args, port)
 }
 
+/// The uac.xml run of the sipp-pair tests: 200 calls at 50/s, at most 100 at once, a failed
+/// call ends the run within 60 s.
+pub const TWO_HUNDRED_CALLS: [&str; 9] = [
+    "-m",
+    "200",
+    "-r",
+    "50",
+    "-l",
+    "100",
+    "-timeout",
+    "60s",
+    "-timeout_error",
+];
+
 /// uac.xml calling `user` (its injection file, one line, is written into `dir`).
 pub fn sipp_call(target: SocketAddr, dir: &Path, user: &str, extra: &[&str]) -> (Vec<String>, u16) {
     sipp_call_in(target, dir, user, "example.test", extra)
