@@ -45,17 +45,14 @@ fn in_dialog(method: &str, from: &Phone, ok: &Sip, cseq: u32) -> String {
 
 fn registered_bob(f: &AuthFarm) -> Phone {
     let bob = Phone::new("bob");
-    let contact = format!("<{}>", bob.contact());
-    let r = register_auth(
-        &bob.ua,
-        f.b.addr(),
-        BOB,
-        Alg::Sha256,
-        &[&contact],
-        Some(600),
-    );
-    assert_eq!(r.code, 200, "{}", r.text);
+    register_bob(&bob, f.b.addr(), &format!("<{}>", bob.contact()));
     bob
+}
+
+/// bob registers `contact` through `at`, with his password.
+fn register_bob(bob: &Phone, at: std::net::SocketAddr, contact: &str) {
+    let r = register_auth(&bob.ua, at, BOB, Alg::Sha256, &[contact], Some(600));
+    assert_eq!(r.code, 200, "{}", r.text);
 }
 
 /// alice's INVITE to bob, answered to the 407 of `via` with her credentials (unsent).
@@ -291,15 +288,7 @@ fn a_call_to_a_flow_is_vouched_for_and_a_bare_token_is_challenged() {
     let f = AuthFarm::start(&[]);
     let bob = Phone::new("bob");
     let private = format!("<sip:bob@127.0.0.99:{}>", bob.ua.port);
-    let r = register_auth(
-        &bob.ua,
-        f.a.addr(),
-        BOB,
-        Alg::Sha256,
-        &[&private],
-        Some(600),
-    );
-    assert_eq!(r.code, 200, "{}", r.text);
+    register_bob(&bob, f.a.addr(), &private);
 
     let alice = Phone::new("alice");
     let invite = authorized_invite_to_bob(&alice, f.b.addr(), "flowauth");
