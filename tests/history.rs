@@ -45,7 +45,11 @@
 //! with the history of that contact and the faults. `HISTORY_SEED=N` repeats a run's choices
 //! (the timing of faults against operations still varies); `HISTORY_SECS=N` sets the seconds
 //! of operations (default 30, about 45 s in all), e.g. `HISTORY_SECS=1800` for the long run.
-//! `HISTORY_WRITE_QUORUM=2` runs it with `--write-quorum 2`.
+//! `HISTORY_WRITE_QUORUM=2` runs it with `--write-quorum 2`. `HISTORY_DENSE=1` makes the
+//! nemesis strike every 0.1 to 0.4 s, for 0.1 to 0.6 s (thousands of faults in a long run).
+//! In every mode a node restarted empty is waited for until an instance has refilled it (its
+//! refill lease says done, at most 10 s; `unrefilled=` counts those that were not): the
+//! promise is for one fault at a time, the farm healed in between.
 //! `HISTORY_REPLICAS=1` runs the same history with one replica per record, which a killed node
 //! must break: a way to see that the checker does catch lost registrations.
 
@@ -188,6 +192,10 @@ struct Shared {
     /// First few fault-time reads that disagreed with the history (not violations).
     fault_read_notes: Mutex<Vec<String>>,
     stop: AtomicBool,
+    /// `HISTORY_DENSE=1`: a fault every 0.1 to 0.4 s, each 0.1 to 0.6 s long.
+    dense: bool,
+    /// Nodes restarted empty that no instance refilled within `REFILL_WAIT`.
+    unhealed: AtomicU64,
 }
 
 impl Shared {
@@ -481,13 +489,20 @@ fn nemesis(sh: &Shared, mc: &mut [Memcached], inst: &mut Instances<'_>, seed: u6
             std::thread::sleep(Duration::from_millis(20));
         }
     };
+    // The promise needs the farm healed before the next fault: a node restarted empty is
+    // waited for until its refill is complete (its lease says done), even in dense mode.
+    let (gap, downs) = if sh.dense {
+        (100..400, 100..600)
+    } else {
+        (1000..2000, 200..2000)
+    };
     loop {
-        pause(rng.u64(1000..2000));
+        pause(rng.u64(gap.clone()));
         if sh.stop.load(Ordering::Relaxed) {
             return;
         }
         let n = rng.usize(..mc.len());
-        let down = rng.u64(200..2000);
+        let down = rng.u64(downs.clone());
         sh.fault_count.fetch_add(1, Ordering::Relaxed);
         if rng.u32(..5) == 0 {
             // An instance crashes and is restarted at once (its requests in flight, and those
@@ -507,6 +522,10 @@ fn nemesis(sh: &Shared, mc: &mut [Memcached], inst: &mut Instances<'_>, seed: u6
             pause(down);
             mc[n] = Memcached::start_on(port);
             log(format!("node {n} restarted empty"));
+            if !refilled(&mc[n], sh) && !sh.stop.load(Ordering::Relaxed) {
+                sh.unhealed.fetch_add(1, Ordering::Relaxed);
+                log(format!("node {n} not refilled within {REFILL_WAIT:?}"));
+            }
         } else {
             log(format!("freeze node {n}"));
             mc[n].freeze();
@@ -515,6 +534,22 @@ fn nemesis(sh: &Shared, mc: &mut [Memcached], inst: &mut Instances<'_>, seed: u6
             log(format!("thaw node {n}"));
         }
     }
+}
+
+/// How long the nemesis waits for a node restarted empty to be refilled.
+const REFILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether node `mc` was refilled (an instance marked its refill lease done) within
+/// `REFILL_WAIT`, or the segment ended meanwhile.
+fn refilled(mc: &Memcached, sh: &Shared) -> bool {
+    let until = Instant::now() + REFILL_WAIT;
+    while Instant::now() < until && !sh.stop.load(Ordering::Relaxed) {
+        if mc.command("get sipfarm:lease:refill\r\n").contains("done:") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sh.stop.load(Ordering::Relaxed)
 }
 
 /// Every user through every instance, after healing: the violations found.
@@ -583,7 +618,11 @@ fn random_history_under_node_faults_keeps_the_promise() {
     let replicas = env_u64("HISTORY_REPLICAS").unwrap_or(2).to_string();
     // The write quorum (`--write-quorum`), 1 by default as in sipfarm.
     let quorum = env_u64("HISTORY_WRITE_QUORUM").unwrap_or(1).to_string();
-    println!("HISTORY_SEED={seed} HISTORY_SECS={secs} replicas={replicas} write-quorum={quorum}");
+    let dense = env_u64("HISTORY_DENSE") == Some(1);
+    println!(
+        "HISTORY_SEED={seed} HISTORY_SECS={secs} replicas={replicas} write-quorum={quorum} \
+         dense={dense}"
+    );
     let began = Instant::now();
 
     let mut mc = vec![Memcached::start(), Memcached::start(), Memcached::start()];
@@ -637,6 +676,8 @@ fn random_history_under_node_faults_keeps_the_promise() {
         violations: Mutex::new(Vec::new()),
         fault_read_notes: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
+        dense,
+        unhealed: AtomicU64::new(0),
     };
     let mut tally = Tally::default();
     let mut segment = 0u64;
@@ -689,7 +730,7 @@ fn random_history_under_node_faults_keeps_the_promise() {
     println!(
         "HISTORY seed={seed} secs={secs} ops={} acked={} unknown={} refused={} copies={} \
          queries={} other={} faults={faults} instance-restarts={restarts} \
-         checkpoints={segment} fault-time-reads={} \
+         checkpoints={segment} fault-time-reads={} unrefilled={} \
          violations={} duration={:.1}s",
         tally.ops,
         tally.acked,
@@ -699,6 +740,7 @@ fn random_history_under_node_faults_keeps_the_promise() {
         tally.queries,
         tally.other,
         tally.fault_reads,
+        sh.unhealed.load(Ordering::Relaxed),
         violations.len(),
         began.elapsed().as_secs_f64()
     );
