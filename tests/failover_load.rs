@@ -16,21 +16,6 @@ fn unix_now() -> f64 {
 }
 
 /// Start sipp with per-second statistics written to `stat`.
-fn start_sipp_with_stats(args: &[String], stat: &Path) -> Proc {
-    let mut all = args.to_vec();
-    all.extend(
-        [
-            "-trace_stat",
-            "-fd",
-            "1",
-            "-stf",
-            &stat.display().to_string(),
-        ]
-        .map(str::to_owned),
-    );
-    start_sipp(&all)
-}
-
 /// (unix time, failed calls in that period) rows of a sipp statistics file.
 fn failures_by_time(stat: &Path) -> Vec<(f64, u64)> {
     let text = std::fs::read_to_string(stat).unwrap_or_default();
@@ -56,18 +41,6 @@ fn failures_by_time(stat: &Path) -> Vec<(f64, u64)> {
             Some((t, n))
         })
         .collect()
-}
-
-fn total_calls(stat: &Path, col: &str) -> u64 {
-    let text = std::fs::read_to_string(stat).unwrap_or_default();
-    let mut lines = text.lines();
-    let head: Vec<&str> = lines.next().unwrap_or("").split(';').collect();
-    let c = head.iter().position(|h| *h == col).unwrap();
-    lines
-        .last()
-        .and_then(|l| l.split(';').nth(c))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// How long until instance `at` reports `node` dead (polling its status every 10 ms).

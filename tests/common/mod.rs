@@ -7,12 +7,14 @@
 //! - `sipp`: the sipp scenarios of bench/sipp, shared with the bench;
 //! - `digest`: the tests' own digest client (MD5 and SHA-256, qop=auth);
 //! - `authfarm`: two instances with authentication on, over nodes away from 127.0.0.1;
-//! - `dns`: dnsmasq serving a test's own records (RFC 3263: SRV, A).
+//! - `dns`: dnsmasq serving a test's own records (RFC 3263: SRV, A);
+//! - `farm`: `scripts/farm` (the one-machine farm behind DNS SRV), DNS lookups, SRV choice.
 #![allow(dead_code, unused_imports)]
 
 mod authfarm;
 mod digest;
 mod dns;
+mod farm;
 mod processes;
 mod sipp;
 mod ua;
@@ -20,6 +22,7 @@ mod ua;
 pub use authfarm::*;
 pub use digest::*;
 pub use dns::*;
+pub use farm::*;
 pub use processes::*;
 pub use sipp::*;
 pub use ua::*;

@@ -180,3 +180,36 @@ pub fn registered_uas_in(instance: SocketAddr, user: &str, domain: &str, extra: 
     std::thread::sleep(Duration::from_millis(300));
     uas
 }
+
+/// Start sipp in the background with `args`, writing its statistics every second to `stat`
+/// (`-trace_stat`; read with [`total_calls`]).
+pub fn start_sipp_with_stats(args: &[String], stat: &Path) -> Proc {
+    let mut all = args.to_vec();
+    all.extend(
+        [
+            "-trace_stat",
+            "-fd",
+            "1",
+            "-stf",
+            &stat.display().to_string(),
+        ]
+        .map(str::to_owned),
+    );
+    start_sipp(&all)
+}
+
+/// The last value of column `col` (e.g. `SuccessfulCall(C)`, `FailedCall(C)`) of a sipp
+/// statistics file (0 before the first row).
+pub fn total_calls(stat: &Path, col: &str) -> u64 {
+    let text = std::fs::read_to_string(stat).unwrap_or_default();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap_or("").split(';').collect();
+    let Some(c) = head.iter().position(|h| *h == col) else {
+        return 0;
+    };
+    lines
+        .last()
+        .and_then(|l| l.split(';').nth(c))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
