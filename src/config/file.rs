@@ -17,6 +17,7 @@ pub enum NodeSpec {
 pub(super) struct FileServer {
     pub(super) listen: Option<Vec<String>>,
     pub(super) advertise: Option<String>,
+    pub(super) aliases: Option<Vec<String>>,
     pub(super) domains: Option<Vec<String>>,
     pub(super) max_message_size: Option<usize>,
     pub(super) tcp_idle_timeout: Option<u64>,

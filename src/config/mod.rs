@@ -17,6 +17,7 @@ mod proxy;
 mod registrar;
 mod server;
 
+use crate::transport::Advertise;
 pub use file::NodeSpec;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +45,12 @@ pub struct Overrides {
     /// primary address is used and every address of the host counts as us.
     #[arg(long, value_name = "HOST[:PORT]")]
     pub advertise: Option<String>,
+    /// Another name of this instance, repeatable (Kamailio's `alias`): a Route or
+    /// Request-URI naming it is ours, never forwarded, e.g. the name its SRV record points
+    /// at (sip1.example.test), which phones may use as outbound proxy. Without a port it
+    /// matches the ports this instance listens on.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub alias: Vec<String>,
     /// Domain this instance is registrar for, repeatable or comma-separated (any port
     /// matches). Default: localhost and the listen addresses.
     #[arg(long, value_name = "DOMAIN")]
@@ -115,6 +122,8 @@ pub struct Config {
     pub listen: Vec<Listen>,
     /// Lowercased domains this instance is registrar for.
     pub domains: Vec<String>,
+    /// Other names of this instance (`--alias`).
+    pub aliases: Vec<Advertise>,
     pub max_message_size: usize,
     pub tcp_idle_timeout: Duration,
     pub log_level: String,
@@ -153,6 +162,7 @@ impl Config {
         Ok(Config {
             listen: server.listen,
             domains: server.domains,
+            aliases: server.aliases,
             max_message_size: server.max_message_size,
             tcp_idle_timeout: server.tcp_idle_timeout,
             log_level: server.log_level,

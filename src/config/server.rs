@@ -11,6 +11,7 @@ use std::time::Duration;
 pub(super) struct Server {
     pub(super) listen: Vec<Listen>,
     pub(super) domains: Vec<String>,
+    pub(super) aliases: Vec<Advertise>,
     pub(super) max_message_size: usize,
     pub(super) tcp_idle_timeout: Duration,
     pub(super) log_level: String,
@@ -29,6 +30,7 @@ pub(super) fn resolve(o: &Overrides, f: &FileServer, src: Source) -> Result<Serv
     Ok(Server {
         listen,
         domains,
+        aliases: aliases(o, f, src)?,
         max_message_size,
         tcp_idle_timeout: Duration::from_secs(f.tcp_idle_timeout.unwrap_or(600).max(1)),
         log_level: log_level(o, f, src)?,
@@ -92,6 +94,20 @@ fn advertise(o: &Overrides, f: &FileServer, src: Source) -> Result<Option<Advert
     given
         .map(|a| Advertise::parse(a.trim()).map_err(|e| format!("{origin}: {e}")))
         .transpose()
+}
+
+/// `--alias HOST[:PORT]` (repeatable) / `server.aliases`: other names of this instance.
+fn aliases(o: &Overrides, f: &FileServer, src: Source) -> Result<Vec<Advertise>, String> {
+    let (list, origin) = src.pick(
+        "--alias",
+        given(&o.alias),
+        "server.aliases",
+        f.aliases.as_deref(),
+    );
+    list.unwrap_or_default()
+        .iter()
+        .map(|a| Advertise::parse(a.trim()).map_err(|e| format!("{origin}: {e}")))
+        .collect()
 }
 
 fn domains(

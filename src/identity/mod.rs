@@ -72,6 +72,9 @@ pub(crate) struct Identity {
     farm: Option<FarmUri>,
     /// The sockets of this instance.
     locals: Vec<Local>,
+    /// Other names of this instance (`--alias`): (lower-cased host, port; None: any of
+    /// our sockets' ports).
+    aliases: Vec<(String, Option<u16>)>,
     /// Every address of this host: a socket bound to the unspecified address answers for
     /// each of them (and for loopback).
     host_addrs: Vec<IpAddr>,
@@ -126,6 +129,7 @@ impl Identity {
             domains,
             farm,
             locals,
+            aliases: Vec::new(),
             host_addrs: Vec::new(),
             primary: (None, None),
             farm_nodes: Vec::new(),
@@ -146,6 +150,12 @@ impl Identity {
     }
 
     /// The same identity with the farm's key (see [`load_key`]).
+    /// Other names this instance answers to (never forwarded to, never written).
+    pub(crate) fn with_aliases(mut self, aliases: Vec<(String, Option<u16>)>) -> Identity {
+        self.aliases = aliases;
+        self
+    }
+
     pub(crate) fn with_key(mut self, key: [u8; 32]) -> Identity {
         self.key = key;
         self
@@ -195,8 +205,8 @@ impl Identity {
         self.domains.iter().any(|d| d == host)
     }
 
-    /// Is host:port this instance (port 5060 when absent): one of its sockets, or what one
-    /// advertises (a name too)? A socket bound to the unspecified address answers for
+    /// Is host:port this instance (port 5060 when absent): one of its sockets, what one
+    /// advertises (a name too), or one of its aliases? A socket bound to the unspecified address answers for
     /// loopback and for every address of this host.
     pub(crate) fn is_local(&self, host: &str, port: Option<u16>) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -215,6 +225,12 @@ impl Identity {
                             && (ip.is_loopback() || self.host_addrs.contains(&ip)))
                 });
             advertised || socket
+        }) || self.aliases.iter().any(|(h, p)| {
+            h.eq_ignore_ascii_case(host)
+                && p.map_or_else(
+                    || self.locals.iter().any(|l| l.addr.port() == port),
+                    |p| p == port,
+                )
         })
     }
 
@@ -421,6 +437,34 @@ mod tests {
         assert!(!farm("sip:127.0.0.1:5160"));
         assert_eq!(i.farm_uri(), None);
         assert_eq!(i.record_route_uri(Proto::Udp), "sip:127.0.0.1:5080");
+    }
+
+    /// An alias (the name an SRV record gives this instance) is us, at our ports unless it
+    /// names one, and is never what we write.
+    #[test]
+    fn aliases_are_us() {
+        let i = Identity::of_instance(
+            vec!["example.test".into()],
+            None,
+            vec![(Proto::Udp, "127.0.0.12:5060".parse().unwrap()).into()],
+        )
+        .with_aliases(vec![
+            ("sip2.example.test".into(), None),
+            ("edge.example.test".into(), Some(5070)),
+        ]);
+        assert!(
+            i.is_local("SIP2.example.test", None) && i.is_local("sip2.example.test", Some(5060))
+        );
+        assert!(
+            !i.is_local("sip2.example.test", Some(5061)),
+            "not a port of ours"
+        );
+        assert!(
+            i.is_local("edge.example.test", Some(5070)) && !i.is_local("edge.example.test", None)
+        );
+        assert!(!i.is_local("sip1.example.test", None));
+        assert!(i.names_farm(&parse_sip("sip:sip2.example.test;transport=udp;lr").unwrap()));
+        assert_eq!(i.own_uri(Proto::Udp), "sip:127.0.0.12:5060");
     }
 
     /// Advertised addresses are written in Via and Record-Route and counted as us; on

@@ -67,6 +67,8 @@ impl Server {
                 &self.identity,
             )
             .await?;
+            // Which instance a phone registers through (the farm's logs show its path).
+            tracing::debug!(aor = %reply.aor, "REGISTER saved");
             // Only while the connection is open: one that closed meanwhile was told already.
             if peer.proto == Proto::Tcp && self.conns.by_addr(peer.src).is_some() {
                 let holds = reply.hold_until.is_some();

@@ -79,6 +79,12 @@ async fn build(cfg: Config, sockets: &Sockets) -> Result<Arc<Server>, String> {
     }
     let identity = Arc::new(
         identity
+            .with_aliases(
+                cfg.aliases
+                    .iter()
+                    .map(|a| (a.host.clone(), a.port))
+                    .collect(),
+            )
             .with_farm_nodes(farm_node_addresses(&cfg).await)
             .with_key(key),
     );

@@ -6,12 +6,14 @@
 //! - `ua`: user agents over UDP and TCP, and the tests' own SIP reader (not sipfarm's parser);
 //! - `sipp`: the sipp scenarios of bench/sipp, shared with the bench;
 //! - `digest`: the tests' own digest client (MD5 and SHA-256, qop=auth);
+//! - `baresip`: real softphones (baresip, headless) and the network namespace they run in;
 //! - `authfarm`: two instances with authentication on, over nodes away from 127.0.0.1;
 //! - `dns`: dnsmasq serving a test's own records (RFC 3263: SRV, A);
 //! - `farm`: `scripts/farm` (the one-machine farm behind DNS SRV), DNS lookups, SRV choice.
 #![allow(dead_code, unused_imports)]
 
 mod authfarm;
+mod baresip;
 mod digest;
 mod dns;
 mod farm;
@@ -20,6 +22,7 @@ mod sipp;
 mod ua;
 
 pub use authfarm::*;
+pub use baresip::*;
 pub use digest::*;
 pub use dns::*;
 pub use farm::*;
