@@ -390,8 +390,10 @@ pub fn in_namespace(test: &str) -> bool {
         return true;
     }
     let exe = std::env::current_exe().unwrap();
+    // Its own mount namespace too (nothing mounted in it is seen outside): a phone that
+    // reads only /etc/resolv.conf gets the test's DNS server there (`use_dns_server`).
     let script = format!(
-        "set -e; ip link set lo up; \
+        "set -e; mount --make-rprivate /; ip link set lo up; \
          ip link add v0 type veth peer name v1; \
          ip addr add 10.200.0.1/24 dev v0; ip addr add 10.200.0.2/24 dev v1; \
          ip link set v0 up; ip link set v1 up; \
@@ -399,14 +401,32 @@ pub fn in_namespace(test: &str) -> bool {
         exe.display()
     );
     let status = Command::new("unshare")
-        .args(["-n", "sh", "-c", &script])
+        .args(["-n", "-m", "sh", "-c", &script])
         .env(INSIDE, "1")
         .status()
         .expect("unshare (util-linux) is needed to isolate this test");
     assert!(
         status.success(),
-        "{test} failed inside its network namespace (it needs root for unshare -n and ip link \
-         add)"
+        "{test} failed inside its network namespace (it needs root for unshare -n -m and ip \
+         link add)"
     );
     false
+}
+
+/// Inside the test's namespaces only: /etc/resolv.conf names `dns` (`nameserver [IP]:PORT`,
+/// the form belle-sip reads), bind-mounted over the host's in the test's own mount namespace.
+pub fn use_dns_server(dns: SocketAddr, dir: &std::path::Path) {
+    assert!(
+        std::env::var(INSIDE).is_ok(),
+        "only inside the test's namespaces"
+    );
+    let file = dir.join("resolv.conf");
+    std::fs::write(&file, format!("nameserver [{}]:{}\n", dns.ip(), dns.port())).unwrap();
+    let status = Command::new("mount")
+        .arg("--bind")
+        .arg(&file)
+        .arg("/etc/resolv.conf")
+        .status()
+        .expect("mount");
+    assert!(status.success(), "mount --bind over /etc/resolv.conf");
 }

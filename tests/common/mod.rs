@@ -9,6 +9,7 @@
 //! - `baresip`: real softphones (baresip, headless) and the network namespace they run in;
 //! - `authfarm`: two instances with authentication on, over nodes away from 127.0.0.1;
 //! - `dns`: dnsmasq serving a test's own records (RFC 3263: SRV, A);
+//! - `linphone`: linphone's command-line client as a softphone;
 //! - `farm`: `scripts/farm` (the one-machine farm behind DNS SRV), DNS lookups, SRV choice.
 #![allow(dead_code, unused_imports)]
 
@@ -17,6 +18,7 @@ mod baresip;
 mod digest;
 mod dns;
 mod farm;
+mod linphone;
 mod processes;
 mod sipp;
 mod ua;
@@ -26,6 +28,7 @@ pub use baresip::*;
 pub use digest::*;
 pub use dns::*;
 pub use farm::*;
+pub use linphone::*;
 pub use processes::*;
 pub use sipp::*;
 pub use ua::*;

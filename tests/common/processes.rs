@@ -74,6 +74,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// Its standard input, when it was started with `Stdio::piped()` (once).
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
     /// Whether it has not exited yet (reaps it if it has).
     pub fn running(&mut self) -> bool {
         if self.exited.is_none() {
