@@ -274,3 +274,55 @@ fn tcp_idle_timeout_waits_for_bindings_registered_over_the_connection() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Every flag of `serve` can come from the environment (containers): `SIPFARM_LISTEN`,
+/// `SIPFARM_DOMAIN` (comma-separated lists), `SIPFARM_ALIAS`...; a bad value is named.
+#[test]
+fn serve_reads_its_flags_from_the_environment() {
+    let port = free_port();
+    let mut p = Proc::start(
+        Command::new(sipfarm_bin())
+            .arg("serve")
+            .env("SIPFARM_LISTEN", format!("udp:127.0.0.1:{port}"))
+            .env("SIPFARM_DOMAIN", "env.test,example.test")
+            .env("SIPFARM_ALIAS", "sip9.example.test")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+        "sipfarm",
+    );
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let ua = Ua::new();
+    let reg = ua.register(
+        "carol",
+        &["<sip:carol@127.0.0.1:7000>"],
+        Some(600),
+        "env-1",
+        1,
+    );
+    let mut answered = None;
+    for _ in 0..100 {
+        answered = ua.try_request(at, &reg, Duration::from_millis(100));
+        if answered.is_some() {
+            break;
+        }
+    }
+    let r = answered.expect("an instance on SIPFARM_LISTEN");
+    assert_eq!(r.code, 200, "example.test from SIPFARM_DOMAIN: {}", r.text);
+    // The alias is this instance: a request to it is answered here, not forwarded.
+    let options = ua.options("sip:sip9.example.test");
+    let r = ua.request(at, &options);
+    assert_eq!(r.code, 200, "{}", r.text);
+    p.stop();
+
+    let out = Command::new(sipfarm_bin())
+        .arg("serve")
+        .env("SIPFARM_MIN_EXPIRES", "soon")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("soon") && err.contains("--min-expires"),
+        "{err}"
+    );
+}

@@ -28,91 +28,109 @@ pub use crate::proxy::ProxyConfig;
 pub use crate::registrar::RegistrarConfig;
 pub use crate::transport::{Limits, Listen, Proto};
 
-/// What the command line may override (None: not given): the flags of `sipfarm serve`.
+/// What the command line may override (None: not given): the flags of `sipfarm serve`. Each
+/// can also come from the environment, `SIPFARM_` and its name (`SIPFARM_MEMCACHED`,
+/// `SIPFARM_LISTEN`, a comma-separated list for the repeatable ones): containers are
+/// configured that way. A flag given wins over its variable.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
     /// TOML configuration file; flags override its keys (see config/sipfarm.toml).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, env = "SIPFARM_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Listen address, repeatable: udp:HOST:PORT or tcp:HOST:PORT (IPv6 as tcp:[::1]:5060),
     /// optionally followed by " advertise HOST[:PORT]" (one argument, quoted) naming this
     /// socket in our Via and Record-Route. Default: udp:127.0.0.1:5060 and tcp:127.0.0.1:5060.
-    #[arg(long, value_name = "PROTO:HOST:PORT")]
+    #[arg(
+        long,
+        env = "SIPFARM_LISTEN",
+        value_delimiter = ',',
+        value_name = "PROTO:HOST:PORT"
+    )]
     pub listen: Vec<String>,
     /// The address (IP or name, port default: the socket's) others reach this instance at,
     /// for every listen socket without its own advertise: written in our Via and
     /// Record-Route and counted as us. Needed behind NAT; on 0.0.0.0 without it, the host's
     /// primary address is used and every address of the host counts as us.
-    #[arg(long, value_name = "HOST[:PORT]")]
+    #[arg(long, env = "SIPFARM_ADVERTISE", value_name = "HOST[:PORT]")]
     pub advertise: Option<String>,
     /// Another name of this instance, repeatable (Kamailio's `alias`): a Route or
     /// Request-URI naming it is ours, never forwarded, e.g. the name its SRV record points
     /// at (sip1.example.test), which phones may use as outbound proxy. Without a port it
-    /// matches the ports this instance listens on.
-    #[arg(long, value_name = "HOST[:PORT]")]
+    /// matches any port.
+    #[arg(
+        long,
+        env = "SIPFARM_ALIAS",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
     pub alias: Vec<String>,
     /// Domain this instance is registrar for, repeatable or comma-separated (any port
     /// matches). Default: localhost and the listen addresses.
-    #[arg(long, value_name = "DOMAIN")]
+    #[arg(
+        long,
+        env = "SIPFARM_DOMAIN",
+        value_delimiter = ',',
+        value_name = "DOMAIN"
+    )]
     pub domain: Vec<String>,
     /// memcached nodes, comma-separated HOST:PORT. Every instance of a farm must list the
     /// same nodes in the same spelling. Without it: the embedded in-memory store.
-    #[arg(long, value_name = "HOST:PORT,...")]
+    #[arg(long, env = "SIPFARM_MEMCACHED", value_name = "HOST:PORT,...")]
     pub memcached: Option<String>,
     /// Copies of each record, on distinct nodes (1 to the node count; default 2, or 1 with
     /// a single node).
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "SIPFARM_REPLICAS", value_name = "N")]
     pub replicas: Option<usize>,
     /// Replicas that must store a REGISTER's write before it is answered 200 (1 to
     /// --replicas; default 1: the fastest, a write on one replica only is lost with it).
-    #[arg(long, value_name = "W")]
+    #[arg(long, env = "SIPFARM_WRITE_QUORUM", value_name = "W")]
     pub write_quorum: Option<usize>,
     /// Shortest registration accepted, in seconds (shorter: 423 with Min-Expires). Default 60.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, env = "SIPFARM_MIN_EXPIRES", value_name = "SECONDS")]
     pub min_expires: Option<u32>,
     /// Longest registration granted, in seconds (longer ones are shortened). Default 86400.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, env = "SIPFARM_MAX_EXPIRES", value_name = "SECONDS")]
     pub max_expires: Option<u32>,
     /// Registration time when the REGISTER names none, in seconds. Default 3600.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, env = "SIPFARM_DEFAULT_EXPIRES", value_name = "SECONDS")]
     pub default_expires: Option<u32>,
     /// Most contacts one address-of-record may hold. Default 10.
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "SIPFARM_MAX_CONTACTS", value_name = "N")]
     pub max_contacts: Option<usize>,
     /// error, warn, info (default), debug or trace.
-    #[arg(long, value_name = "LEVEL")]
+    #[arg(long, env = "SIPFARM_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
     /// Threads, each running its own event loop with its own sockets on the listen addresses
     /// (SO_REUSEPORT). Default: the number of cores.
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "SIPFARM_THREADS", value_name = "N")]
     pub threads: Option<usize>,
     /// The URI that names the farm in Record-Route (no user part), e.g. sip:farm.example.test:
     /// any instance then takes the dialog's later requests, but phones must resolve its host
     /// (SRV or A records for it). Default: this instance's own (advertised) address, which
     /// phones reach without DNS, so a dialog's later requests come back to this instance.
-    #[arg(long, value_name = "URI")]
+    #[arg(long, env = "SIPFARM_FARM_URI", value_name = "URI")]
     pub farm_uri: Option<String>,
     /// Do not add Record-Route (in-dialog requests then go straight to the peers).
-    #[arg(long)]
+    #[arg(long, env = "SIPFARM_NO_RECORD_ROUTE")]
     pub no_record_route: bool,
     /// Send requests for foreign domains to this proxy (a sip: URI) instead of resolving
     /// them by RFC 3263.
-    #[arg(long, value_name = "URI")]
+    #[arg(long, env = "SIPFARM_OUTBOUND_PROXY", value_name = "URI")]
     pub outbound_proxy: Option<String>,
     /// DNS server for RFC 3263 lookups (NAPTR, SRV, A), IP or IP:PORT. Default: the system's.
-    #[arg(long, value_name = "IP:PORT")]
+    #[arg(long, env = "SIPFARM_DNS_SERVER", value_name = "IP:PORT")]
     pub dns_server: Option<String>,
     /// Users file (see `sipfarm user add`): turns digest authentication on. Every instance
     /// of a farm reads the same file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "SIPFARM_USERS", value_name = "FILE")]
     pub users: Option<PathBuf>,
     /// Secret shared by every instance (one line, at least 16 bytes; a second line is the
     /// previous secret, still accepted during a rotation): nonces issued by one instance are
     /// valid on all. Needed with --users.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "SIPFARM_AUTH_SECRET_FILE", value_name = "FILE")]
     pub auth_secret_file: Option<PathBuf>,
     /// How long a nonce is accepted, in seconds. Default 300.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, env = "SIPFARM_NONCE_EXPIRES", value_name = "SECONDS")]
     pub nonce_expires: Option<u64>,
 }
 

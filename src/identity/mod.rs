@@ -72,8 +72,8 @@ pub(crate) struct Identity {
     farm: Option<FarmUri>,
     /// The sockets of this instance.
     locals: Vec<Local>,
-    /// Other names of this instance (`--alias`): (lower-cased host, port; None: any of
-    /// our sockets' ports).
+    /// Other names of this instance (`--alias`): (lower-cased host, port; None: any port,
+    /// as Kamailio's `alias` without one).
     aliases: Vec<(String, Option<u16>)>,
     /// Every address of this host: a socket bound to the unspecified address answers for
     /// each of them (and for loopback).
@@ -225,13 +225,10 @@ impl Identity {
                             && (ip.is_loopback() || self.host_addrs.contains(&ip)))
                 });
             advertised || socket
-        }) || self.aliases.iter().any(|(h, p)| {
-            h.eq_ignore_ascii_case(host)
-                && p.map_or_else(
-                    || self.locals.iter().any(|l| l.addr.port() == port),
-                    |p| p == port,
-                )
-        })
+        }) || self
+            .aliases
+            .iter()
+            .any(|(h, p)| h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port))
     }
 
     /// Is this explicit port (None: none written) one a URI naming us may carry: no port,
@@ -439,7 +436,7 @@ mod tests {
         assert_eq!(i.record_route_uri(Proto::Udp), "sip:127.0.0.1:5080");
     }
 
-    /// An alias (the name an SRV record gives this instance) is us, at our ports unless it
+    /// An alias (the name an SRV record gives this instance) is us, at any port unless it
     /// names one, and is never what we write.
     #[test]
     fn aliases_are_us() {
@@ -455,10 +452,7 @@ mod tests {
         assert!(
             i.is_local("SIP2.example.test", None) && i.is_local("sip2.example.test", Some(5060))
         );
-        assert!(
-            !i.is_local("sip2.example.test", Some(5061)),
-            "not a port of ours"
-        );
+        assert!(i.is_local("sip2.example.test", Some(5061)), "any port");
         assert!(
             i.is_local("edge.example.test", Some(5070)) && !i.is_local("edge.example.test", None)
         );
