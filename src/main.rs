@@ -24,6 +24,20 @@ enum Command {
     /// Edit the users file of digest authentication (HA1 values, never passwords).
     #[command(subcommand)]
     User(UserCommand),
+    /// Check a configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate FILE as `serve --config FILE` would read it (its keys, the users file and the
+    /// shared secret it names), without starting: exit 0 with a summary, or 2 with what is
+    /// wrong and where. Sockets are not bound and memcached is not asked.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,6 +114,21 @@ fn serve(o: &Overrides) -> ExitCode {
     init_logging(&cfg.log_level);
     match sipfarm::server::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn config_check(file: &std::path::Path) -> ExitCode {
+    // Only the file: a SIPFARM_ variable of this shell must not make a bad file pass.
+    let o = Overrides {
+        config: Some(file.to_path_buf()),
+        ..Default::default()
+    };
+    match Config::load(&o).and_then(|cfg| sipfarm::server::check(&cfg)) {
+        Ok(summary) => {
+            println!("{}: ok: {summary}", file.display());
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(&e),
     }
 }
@@ -181,5 +210,6 @@ fn main() -> ExitCode {
         Command::Farm(FarmCommand::Status(args)) => farm_status(&args),
         Command::User(UserCommand::Add(args)) => user_add(&args),
         Command::User(UserCommand::Rm(args)) => user_rm(&args),
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
     }
 }

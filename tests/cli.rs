@@ -326,3 +326,52 @@ fn serve_reads_its_flags_from_the_environment() {
         "{err}"
     );
 }
+
+/// `sipfarm config check FILE`: 0 and a summary for a good file (the shipped example), 2 and
+/// the file, key and value for a bad one, or the users file / secret it names that cannot be
+/// read; no socket is bound (the example's port may be in use).
+#[test]
+fn config_check_validates_without_starting() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sipfarm.toml");
+    let (code, text) = run(&["config", "check", example]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(": ok: listen udp:127.0.0.1:5060"), "{text}");
+    assert!(text.contains("2 memcached nodes, 2 replicas"), "{text}");
+
+    let dir = TempDir::new("sipfarm-config-check-");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[memcached]\nnodes = [\"127.0.0.1:11211\"]\nreplicas = 3\n",
+    )
+    .unwrap();
+    let (code, text) = run(&["config", "check", &bad.display().to_string()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("bad.toml") && text.contains("memcached.replicas") && text.contains('3'),
+        "{text}"
+    );
+
+    let secretless = dir.join("auth.toml");
+    std::fs::write(
+        &secretless,
+        format!(
+            "[auth]\nusers_file = \"{}\"\nsecret_file = \"{}\"\n",
+            dir.join("users").display(),
+            dir.join("missing-secret").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("users"), "").unwrap();
+    let (code, text) = run(&["config", "check", &secretless.display().to_string()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("missing-secret"), "{text}");
+
+    let (code, text) = run(&[
+        "config",
+        "check",
+        &dir.join("nowhere.toml").display().to_string(),
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("nowhere.toml"), "{text}");
+}

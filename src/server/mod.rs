@@ -17,7 +17,7 @@ pub mod fuzz;
 mod run;
 mod send;
 
-pub use run::run;
+pub use run::{check, run};
 
 use crate::auth::Auth;
 use crate::config::Config;

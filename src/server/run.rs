@@ -182,6 +182,34 @@ async fn farm_node_addresses(cfg: &Config) -> Vec<SocketAddr> {
 
 /// The users and the nonce secret, read once at start; without them, a warning when the
 /// instance can be reached from other machines (anyone could then register any user).
+/// `sipfarm config check`: what `run` reads before it binds a socket (the configuration, the
+/// shared secret, the users file), without starting; a summary of it, or the first error.
+pub fn check(cfg: &Config) -> Result<String, String> {
+    crate::identity::load_key(cfg.secret_file.as_deref())?;
+    let users = match &cfg.auth {
+        Some(a) => format!(
+            "digest authentication on, {} users",
+            Auth::open(a)?.user_count()
+        ),
+        None => "authentication off".to_owned(),
+    };
+    let store = match &cfg.memcached {
+        Some(m) => format!(
+            "{} memcached nodes, {} replicas, write quorum {}",
+            m.nodes.len(),
+            m.replicas,
+            m.write_quorum
+        ),
+        None => "embedded memory store".to_owned(),
+    };
+    let listen: Vec<String> = cfg.listen.iter().map(|l| l.to_string()).collect();
+    Ok(format!(
+        "listen {}; domains {}; {store}; {users}",
+        listen.join(", "),
+        cfg.domains.join(", ")
+    ))
+}
+
 fn open_auth(cfg: &Config) -> Result<Option<Auth>, String> {
     let Some(a) = &cfg.auth else {
         if cfg.listen.iter().any(|l| !l.addr.ip().is_loopback()) {
