@@ -80,14 +80,22 @@ struct StatusArgs {
     instance: Option<String>,
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIPFARM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("sipfarm={level},warn")));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        // One object per line; the request's span (Call-ID, CSeq, method, source) in "span".
+        fmt.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -111,7 +119,7 @@ fn serve(o: &Overrides) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    init_logging(&cfg.log_level);
+    init_logging(&cfg.log_level, cfg.log_json);
     match sipfarm::server::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

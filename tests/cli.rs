@@ -375,3 +375,61 @@ fn config_check_validates_without_starting() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("nowhere.toml"), "{text}");
 }
+
+/// `--log-format json`: one JSON object per line; a line about a request carries its Call-ID
+/// and CSeq (its span), as the human format does (`sip{call_id=... cseq=...}`).
+#[test]
+fn log_lines_about_a_request_carry_its_call_id_and_cseq() {
+    let dir = TempDir::new("sipfarm-logs-");
+    for json in [true, false] {
+        let log = dir.join(if json { "json.log" } else { "human.log" });
+        let mut args = vec!["--dns-server", "127.0.0.1:9"];
+        if json {
+            args.extend(["--log-format", "json"]);
+        }
+        let s = Sipfarm::start_logging_at(&args, &log, "sipfarm=info");
+        let ua = Ua::new();
+        let call_id = unique("logged");
+        // Nothing resolves nowhere.invalid: the instance logs why, within the request.
+        let msg: Vec<String> = ua
+            .options("sip:bob@nowhere.invalid")
+            .split("\r\n")
+            .map(|l| match l {
+                l if l.starts_with("Call-ID: ") => format!("Call-ID: {call_id}"),
+                "CSeq: 1 OPTIONS" => "CSeq: 4242 OPTIONS".to_owned(),
+                l => l.to_owned(),
+            })
+            .collect();
+        let msg = msg.join("\r\n");
+        let r = ua.request(s.addr(), &msg);
+        assert_eq!(r.code, 503, "{}", r.text);
+        drop(s);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("cannot resolve the next hop"))
+            .unwrap_or_else(|| panic!("no line about the request:\n{text}"));
+        if json {
+            assert!(
+                text.lines().all(|l| l.starts_with('{') && l.ends_with('}')),
+                "{text}"
+            );
+            assert!(
+                line.contains(&format!("\"call_id\":\"{call_id}\""))
+                    && line.contains("\"cseq\":4242"),
+                "{line}"
+            );
+        } else {
+            assert!(
+                line.contains(&format!("call_id=\"{call_id}\"")) && line.contains("cseq=4242"),
+                "{line}"
+            );
+        }
+    }
+    let (code, text) = run(&["serve", "--log-format", "xml"]);
+    assert_eq!(code, 2);
+    assert!(
+        text.contains("--log-format: 'xml' is not one of human, json"),
+        "{text}"
+    );
+}

@@ -100,6 +100,10 @@ pub struct Overrides {
     /// error, warn, info (default), debug or trace.
     #[arg(long, env = "SIPFARM_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Log lines: `human` (default) or `json` (one object per line, with the request's
+    /// Call-ID and CSeq in its span fields).
+    #[arg(long, env = "SIPFARM_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// Threads, each running its own event loop with its own sockets on the listen addresses
     /// (SO_REUSEPORT). Default: the number of cores.
     #[arg(long, env = "SIPFARM_THREADS", value_name = "N")]
@@ -145,6 +149,8 @@ pub struct Config {
     pub max_message_size: usize,
     pub tcp_idle_timeout: Duration,
     pub log_level: String,
+    /// `json` lines, else human ones.
+    pub log_json: bool,
     /// Event-loop threads (each with its own sockets).
     pub threads: usize,
     pub registrar: RegistrarConfig,
@@ -184,6 +190,7 @@ impl Config {
             max_message_size: server.max_message_size,
             tcp_idle_timeout: server.tcp_idle_timeout,
             log_level: server.log_level,
+            log_json: server.log_json,
             threads,
             registrar,
             memcached,

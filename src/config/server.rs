@@ -15,6 +15,7 @@ pub(super) struct Server {
     pub(super) max_message_size: usize,
     pub(super) tcp_idle_timeout: Duration,
     pub(super) log_level: String,
+    pub(super) log_json: bool,
 }
 
 pub(super) fn resolve(o: &Overrides, f: &FileServer, src: Source) -> Result<Server, String> {
@@ -34,6 +35,7 @@ pub(super) fn resolve(o: &Overrides, f: &FileServer, src: Source) -> Result<Serv
         max_message_size,
         tcp_idle_timeout: Duration::from_secs(f.tcp_idle_timeout.unwrap_or(600).max(1)),
         log_level: log_level(o, f, src)?,
+        log_json: log_format(o, f, src)?,
     })
 }
 
@@ -183,6 +185,21 @@ fn log_level(o: &Overrides, f: &FileServer, src: Source) -> Result<String, Strin
         ));
     }
     Ok(level.to_owned())
+}
+
+/// `--log-format` / `server.log_format`: true for `json`.
+fn log_format(o: &Overrides, f: &FileServer, src: Source) -> Result<bool, String> {
+    let (format, origin) = src.pick(
+        "--log-format",
+        o.log_format.as_deref(),
+        "server.log_format",
+        f.log_format.as_deref(),
+    );
+    match format.unwrap_or("human") {
+        "human" => Ok(false),
+        "json" => Ok(true),
+        other => Err(format!("{origin}: '{other}' is not one of human, json")),
+    }
 }
 
 /// Event-loop threads: the flag, the file, else one per core. Apart from [`resolve`] because

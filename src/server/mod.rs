@@ -150,9 +150,13 @@ impl Handler for Server {
             Ok(m) => m,
             Err(e) => return self.reject_unparsed(data, &peer, e).await,
         };
-        let span = tracing::debug_span!(
+        // Every line logged about this message carries its Call-ID and CSeq (an info span:
+        // present at the default level, in human and JSON logs alike).
+        let cseq = msg.cseq().map(|(n, _)| n).unwrap_or(0);
+        let span = tracing::info_span!(
             "sip",
             call_id = msg.call_id().unwrap_or(""),
+            cseq,
             method = msg.method().unwrap_or("response"),
             src = %peer.src,
         );
