@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use crate::sip::header::{NODE_HEADER, STATUS_HEADER};
+pub use crate::sip::header::{HEALTH_HEADER, NODE_HEADER, STATUS_HEADER};
 
 /// One node as memcached reports it.
 #[derive(Debug, Clone)]
@@ -55,8 +55,21 @@ pub async fn node_report(addr: &str) -> NodeReport {
     }
 }
 
+/// A running instance's answer: which nodes it considers dead (node -> dead), and its health
+/// (the status code of its OPTIONS answer, and why when it is not 200).
+pub struct InstanceView {
+    pub nodes: Vec<(String, bool)>,
+    pub code: u16,
+    pub why: Option<String>,
+}
+
 /// Ask a running instance which nodes it considers dead: node -> dead.
 pub async fn instance_view(instance: SocketAddr) -> Result<Vec<(String, bool)>, String> {
+    ask_instance(instance).await.map(|v| v.nodes)
+}
+
+/// Ask a running instance for its view of the nodes and its health.
+pub async fn ask_instance(instance: SocketAddr) -> Result<InstanceView, String> {
     let bind: SocketAddr = if instance.is_ipv4() {
         "127.0.0.1:0"
     } else {
@@ -88,14 +101,27 @@ pub async fn instance_view(instance: SocketAddr) -> Result<Vec<(String, bool)>, 
         {
             let text = String::from_utf8_lossy(&buf[..n]);
             let prefix = format!("{NODE_HEADER}: ");
-            return Ok(text
-                .lines()
-                .filter_map(|l| l.strip_prefix(&prefix))
-                .filter_map(|v| {
-                    let (addr, state) = v.trim().rsplit_once(' ')?;
-                    Some((addr.to_owned(), state == "dead"))
-                })
-                .collect());
+            let health = format!("{HEALTH_HEADER}: ");
+            let code = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            return Ok(InstanceView {
+                nodes: text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(&prefix))
+                    .filter_map(|v| {
+                        let (addr, state) = v.trim().rsplit_once(' ')?;
+                        Some((addr.to_owned(), state == "dead"))
+                    })
+                    .collect(),
+                code,
+                why: text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&health))
+                    .map(|w| w.trim().to_owned()),
+            });
         }
     }
     Err(format!("no answer from {instance}"))
@@ -105,7 +131,7 @@ pub async fn instance_view(instance: SocketAddr) -> Result<Vec<(String, bool)>, 
 pub async fn render(nodes: &[String], instance: Option<SocketAddr>) -> String {
     let reports = futures::future::join_all(nodes.iter().map(|n| node_report(n))).await;
     let view = match instance {
-        Some(i) => Some(instance_view(i).await),
+        Some(i) => Some(ask_instance(i).await),
         None => None,
     };
     let mut out = String::new();
@@ -116,7 +142,7 @@ pub async fn render(nodes: &[String], instance: Option<SocketAddr>) -> String {
     );
     for r in &reports {
         let seen = match &view {
-            Some(Ok(v)) => match v.iter().find(|(a, _)| *a == r.addr) {
+            Some(Ok(v)) => match v.nodes.iter().find(|(a, _)| *a == r.addr) {
                 Some((_, true)) => "dead",
                 Some((_, false)) => "alive",
                 None => "not in its list",
@@ -144,6 +170,7 @@ pub async fn render(nodes: &[String], instance: Option<SocketAddr>) -> String {
     match view {
         Some(Ok(v)) => {
             let dead: Vec<&str> = v
+                .nodes
                 .iter()
                 .filter(|(_, d)| *d)
                 .map(|(a, _)| a.as_str())
@@ -158,6 +185,13 @@ pub async fn render(nodes: &[String], instance: Option<SocketAddr>) -> String {
                     dead.join(", ")
                 }
             );
+            let _ = match (v.code, &v.why) {
+                (200, _) => writeln!(out, "health: ok (OPTIONS answered 200)"),
+                (code, Some(why)) => {
+                    writeln!(out, "health: UNHEALTHY (OPTIONS answered {code}): {why}")
+                }
+                (code, None) => writeln!(out, "health: OPTIONS answered {code}"),
+            };
         }
         Some(Err(e)) => {
             let _ = writeln!(out, "instance: {e}");

@@ -240,6 +240,12 @@ pub trait LocationStore: Send + Sync + 'static {
     fn node_states(&self) -> Vec<(String, bool)> {
         Vec::new()
     }
+
+    /// Whether the store can serve every user now, and why not: a farm needs the nodes that
+    /// guarantee one owner of every key (all but R-1) and at least W of them for a write.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

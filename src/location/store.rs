@@ -110,4 +110,11 @@ impl LocationStore for Store {
             Store::Farm(f) => (**f).node_states(),
         }
     }
+
+    fn health(&self) -> Result<(), String> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Farm(f) => (**f).health(),
+        }
+    }
 }

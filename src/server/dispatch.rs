@@ -10,7 +10,7 @@ use crate::location::LocationStore;
 use crate::registrar;
 use crate::sip::Message;
 use crate::sip::addr::NameAddr;
-use crate::sip::header::{HeaderName, NODE_HEADER, STATUS_HEADER};
+use crate::sip::header::{HEALTH_HEADER, HeaderName, NODE_HEADER, STATUS_HEADER};
 use crate::sip::response::{Refusal, Response, local_tag};
 use crate::sip::uri::{host as uri_host, parse_sip, scheme};
 use crate::transport::{Peer, Proto};
@@ -99,8 +99,19 @@ impl Server {
 
     /// 200 to an OPTIONS for the instance. `sipfarm farm status` also asks for our view of
     /// the memcached nodes, which is told only to this machine.
+    /// The answer to an OPTIONS for the instance: its health check too. 200 while the farm
+    /// can serve every user; 503 with Retry-After when it cannot (too many nodes dead), so
+    /// that SRV-aware clients and load balancers send elsewhere meanwhile. The reason goes
+    /// only to `sipfarm farm status` (loopback).
     fn options_ok(&self, msg: &Message, peer: &Peer) -> Vec<u8> {
-        let mut resp = Response::new(msg, peer.src, 200, "OK")
+        let health = self.store.health();
+        let mut resp = match &health {
+            Ok(()) => Response::new(msg, peer.src, 200, "OK"),
+            Err(_) => {
+                Response::new(msg, peer.src, 503, "Service Unavailable").header("Retry-After", "5")
+            }
+        };
+        resp = resp
             .header("Allow", ALLOW)
             .header("Supported", SUPPORTED.join(", "))
             .header("Accept", "application/sdp");
@@ -109,6 +120,9 @@ impl Server {
             for (addr, dead) in self.store.node_states() {
                 let state = if dead { "dead" } else { "up" };
                 resp = resp.header(NODE_HEADER, format!("{addr} {state}"));
+            }
+            if let Err(why) = &health {
+                resp = resp.header(HEALTH_HEADER, why);
             }
         }
         resp.build()

@@ -10,6 +10,8 @@ use super::ParseError;
 pub const STATUS_HEADER: &str = "X-Sipfarm-Status";
 /// One line per node in the answer to [`STATUS_HEADER`]: `<addr> up|dead`.
 pub const NODE_HEADER: &str = "X-Sipfarm-Node";
+/// In the answer to [`STATUS_HEADER`] when the instance is unhealthy (503): why.
+pub const HEALTH_HEADER: &str = "X-Sipfarm-Health";
 
 /// Header names the element acts on; every other name is kept as written (lowercased for
 /// comparison) and passes through untouched.

@@ -326,6 +326,22 @@ impl LocationStore for Farm {
             .collect()
     }
 
+    fn health(&self) -> Result<(), String> {
+        let all = self.nodes.len();
+        let live = self.nodes.iter().filter(|n| !n.is_dead()).count();
+        // With R-1 nodes dead every key still has a live owner; one more and some have none.
+        let need = self.write_quorum.max(all + 1 - self.replicas.min(all));
+        if live >= need {
+            return Ok(());
+        }
+        Err(format!(
+            "{} of {all} memcached nodes dead: {need} must answer (replicas {}, write quorum {})",
+            all - live,
+            self.replicas,
+            self.write_quorum
+        ))
+    }
+
     async fn lookup(&self, aor: &Aor) -> Result<Option<Record>, StoreError> {
         let key = key(&self.prefix, aor.as_str());
         let (targets, replicas) = self.read_replicas(&key, aor.as_str()).await?;
