@@ -21,6 +21,7 @@ pub(super) struct FileServer {
     pub(super) domains: Option<Vec<String>>,
     pub(super) max_message_size: Option<usize>,
     pub(super) tcp_idle_timeout: Option<u64>,
+    pub(super) shutdown_timeout: Option<u64>,
     pub(super) log_level: Option<String>,
     pub(super) log_format: Option<String>,
     pub(super) threads: Option<usize>,

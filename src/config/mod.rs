@@ -104,6 +104,10 @@ pub struct Overrides {
     /// Call-ID and CSeq in its span fields).
     #[arg(long, env = "SIPFARM_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// On SIGTERM (or SIGINT), how long the requests in flight get to finish before the
+    /// process exits, in seconds; new requests are no longer read meanwhile. Default 5.
+    #[arg(long, env = "SIPFARM_SHUTDOWN_TIMEOUT", value_name = "SECONDS")]
+    pub shutdown_timeout: Option<u64>,
     /// Threads, each running its own event loop with its own sockets on the listen addresses
     /// (SO_REUSEPORT). Default: the number of cores.
     #[arg(long, env = "SIPFARM_THREADS", value_name = "N")]
@@ -148,6 +152,8 @@ pub struct Config {
     pub aliases: Vec<Advertise>,
     pub max_message_size: usize,
     pub tcp_idle_timeout: Duration,
+    /// SIGTERM: how long requests in flight get before the process exits anyway.
+    pub shutdown_timeout: Duration,
     pub log_level: String,
     /// `json` lines, else human ones.
     pub log_json: bool,
@@ -189,6 +195,7 @@ impl Config {
             aliases: server.aliases,
             max_message_size: server.max_message_size,
             tcp_idle_timeout: server.tcp_idle_timeout,
+            shutdown_timeout: server.shutdown_timeout,
             log_level: server.log_level,
             log_json: server.log_json,
             threads,

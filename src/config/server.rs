@@ -14,6 +14,7 @@ pub(super) struct Server {
     pub(super) aliases: Vec<Advertise>,
     pub(super) max_message_size: usize,
     pub(super) tcp_idle_timeout: Duration,
+    pub(super) shutdown_timeout: Duration,
     pub(super) log_level: String,
     pub(super) log_json: bool,
 }
@@ -34,6 +35,7 @@ pub(super) fn resolve(o: &Overrides, f: &FileServer, src: Source) -> Result<Serv
         aliases: aliases(o, f, src)?,
         max_message_size,
         tcp_idle_timeout: Duration::from_secs(f.tcp_idle_timeout.unwrap_or(600).max(1)),
+        shutdown_timeout: shutdown_timeout(o, f, src)?,
         log_level: log_level(o, f, src)?,
         log_json: log_format(o, f, src)?,
     })
@@ -185,6 +187,20 @@ fn log_level(o: &Overrides, f: &FileServer, src: Source) -> Result<String, Strin
         ));
     }
     Ok(level.to_owned())
+}
+
+/// `--shutdown-timeout` / `server.shutdown_timeout`: 0 to 300 s, default 5.
+fn shutdown_timeout(o: &Overrides, f: &FileServer, src: Source) -> Result<Duration, String> {
+    let (secs, origin) = src.pick(
+        "--shutdown-timeout",
+        o.shutdown_timeout,
+        "server.shutdown_timeout",
+        f.shutdown_timeout,
+    );
+    match secs.unwrap_or(5) {
+        s if s <= 300 => Ok(Duration::from_secs(s)),
+        s => Err(format!("{origin}: {s} is out of range (0 to 300 seconds)")),
+    }
 }
 
 /// `--log-format` / `server.log_format`: true for `json`.

@@ -63,6 +63,8 @@ pub(crate) struct Server {
     admission: Arc<SourceRate>,
     /// Requests being handled now (bounded by `limits.max_in_flight`).
     in_flight: AtomicUsize,
+    /// SIGTERM came: requests still read (on open TCP connections) get 503; responses pass.
+    draining: std::sync::atomic::AtomicBool,
     /// Which AORs registered over which of our TCP connections (their flows).
     tcp_flows: TcpFlows,
     /// The first event loop's UDP sockets: a request that came in over TCP leaves over UDP
@@ -90,6 +92,7 @@ impl Server {
         Server {
             admission,
             in_flight: AtomicUsize::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
             cfg,
             identity,
             store,
@@ -162,6 +165,12 @@ impl Handler for Server {
         );
         async {
             if msg.is_request() {
+                if self.draining.load(Ordering::Relaxed) {
+                    // RFC 3263 4.3: a 503 sends the client to the next server at once.
+                    let leaving = Refusal::new(503, "Service Unavailable (shutting down)")
+                        .with("Retry-After", 5);
+                    return self.refuse(&msg, &peer, &leaving).await;
+                }
                 let Some(_slot) = InFlight::enter(&self) else {
                     throttled_info!(src = %peer.src, "shed a request: too many in flight");
                     let busy = Refusal::new(503, "Service Unavailable (overloaded)")

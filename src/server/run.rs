@@ -37,9 +37,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
         let server = build(cfg, &first).await?;
         Ok::<_, String>((first, server))
     })?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut handles = Vec::new();
     for i in 1..threads {
         let server = server.clone();
+        let stop = stop.clone();
         let listen: Vec<Listen> = first.bound.clone();
         handles.push(
             std::thread::Builder::new()
@@ -49,13 +51,16 @@ pub fn run(cfg: Config) -> Result<(), String> {
                     let rt = current_thread_runtime()?;
                     rt.block_on(async move {
                         let sockets = bind_sockets(&listen, true).await?;
-                        serve(server, sockets).await
+                        serve(server, sockets, stop).await
                     })
                 })
                 .map_err(|e| format!("cannot start thread {i}: {e}"))?,
         );
     }
-    let result = rt.block_on(serve(server, first));
+    let result = rt.block_on(async {
+        tokio::spawn(on_signals(stop_tx));
+        serve(server.clone(), first, stop).await
+    });
     for h in handles {
         let _ = h.join();
     }
@@ -225,8 +230,51 @@ fn open_auth(cfg: &Config) -> Result<Option<Auth>, String> {
     Ok(Some(auth))
 }
 
-/// Run one event loop's listeners until one fails.
-async fn serve(server: Arc<Server>, sockets: Sockets) -> Result<(), String> {
+/// SIGTERM or SIGINT: tell every event loop to stop reading and drain.
+async fn on_signals(stop: tokio::sync::watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot catch SIGTERM: it ends the process at once");
+        return;
+    };
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::warn!(
+        signal = which,
+        "shutting down: no new requests, draining those in flight"
+    );
+    let _ = stop.send(true);
+}
+
+/// After the stop: wait for the requests in flight (at most `server.shutdown_timeout`).
+async fn drain(server: &Server) {
+    use std::sync::atomic::Ordering;
+    server.draining.store(true, Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + server.cfg.shutdown_timeout;
+    while server.in_flight.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = server.in_flight.load(Ordering::Relaxed);
+    if clock::runtime_index() == 0 {
+        tracing::warn!(
+            left,
+            "drained: exiting (TCP connections close with the process)"
+        );
+    }
+}
+
+/// Run one event loop's listeners until one fails, or until the stop: then no socket is read
+/// any more (UDP) or accepted on (TCP), and the requests in flight are drained.
+async fn serve(
+    server: Arc<Server>,
+    sockets: Sockets,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
     let mut tasks = tokio::task::JoinSet::new();
     let first = clock::runtime_index() == 0;
     for s in sockets.udp {
@@ -251,10 +299,17 @@ async fn serve(server: Arc<Server>, sockets: Sockets) -> Result<(), String> {
             server.tcp_settings(),
         ));
     }
-    while let Some(r) = tasks.join_next().await {
-        if let Err(e) = r {
-            return Err(format!("a listener task failed: {e}"));
+    loop {
+        tokio::select! {
+            r = tasks.join_next() => match r {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(format!("a listener task failed: {e}")),
+                Some(Ok(())) => {}
+            },
+            _ = stop.wait_for(|s| *s) => break,
         }
     }
+    tasks.abort_all();
+    drain(&server).await;
     Ok(())
 }

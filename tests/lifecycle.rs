@@ -1,0 +1,89 @@
+//! Issue 14, lifecycle: SIGTERM stops reading new requests, lets those in flight finish (up to
+//! `server.shutdown_timeout`), closes the TCP connections and exits 0; a request read on a
+//! still-open connection meanwhile gets 503 (RFC 3263 4.3: the client moves to the next SRV
+//! target at once).
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+#[test]
+fn sigterm_drains_and_exits_0() {
+    // One node, frozen later: a REGISTER then waits for the node's deadline (1 s) in flight.
+    let mc = Memcached::start();
+    let dir = TempDir::new("sipfarm-lifecycle-");
+    let config = dir.join("farm.toml");
+    std::fs::write(&config, "[memcached]\ntimeout_ms = 1000\n").unwrap();
+    let config = config.display().to_string();
+    let mut s = Sipfarm::with_farm(&[&mc], &["--config", &config, "--replicas", "1"]);
+    let ua = Ua::new();
+
+    // A TCP connection with a binding on it.
+    let mut tcp = TcpStream::connect(s.addr()).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let reg = ua.register(
+        "dora",
+        &["<sip:dora@127.0.0.1:7100;transport=tcp>"],
+        Some(600),
+        "lc-1",
+        1,
+    );
+    let reg = reg.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    tcp.write_all(reg.as_bytes()).unwrap();
+    assert_eq!(read_tcp_response(&mut tcp).code, 200);
+
+    // In flight: a REGISTER waiting on the frozen node when SIGTERM comes.
+    mc.freeze();
+    let slow = ua.register("erin", &["<sip:erin@127.0.0.1:7101>"], Some(600), "lc-2", 1);
+    ua.send(s.addr(), &slow);
+    std::thread::sleep(Duration::from_millis(200));
+    let sent_term = Instant::now();
+    s.proc.signal("TERM");
+    std::thread::sleep(Duration::from_millis(100));
+
+    // A request on the open connection meanwhile: 503 with Retry-After.
+    let options = ua
+        .options(&format!("sip:127.0.0.1:{}", s.port))
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    tcp.write_all(options.as_bytes()).unwrap();
+    let r = read_tcp_response(&mut tcp);
+    assert_eq!(r.code, 503, "{}", r.text);
+    assert!(r.text.contains("Retry-After:"), "{}", r.text);
+
+    // The one in flight is answered (its node did not answer: 500), not dropped.
+    let answer = ua
+        .recv(Duration::from_secs(3))
+        .expect("the REGISTER in flight is answered");
+    assert!(answer.starts_with("SIP/2.0 500"), "{answer}");
+    // Then the process exits 0, and the connection is closed.
+    let status = s
+        .proc
+        .wait_for(Duration::from_secs(5))
+        .expect("exited after draining");
+    assert!(status.success(), "{status}");
+    assert!(
+        sent_term.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        sent_term.elapsed()
+    );
+    let mut rest = Vec::new();
+    let closed = tcp.read_to_end(&mut rest);
+    assert!(closed.is_ok() || rest.is_empty(), "{closed:?}");
+    mc.thaw();
+}
+
+#[test]
+fn shutdown_timeout_is_checked() {
+    let out = std::process::Command::new(sipfarm_bin())
+        .args(["serve", "--shutdown-timeout", "301"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--shutdown-timeout: 301 is out of range (0 to 300 seconds)"),
+        "{err}"
+    );
+}
