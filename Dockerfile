@@ -2,9 +2,9 @@
 # farm's DNS server is the `dns` target (docker-compose.yml builds both).
 #
 # Runtime: a small Debian with the one binary, run as an unprivileged user. Configuration by
-# file (mount one and set SIPFARM_CONFIG=/path, or pass --config) and by environment: every
-# flag of `sipfarm serve` is also SIPFARM_<FLAG> (SIPFARM_MEMCACHED, SIPFARM_LISTEN, ...;
-# lists comma-separated), a flag given wins.
+# file (SIPFARM_CONFIG names it: /etc/sipfarm/container.toml by default; mount yours and set
+# it) and by environment: every flag of `sipfarm serve` is also SIPFARM_<FLAG>
+# (SIPFARM_MEMCACHED, SIPFARM_DOMAIN, ...; lists comma-separated), over the file's keys.
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -26,9 +26,13 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin sipf
 COPY --from=build /src/target/release/sipfarm /usr/local/bin/sipfarm
 # An example to start from (not read unless named): see config/sipfarm.toml.
 COPY config/sipfarm.toml /etc/sipfarm/sipfarm.toml
+# The default configuration: every address of the container, SIP's port (above 1023: no
+# privilege needed). A file of your own replaces it whole: mount it and point SIPFARM_CONFIG
+# at it (an environment variable for listen would override the file's listen addresses).
+RUN printf '[server]\nlisten = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]\n' \
+    > /etc/sipfarm/container.toml
+ENV SIPFARM_CONFIG=/etc/sipfarm/container.toml
 USER sipfarm
-# Every address of the container, SIP's port (above 1023: no privilege needed).
-ENV SIPFARM_LISTEN=udp:0.0.0.0:5060,tcp:0.0.0.0:5060
 EXPOSE 5060/udp 5060/tcp
 ENTRYPOINT ["/usr/local/bin/sipfarm"]
 CMD ["serve"]

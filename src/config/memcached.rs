@@ -87,14 +87,22 @@ pub(super) fn resolve(
 
 /// The nodes with their weights, in the order given (the ring hashes these strings).
 fn nodes(o: &Overrides, f: &FileMemcached, src: Source) -> Result<Vec<(String, u32)>, String> {
-    // The flag lists plain HOST:PORT, empty pieces skipped; given but empty, it still
-    // replaces the file's nodes.
+    // The flag lists plain HOST:PORT, empty pieces skipped. Given but empty (an unset
+    // variable in a container's SIPFARM_MEMCACHED) is an error, never a silent switch to the
+    // embedded store, which would split the farm's users between instances.
     let flag: Option<Vec<NodeSpec>> = o.memcached.as_ref().map(|list| {
         list.split(',')
             .filter(|s| !s.trim().is_empty())
             .map(|s| NodeSpec::Addr(s.to_owned()))
             .collect()
     });
+    if flag.as_ref().is_some_and(Vec::is_empty) {
+        return Err(
+            "--memcached (or SIPFARM_MEMCACHED): no node given; leave it out for the embedded \
+             store"
+                .into(),
+        );
+    }
     let (list, origin) = src.pick(
         "--memcached",
         flag.as_deref(),
@@ -178,7 +186,10 @@ mod tests {
             memcached: Some(" , ".into()),
             ..Default::default()
         };
-        assert!(resolve(&o, &f, SRC).unwrap().is_none());
+        assert!(
+            resolve(&o, &f, SRC).is_err(),
+            "given but empty: never the embedded store"
+        );
     }
 
     #[test]
@@ -212,7 +223,7 @@ mod tests {
             (
                 flags("", Some(2)),
                 &one,
-                "--replicas 2: needs --memcached nodes",
+                "--memcached (or SIPFARM_MEMCACHED): no node given; leave it out for the embedded store",
             ),
             (
                 flags("a:1,b:2", Some(3)),

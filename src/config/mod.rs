@@ -56,7 +56,7 @@ pub struct Overrides {
     /// Another name of this instance, repeatable (Kamailio's `alias`): a Route or
     /// Request-URI naming it is ours, never forwarded, e.g. the name its SRV record points
     /// at (sip1.example.test), which phones may use as outbound proxy. Without a port it
-    /// matches any port.
+    /// matches a URI naming no port, or one of this instance's ports.
     #[arg(
         long,
         env = "SIPFARM_ALIAS",
@@ -324,7 +324,7 @@ mod tests {
             .unwrap();
         let o = Overrides::from_arg_matches(&m).unwrap();
         assert_eq!(o.listen, ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]);
-        assert_eq!(o.domain, ["a.test,b.test", "c.test"]);
+        assert_eq!(o.domain, ["a.test", "b.test", "c.test"]);
         assert_eq!((o.max_contacts, o.no_record_route), (Some(4), true));
         assert_eq!((o.config, o.replicas, o.threads), (None, None, None));
     }

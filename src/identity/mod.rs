@@ -72,8 +72,8 @@ pub(crate) struct Identity {
     farm: Option<FarmUri>,
     /// The sockets of this instance.
     locals: Vec<Local>,
-    /// Other names of this instance (`--alias`): (lower-cased host, port; None: any port,
-    /// as Kamailio's `alias` without one).
+    /// Other names of this instance (`--alias`): (lower-cased host, port; None: a URI
+    /// without a port, or with one of our sockets' ports).
     aliases: Vec<(String, Option<u16>)>,
     /// Every address of this host: a socket bound to the unspecified address answers for
     /// each of them (and for loopback).
@@ -210,6 +210,7 @@ impl Identity {
     /// loopback and for every address of this host.
     pub(crate) fn is_local(&self, host: &str, port: Option<u16>) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
+        let named = port;
         let port = port.unwrap_or(5060);
         let ip = host.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
         self.locals.iter().any(|l| {
@@ -225,10 +226,15 @@ impl Identity {
                             && (ip.is_loopback() || self.host_addrs.contains(&ip)))
                 });
             advertised || socket
-        }) || self
-            .aliases
-            .iter()
-            .any(|(h, p)| h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port))
+        }) || self.aliases.iter().any(|(h, p)| {
+            // Without a port of its own: a URI naming none (SRV finds our port), or one
+            // of our sockets' ports; never another service's port on that host.
+            h.eq_ignore_ascii_case(host)
+                && match p {
+                    Some(p) => *p == port,
+                    None => named.is_none() || self.locals.iter().any(|l| l.addr.port() == port),
+                }
+        })
     }
 
     /// Is this explicit port (None: none written) one a URI naming us may carry: no port,

@@ -77,7 +77,10 @@ fn aliases_are_us() {
         ("edge.example.test".into(), Some(5070)),
     ]);
     assert!(i.is_local("SIP2.example.test", None) && i.is_local("sip2.example.test", Some(5060)));
-    assert!(i.is_local("sip2.example.test", Some(5061)), "any port");
+    assert!(
+        !i.is_local("sip2.example.test", Some(5061)),
+        "not a port of ours"
+    );
     assert!(i.is_local("edge.example.test", Some(5070)) && !i.is_local("edge.example.test", None));
     assert!(!i.is_local("sip1.example.test", None));
     assert!(i.names_farm(&parse_sip("sip:sip2.example.test;transport=udp;lr").unwrap()));
