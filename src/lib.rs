@@ -64,6 +64,7 @@ mod clock;
 pub mod config;
 mod identity;
 pub mod location;
+pub mod operate;
 mod proxy;
 mod registrar;
 mod resolve;

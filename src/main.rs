@@ -27,6 +27,54 @@ enum Command {
     /// Check a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Look at and fix the bindings in the farm (the same records, CAS and replica rules as
+    /// the instances).
+    #[command(subcommand)]
+    Location(LocationCommand),
+}
+
+#[derive(Subcommand)]
+enum LocationCommand {
+    /// The bindings of AOR (expiry, q, source, flow) and what each owner node holds.
+    Show {
+        #[arg(value_name = "AOR")]
+        aor: String,
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
+    /// Remove the bindings of AOR, or only CONTACT: tombstones, so no replica brings them
+    /// back (the phone's next REGISTER registers it again).
+    Rm {
+        #[arg(value_name = "AOR")]
+        aor: String,
+        #[arg(value_name = "CONTACT")]
+        contact: Option<String>,
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
+    /// Bind CONTACT to AOR for S seconds (a gateway, say), replacing an equal contact.
+    Add {
+        #[arg(value_name = "AOR")]
+        aor: String,
+        #[arg(value_name = "CONTACT")]
+        contact: String,
+        /// Seconds until it expires (1 to 2592000: memcached's longest relative TTL).
+        #[arg(long, value_name = "S")]
+        expires: u32,
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
+}
+
+/// Which farm: the nodes of a config file or of --memcached.
+#[derive(Args)]
+struct FarmArgs {
+    /// TOML configuration file (its memcached section is used).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// memcached nodes, comma-separated HOST:PORT (overrides the file).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    memcached: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +174,65 @@ fn serve(o: &Overrides) -> ExitCode {
     }
 }
 
+/// Run a `location` command against the farm of `farm`; its output, or status 2.
+fn location(cmd: &LocationCommand) -> ExitCode {
+    let (LocationCommand::Show { aor, farm }
+    | LocationCommand::Rm { aor, farm, .. }
+    | LocationCommand::Add { aor, farm, .. }) = cmd;
+    let o = Overrides {
+        config: farm.config.clone(),
+        memcached: farm.memcached.clone(),
+        ..Default::default()
+    };
+    let cfg = match Config::load(&o) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let Some(mc) = cfg.memcached else {
+        return fail("location needs --memcached or a --config with memcached.nodes");
+    };
+    let aor = match sipfarm::operate::parse_aor(aor) {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let done = rt.block_on(async {
+        let store = sipfarm::location::Store::open_client(&mc).await?;
+        match cmd {
+            LocationCommand::Show { .. } => {
+                let view = store.inspect(&aor).await?;
+                Ok(sipfarm::operate::render(&aor, &view))
+            }
+            LocationCommand::Rm { contact, .. } => {
+                let n = sipfarm::operate::remove(&store, &aor, contact.as_deref()).await?;
+                Ok(format!(
+                    "{aor}: {n} binding{} removed\n",
+                    if n == 1 { "" } else { "s" }
+                ))
+            }
+            LocationCommand::Add {
+                contact, expires, ..
+            } => {
+                if !(1..=2_592_000).contains(expires) {
+                    return Err(format!("--expires {expires}: 1 to 2592000 seconds"));
+                }
+                sipfarm::operate::add(&store, &aor, contact, *expires).await?;
+                Ok(format!("{aor}: {contact} bound for {expires} s\n"))
+            }
+        }
+    });
+    match done {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
 fn config_check(file: &std::path::Path) -> ExitCode {
     // Only the file: a SIPFARM_ variable of this shell must not make a bad file pass.
     let o = Overrides {
@@ -219,5 +326,6 @@ fn main() -> ExitCode {
         Command::User(UserCommand::Add(args)) => user_add(&args),
         Command::User(UserCommand::Rm(args)) => user_rm(&args),
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Location(cmd) => location(&cmd),
     }
 }

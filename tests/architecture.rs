@@ -26,9 +26,10 @@ const LAYERS: &[(&str, u32)] = &[
     ("proxy", 4),
     // Reading and checking the configuration of everything below.
     ("config", 5),
-    // Sockets and threads around it all; `sipfarm farm status`.
+    // Sockets and threads around it all; `sipfarm farm status`, `sipfarm location`.
     ("server", 6),
     ("status", 6),
+    ("operate", 6),
 ];
 
 /// Files that are no module of their own: the crate root and the binary.

@@ -62,11 +62,41 @@ impl Store {
             }
         }
     }
+
+    /// The farm for a command of a few seconds (`sipfarm location`): one connection per
+    /// node, no probing, no refills (those are the instances' job).
+    pub async fn open_client(mc: &MemcachedConfig) -> Result<Store, String> {
+        let farm = Farm::connect(FarmConfig {
+            nodes: mc.nodes.clone(),
+            replicas: mc.replicas,
+            write_quorum: mc.write_quorum,
+            prefix: mc.key_prefix.clone(),
+            timeout: mc.timeout,
+            item_limit: mc.item_limit,
+            pipelined: mc.pipeline,
+            connections: 1,
+            refresh_cache: 0,
+            refresh_cache_bytes: 0,
+        })
+        .await?;
+        Ok(Store::Farm(Arc::new(farm)))
+    }
 }
 
 // Each arm calls the store behind its Arc directly (`**`), so that this does not depend on
 // `LocationStore for Arc<T>`.
 impl Store {
+    /// Each owner's replica of `aor` and their merge (`sipfarm location show`); the embedded
+    /// store lives inside one instance and cannot be looked at from outside.
+    pub async fn inspect(&self, aor: &Aor) -> Result<super::farm::Inspection, String> {
+        match self {
+            Store::Memory(_) => {
+                Err("the embedded store lives inside each instance: give --memcached".into())
+            }
+            Store::Farm(f) => Ok(f.inspect(aor).await),
+        }
+    }
+
     /// Raise the shared counter `name` to `value` for transaction `tx` when `value` is
     /// higher than what is stored, or equal and of the same transaction (a retransmission):
     /// true; else leave it (false). Used for nonce-counts: see `farm/counter.rs`.

@@ -21,10 +21,13 @@
 
 mod counter;
 mod heal;
+mod inspect;
 mod lease;
 mod merge;
 mod placement;
 mod refresh;
+
+pub use inspect::{Inspection, ReplicaView};
 
 use self::merge::{merge, records};
 use self::placement::Replica;

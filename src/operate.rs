@@ -1,0 +1,159 @@
+//! The operator's commands on the location service (issue 14), like Kamailio's `kamctl ul`:
+//! `sipfarm location show AOR`, `location rm AOR [CONTACT]`, `location add AOR CONTACT
+//! --expires S`. They go through the same store as the instances: the same records, the same
+//! replica and CAS rules (a removal writes tombstones, RFC 3261 10.3 ordering kept: the
+//! phone's next REGISTER, with a higher CSeq, registers it again).
+
+use crate::clock::{hlc_stamp, now_secs};
+use crate::location::farm::Inspection;
+use crate::location::{Binding, LocationStore, Record, Store};
+use crate::sip::uri::Aor;
+use std::fmt::Write as _;
+
+/// `alice@example.test` or `sip:alice@example.test`, as an AOR.
+pub fn parse_aor(text: &str) -> Result<Aor, String> {
+    if !text.contains('@') {
+        return Err(format!("'{text}' is not an address-of-record: USER@DOMAIN expected"));
+    }
+    let uri = if text.contains(':') {
+        text.to_owned()
+    } else {
+        format!("sip:{text}")
+    };
+    Aor::from_uri(&uri).map_err(|e| format!("'{text}' is not an address-of-record: {e}"))
+}
+
+fn binding_line(out: &mut String, b: &Binding, now: u64) {
+    let q =
+        b.q.map_or("-".to_owned(), |q| format!("{:.3}", f64::from(q) / 1000.0));
+    let flow = match &b.flow {
+        None => "-".to_owned(),
+        Some(f) => format!(
+            "{}{}{}",
+            f.owner,
+            if f.nat { " (nat)" } else { "" },
+            if f.closed { " (closed)" } else { "" }
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "  <{}>{}\n    expires in {} s, q {q}, source {}, flow {flow}, call-id {}, cseq {}",
+        b.contact,
+        b.params,
+        b.expires_at.saturating_sub(now),
+        if b.source.is_empty() { "-" } else { &b.source },
+        b.call_id,
+        b.cseq
+    );
+}
+
+/// What `location show` prints: the merged bindings, then each owner's replica.
+pub fn render(aor: &Aor, view: &Inspection) -> String {
+    let now = now_secs();
+    let mut out = String::new();
+    let live: Vec<&Binding> = view.merged.live(now).collect();
+    let tombstones = view.merged.bindings.iter().filter(|b| b.removed).count();
+    let _ = writeln!(
+        out,
+        "{aor}: {} binding{}, {tombstones} tombstone{} ({})",
+        live.len(),
+        if live.len() == 1 { "" } else { "s" },
+        if tombstones == 1 { "" } else { "s" },
+        if view.agree {
+            "replicas agree"
+        } else {
+            "REPLICAS DISAGREE"
+        }
+    );
+    for b in live {
+        binding_line(&mut out, b, now);
+    }
+    let _ = writeln!(out, "replicas:");
+    for r in &view.owners {
+        let state = match &r.held {
+            Err(e) => format!("unreadable: {e}"),
+            Ok(None) => "nothing".to_owned(),
+            Ok(Some(rec)) => {
+                let n = rec.live(now).count();
+                let same = if *rec == view.merged {
+                    "same as merged"
+                } else {
+                    "differs"
+                };
+                format!("{n} live, {} tombstones ({same})", rec.bindings.len() - n)
+            }
+        };
+        let _ = writeln!(out, "  {:<24} {state}", r.node);
+    }
+    out
+}
+
+/// `location rm AOR [CONTACT]`: tombstones for the live bindings (or the one matching
+/// CONTACT, RFC 3261 19.1.4 equality); how many were removed.
+pub async fn remove(store: &Store, aor: &Aor, contact: Option<&str>) -> Result<usize, String> {
+    let result = store
+        .update(aor, |record: &mut Record, now| {
+            let mut n = 0;
+            for b in record.bindings.iter_mut() {
+                if b.is_live(now) && contact.is_none_or(|c| b.same_as(c, None, None)) {
+                    let stamp = hlc_stamp(b.updated);
+                    b.bury(stamp);
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                return Err("no such binding".to_owned());
+            }
+            Ok(n)
+        })
+        .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => Err(format!("the location store failed: {e}")),
+    }
+}
+
+/// `location add AOR CONTACT --expires S`: a binding written by the operator (a gateway, say),
+/// replacing one with an equal contact.
+pub async fn add(store: &Store, aor: &Aor, contact: &str, expires: u32) -> Result<(), String> {
+    let uri = contact.trim().trim_start_matches('<').trim_end_matches('>');
+    if !(uri.starts_with("sip:") || uri.starts_with("sips:"))
+        || crate::sip::uri::parse_sip(uri).is_none()
+    {
+        return Err(format!("'{contact}' is not a sip: or sips: URI"));
+    }
+    let result = store
+        .update(aor, |record: &mut Record, now| {
+            let old = record
+                .bindings
+                .iter()
+                .position(|b| b.same_as(uri, None, None));
+            let cseq = old.map_or(1, |i| record.bindings[i].cseq.saturating_add(1));
+            let seen = old.map_or(0, |i| record.bindings[i].updated);
+            let b = Binding {
+                contact: uri.to_owned(),
+                params: String::new(),
+                expires_at: now + u64::from(expires),
+                q: None,
+                call_id: "sipfarm-location-add".to_owned(),
+                cseq,
+                path: Vec::new(),
+                source: "static".to_owned(),
+                instance_id: None,
+                reg_id: None,
+                updated: hlc_stamp(seen),
+                removed: false,
+                flow: None,
+            };
+            match old {
+                Some(i) => record.bindings[i] = b,
+                None => record.bindings.push(b),
+            }
+            Ok::<_, String>(())
+        })
+        .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => Err(format!("the location store failed: {e}")),
+    }
+}

@@ -1,0 +1,121 @@
+//! Issue 14: `sipfarm location show|rm|add` against a real farm, with the instances' own
+//! records and rules: what one shows is what the instances serve, a removal is a tombstone the
+//! instances honour, an added binding is routed to.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn location(args: &[&str], nodes: &str) -> (i32, String) {
+    let out = Command::new(sipfarm_bin())
+        .arg("location")
+        .args(args)
+        .args(["--memcached", nodes])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn show_rm_and_add_work_on_the_farms_records() {
+    let mc = [Memcached::start(), Memcached::start()];
+    let nodes = mc.iter().map(Memcached::addr).collect::<Vec<_>>().join(",");
+    let s = Sipfarm::start(&["--memcached", &nodes, "--replicas", "2"]);
+    let ua = Ua::new();
+    let reg = ua.register(
+        "alice",
+        &[
+            "<sip:alice@127.0.0.1:7201>",
+            "<sip:alice@127.0.0.1:7202>;q=0.5",
+        ],
+        Some(600),
+        "loc-1",
+        1,
+    );
+    assert_eq!(ua.request(s.addr(), &reg).code, 200);
+
+    let (code, text) = location(&["show", "alice@example.test"], &nodes);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.starts_with("sip:alice@example.test: 2 bindings, 0 tombstones (replicas agree)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<sip:alice@127.0.0.1:7201>") && text.contains("q 0.500"),
+        "{text}"
+    );
+    assert!(text.contains("call-id loc-1, cseq 1"), "{text}");
+    for n in &mc {
+        assert!(
+            text.contains(&format!(
+                "{:<24} 2 live, 0 tombstones (same as merged)",
+                n.addr()
+            )),
+            "{text}"
+        );
+    }
+
+    // One contact removed: the instance no longer has it; the other stays.
+    let (code, text) = location(
+        &["rm", "sip:alice@example.test", "sip:alice@127.0.0.1:7201"],
+        &nodes,
+    );
+    assert_eq!(
+        (code, text.trim()),
+        (0, "sip:alice@example.test: 1 binding removed")
+    );
+    let q = ua.register("alice", &[], None, "loc-q", 1);
+    let contacts = ua.request(s.addr(), &q).contacts();
+    assert_eq!(contacts.len(), 1, "{contacts:?}");
+    assert!(contacts[0].contains("7202"), "{contacts:?}");
+    let (_, text) = location(&["show", "alice@example.test"], &nodes);
+    assert!(
+        text.contains("1 binding, 1 tombstone (replicas agree)"),
+        "{text}"
+    );
+    // The phone's next REGISTER (higher CSeq) registers it again.
+    let again = ua.register(
+        "alice",
+        &["<sip:alice@127.0.0.1:7201>"],
+        Some(600),
+        "loc-1",
+        2,
+    );
+    assert_eq!(ua.request(s.addr(), &again).code, 200);
+    assert_eq!(ua.request(s.addr(), &q).contacts().len(), 2);
+
+    // Removing everything, then nothing left to remove.
+    let (code, text) = location(&["rm", "alice@example.test"], &nodes);
+    assert_eq!(
+        (code, text.trim()),
+        (0, "sip:alice@example.test: 2 bindings removed")
+    );
+    let (code, text) = location(&["rm", "alice@example.test"], &nodes);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no such binding"), "{text}");
+
+    // A static binding: the instance routes to it.
+    let gw = Phone::new("gw");
+    let contact = gw.contact();
+    let (code, text) = location(
+        &["add", "bob@example.test", &contact, "--expires", "300"],
+        &nodes,
+    );
+    assert_eq!(code, 0, "{text}");
+    let r = ua.request(s.addr(), &ua.register("bob", &[], None, "loc-b", 1));
+    assert!(
+        r.contacts().iter().any(|c| c.contains(&contact)),
+        "{}",
+        r.text
+    );
+    let (code, text) = location(
+        &["add", "bob@example.test", "mailto:x@y", "--expires", "300"],
+        &nodes,
+    );
+    assert_eq!(code, 2);
+    assert!(text.contains("not a sip: or sips: URI"), "{text}");
+    let (code, text) = location(&["show", "bob"], &nodes);
+    assert_eq!(code, 2, "{text}");
+}
