@@ -278,8 +278,10 @@ fn farm_status(args: &StatusArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let nodes: Vec<String> = mc.nodes.iter().map(|(a, _)| a.clone()).collect();
-    print!("{}", rt.block_on(sipfarm::status::render(&nodes, instance)));
+    print!(
+        "{}",
+        rt.block_on(sipfarm::status::render(&mc.nodes, &mc.key_prefix, instance))
+    );
     ExitCode::SUCCESS
 }
 

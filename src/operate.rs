@@ -13,7 +13,9 @@ use std::fmt::Write as _;
 /// `alice@example.test` or `sip:alice@example.test`, as an AOR.
 pub fn parse_aor(text: &str) -> Result<Aor, String> {
     if !text.contains('@') {
-        return Err(format!("'{text}' is not an address-of-record: USER@DOMAIN expected"));
+        return Err(format!(
+            "'{text}' is not an address-of-record: USER@DOMAIN expected"
+        ));
     }
     let uri = if text.contains(':') {
         text.to_owned()

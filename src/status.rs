@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use crate::sip::header::{HEALTH_HEADER, NODE_HEADER, STATUS_HEADER};
+pub use crate::sip::header::{HEALTH_HEADER, NODE_HEADER, RING_HEADER, STATUS_HEADER};
 
 /// One node as memcached reports it.
 #[derive(Debug, Clone)]
@@ -20,9 +20,15 @@ pub struct NodeReport {
     pub hit_ratio: Option<f64>,
     pub evictions: u64,
     pub error: Option<String>,
+    /// The ring id the instances wrote on it (their node list's), if any.
+    pub ring: Option<String>,
 }
 
-pub async fn node_report(addr: &str) -> NodeReport {
+pub async fn node_report(addr: &str, ring_key: &str) -> NodeReport {
+    let ring = admin::get_text(addr, ring_key, Duration::from_secs(1))
+        .await
+        .ok()
+        .flatten();
     match admin::stats(addr, Duration::from_secs(1)).await {
         Ok(s) => {
             let n = |k: &str| {
@@ -40,6 +46,7 @@ pub async fn node_report(addr: &str) -> NodeReport {
                 hit_ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
                 evictions: n("evictions"),
                 error: None,
+                ring,
             }
         }
         Err(e) => NodeReport {
@@ -51,6 +58,7 @@ pub async fn node_report(addr: &str) -> NodeReport {
             hit_ratio: None,
             evictions: 0,
             error: Some(e),
+            ring: None,
         },
     }
 }
@@ -61,6 +69,8 @@ pub struct InstanceView {
     pub nodes: Vec<(String, bool)>,
     pub code: u16,
     pub why: Option<String>,
+    /// The ring id of its node list.
+    pub ring: Option<String>,
 }
 
 /// Ask a running instance which nodes it considers dead: node -> dead.
@@ -102,6 +112,7 @@ pub async fn ask_instance(instance: SocketAddr) -> Result<InstanceView, String> 
             let text = String::from_utf8_lossy(&buf[..n]);
             let prefix = format!("{NODE_HEADER}: ");
             let health = format!("{HEALTH_HEADER}: ");
+            let ring = format!("{RING_HEADER}: ");
             let code = text
                 .split_whitespace()
                 .nth(1)
@@ -121,15 +132,22 @@ pub async fn ask_instance(instance: SocketAddr) -> Result<InstanceView, String> 
                     .lines()
                     .find_map(|l| l.strip_prefix(&health))
                     .map(|w| w.trim().to_owned()),
+                ring: text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&ring))
+                    .map(|w| w.trim().to_owned()),
             });
         }
     }
     Err(format!("no answer from {instance}"))
 }
 
-/// The status table.
-pub async fn render(nodes: &[String], instance: Option<SocketAddr>) -> String {
-    let reports = futures::future::join_all(nodes.iter().map(|n| node_report(n))).await;
+/// The status table, then the ring ids (this node list's, the nodes', the instance's) and
+/// the instance's view and health. `prefix`: the farm's key prefix.
+pub async fn render(nodes: &[(String, u32)], prefix: &str, instance: Option<SocketAddr>) -> String {
+    let ring_key = format!("{prefix}ring");
+    let reports =
+        futures::future::join_all(nodes.iter().map(|(n, _)| node_report(n, &ring_key))).await;
     let view = match instance {
         Some(i) => Some(ask_instance(i).await),
         None => None,
@@ -167,6 +185,7 @@ pub async fn render(nodes: &[String], instance: Option<SocketAddr>) -> String {
             let _ = writeln!(out, "    {}: {e}", r.addr);
         }
     }
+    ring_lines(&mut out, nodes, &reports, &view);
     match view {
         Some(Ok(v)) => {
             let dead: Vec<&str> = v
@@ -199,4 +218,40 @@ pub async fn render(nodes: &[String], instance: Option<SocketAddr>) -> String {
         None => {}
     }
     out
+}
+
+/// Which node lists are in use: this one's ring id, what the nodes hold (written by the
+/// instances at start), the instance's; a difference means users split between instances.
+fn ring_lines(
+    out: &mut String,
+    nodes: &[(String, u32)],
+    reports: &[NodeReport],
+    view: &Option<Result<InstanceView, String>>,
+) {
+    let mine = crate::location::ring::Ring::new(nodes)
+        .identity()
+        .to_owned();
+    let mut others: Vec<String> = Vec::new();
+    for r in reports {
+        if let Some(id) = &r.ring {
+            if *id != mine {
+                others.push(format!("{} holds {id}", r.addr));
+            }
+        }
+    }
+    if let Some(Ok(InstanceView { ring: Some(id), .. })) = view {
+        if *id != mine {
+            others.push(format!("the instance uses {id}"));
+        }
+    }
+    let _ = if others.is_empty() {
+        writeln!(out, "ring: {mine} (this node list; no other seen)")
+    } else {
+        writeln!(
+            out,
+            "ring: {mine} (this node list); ANOTHER NODE LIST IN USE: {} (users are split: every \
+             instance must list the same nodes in the same spelling)",
+            others.join(", ")
+        )
+    };
 }

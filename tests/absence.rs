@@ -42,7 +42,7 @@ fn one_owner_empty_and_the_other_silent_is_not_absence() {
     let reg_call = unique("reg");
     let r = register(&bob, s.addr(), &reg_call, 1, 600);
     assert_eq!(r.code, 200, "{}", r.text);
-    assert!(mc.iter().all(|m| m.items() == 1), "on both owners");
+    assert!(mc.iter().all(|m| m.records() == 1), "on both owners");
 
     let port0 = mc[0].port;
     mc[0].crash();

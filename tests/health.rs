@@ -75,3 +75,38 @@ fn options_is_the_health_check() {
     mc[1] = Memcached::start_on(port);
     wait_code(&ua, &s, 200);
 }
+
+/// Every instance writes its ring id (its node list's) on the nodes at start; one with
+/// another list (here an extra node) logs an error, and `farm status` reports it, from the
+/// nodes and from the instance.
+#[test]
+fn an_instance_with_another_node_list_is_reported() {
+    let mc = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let two = format!("{},{}", mc[0].addr(), mc[1].addr());
+    let three = format!("{two},{}", mc[2].addr());
+    let a = Sipfarm::start(&["--memcached", &two]);
+    let st = status(&two, &a);
+    assert!(st.contains("(this node list; no other seen)"), "{st}");
+
+    let dir = TempDir::new("sipfarm-ring-");
+    let log = dir.join("b.log");
+    let b = Sipfarm::start_logging_at(&["--memcached", &three], &log, "sipfarm=info");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("another instance of this farm uses another node list"),
+        "{text}"
+    );
+    // Seen from the first list: the instance B uses another ring.
+    let st = status(&two, &b);
+    assert!(
+        st.contains("ANOTHER NODE LIST IN USE: the instance uses"),
+        "{st}"
+    );
+    // Seen from B's list: the nodes hold A's ring id.
+    let st = status(&three, &b);
+    assert!(
+        st.contains("ANOTHER NODE LIST IN USE") && st.contains(" holds "),
+        "{st}"
+    );
+    drop(a);
+}

@@ -39,7 +39,7 @@ fn an_incomplete_refill_is_retried_until_complete() {
         let refs: Vec<&Memcached> = mc.iter().collect();
         expected_on(&refs, 0, 2)
     };
-    assert_eq!(mc[0].items() as usize, want);
+    assert_eq!(mc[0].records() as usize, want);
 
     mc[1].freeze();
     // The instance probes every node twice a second: three failed probes open the breaker.
@@ -48,13 +48,13 @@ fn an_incomplete_refill_is_retried_until_complete() {
     mc[0].crash();
     mc[0] = Memcached::start_on(port0);
     std::thread::sleep(Duration::from_secs(3));
-    let partial = mc[0].items() as usize;
+    let partial = mc[0].records() as usize;
     assert!(partial < want, "node 1 frozen, yet {partial} of {want}");
     mc[1].thaw();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let have = mc[0].items() as usize;
+        let have = mc[0].records() as usize;
         if have >= want {
             break;
         }
@@ -119,6 +119,6 @@ fn one_instance_refills_a_node() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(mc[0].items(), 51, "50 records and the lease");
+    assert_eq!(mc[0].items(), 52, "50 records, the lease and the ring id");
     drop((a, b));
 }

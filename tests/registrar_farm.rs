@@ -71,7 +71,7 @@ fn farm_layout_in_memcached() {
         ),
     );
     assert_eq!(r.code, 200);
-    assert_eq!(mc.items(), 1);
+    assert_eq!(mc.records(), 1);
     let dump = mc.command("lru_crawler metadump all\r\n");
     let key = dump
         .lines()

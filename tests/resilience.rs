@@ -102,7 +102,7 @@ fn expected_on(nodes: &[&Memcached], n: usize, r: usize) -> usize {
 fn wait_items(m: &Memcached, want: usize, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let have = m.items() as usize;
+        let have = m.records() as usize;
         if have >= want {
             return;
         }

@@ -37,6 +37,28 @@ async fn command(
     .map_err(|_| "timed out".to_owned())?
 }
 
+/// `get KEY`: its value as text (at most one line of `MAX_LINE`), None when absent.
+pub async fn get_text(addr: &str, key: &str, timeout: Duration) -> Result<Option<String>, String> {
+    if key.is_empty() || key.len() > 250 || key.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!("bad key {key:?}"));
+    }
+    let mut value = None;
+    let mut header = true;
+    command(addr, format!("get {key}\r\n").as_bytes(), timeout, |line| {
+        if header {
+            if !line.starts_with("VALUE ") {
+                return Err(format!("unexpected answer to get: {line}"));
+            }
+            header = false;
+        } else if value.is_none() {
+            value = Some(line);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(value)
+}
+
 /// `stats`: name -> value.
 pub async fn stats(addr: &str, timeout: Duration) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();

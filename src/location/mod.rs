@@ -246,6 +246,11 @@ pub trait LocationStore: Send + Sync + 'static {
     fn health(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// The id of the node list (the ring) this store places keys with, when it has one.
+    fn ring_id(&self) -> Option<String> {
+        None
+    }
 }
 
 #[cfg(test)]

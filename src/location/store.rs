@@ -141,6 +141,13 @@ impl LocationStore for Store {
         }
     }
 
+    fn ring_id(&self) -> Option<String> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Farm(f) => Some(f.ring_id().to_owned()),
+        }
+    }
+
     fn health(&self) -> Result<(), String> {
         match self {
             Store::Memory(_) => Ok(()),

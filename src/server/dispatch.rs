@@ -10,7 +10,7 @@ use crate::location::LocationStore;
 use crate::registrar;
 use crate::sip::Message;
 use crate::sip::addr::NameAddr;
-use crate::sip::header::{HEALTH_HEADER, HeaderName, NODE_HEADER, STATUS_HEADER};
+use crate::sip::header::{HEALTH_HEADER, HeaderName, NODE_HEADER, RING_HEADER, STATUS_HEADER};
 use crate::sip::response::{Refusal, Response, local_tag};
 use crate::sip::uri::{host as uri_host, parse_sip, scheme};
 use crate::transport::{Peer, Proto};
@@ -123,6 +123,9 @@ impl Server {
             }
             if let Err(why) = &health {
                 resp = resp.header(HEALTH_HEADER, why);
+            }
+            if let Some(ring) = self.store.ring_id() {
+                resp = resp.header(RING_HEADER, ring);
             }
         }
         resp.build()

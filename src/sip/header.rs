@@ -10,6 +10,8 @@ use super::ParseError;
 pub const STATUS_HEADER: &str = "X-Sipfarm-Status";
 /// One line per node in the answer to [`STATUS_HEADER`]: `<addr> up|dead`.
 pub const NODE_HEADER: &str = "X-Sipfarm-Node";
+/// In the answer to [`STATUS_HEADER`]: the ring id of the instance's node list.
+pub const RING_HEADER: &str = "X-Sipfarm-Ring";
 /// In the answer to [`STATUS_HEADER`] when the instance is unhealthy (503): why.
 pub const HEALTH_HEADER: &str = "X-Sipfarm-Health";
 

@@ -163,6 +163,16 @@ impl Memcached {
         self.stat("curr_items")
     }
 
+    /// Number of location records stored: the items but the instances' own keys (the ring
+    /// id they write at start, a refill lease).
+    pub fn records(&self) -> u64 {
+        let own = ["sipfarm:ring", "sipfarm:lease:refill"]
+            .iter()
+            .filter(|k| self.command(&format!("get {k}\r\n")).starts_with("VALUE "))
+            .count() as u64;
+        self.items().saturating_sub(own)
+    }
+
     pub fn stat(&self, name: &str) -> u64 {
         let s = self.command("stats\r\n");
         let prefix = format!("STAT {name} ");

@@ -78,6 +78,10 @@ impl Farm {
                 if !(was_dead || restarted) {
                     return;
                 }
+                if restarted {
+                    // Back empty: it has lost the ring id too.
+                    self.announce_ring(i).await;
+                }
                 if !self.gate(i).request(restarted, Instant::now()) {
                     tracing::info!(node = %node.addr, restarted, "memcached node (re)joined: refill under way or done less than 30 s ago");
                     return;

@@ -45,6 +45,8 @@ use tokio::sync::Mutex;
 /// Read-change-write rounds of one update before it gives up as contended.
 const MAX_ATTEMPTS: u32 = 10;
 /// Striped update locks: enough that unrelated AORs rarely share one.
+/// How long a node keeps the ring id an instance wrote (written again when it restarts).
+const RING_TTL: u32 = 30 * 24 * 3600;
 const STRIPES: usize = 1024;
 
 /// What [`Farm::connect`] needs: the nodes and how to talk to them.
@@ -110,7 +112,7 @@ impl Farm {
             replicas = cfg.replicas,
             "memcached farm ready (every instance must show the same ring id)"
         );
-        Ok(Farm {
+        let farm = Farm {
             nodes,
             ring,
             replicas: cfg.replicas.clamp(1, cfg.nodes.len()),
@@ -123,7 +125,48 @@ impl Farm {
             refills: (0..cfg.nodes.len()).map(|_| Default::default()).collect(),
             refresh: RefreshCache::new(cfg.refresh_cache, cfg.refresh_cache_bytes),
             id: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
-        })
+        };
+        for i in 0..farm.nodes.len() {
+            farm.announce_ring(i).await;
+        }
+        Ok(farm)
+    }
+
+    /// The ring id of this instance's node list.
+    pub(crate) fn ring_id(&self) -> &str {
+        self.ring.identity()
+    }
+
+    fn ring_key(&self) -> String {
+        format!("{}ring", self.prefix)
+    }
+
+    /// Write this instance's ring id on node `i` unless one is there; log an error when the
+    /// one there differs: an instance with another node list (a typo, an extra node) places
+    /// keys elsewhere and splits the users silently. `sipfarm farm status` shows both.
+    pub(super) async fn announce_ring(&self, i: usize) {
+        let node = &self.nodes[i];
+        let mine = self.ring.identity();
+        match node
+            .store(&self.ring_key(), mine.as_bytes(), RING_TTL, None)
+            .await
+        {
+            Ok(Write::Stored(_)) | Err(_) => {}
+            Ok(_) => {
+                if let Ok(Some((theirs, _))) = node.gets(&self.ring_key()).await {
+                    if theirs != mine.as_bytes() {
+                        tracing::error!(
+                            node = %node.addr,
+                            ours = mine,
+                            theirs = %String::from_utf8_lossy(&theirs),
+                            "another instance of this farm uses another node list (ring id): \
+                             users are split between them; every instance must list the same \
+                             nodes in the same spelling"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// A refresh of a record this instance wrote last: one round trip, a compare-and-swap on
