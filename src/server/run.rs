@@ -244,7 +244,7 @@ async fn on_signals(stop: tokio::sync::watch::Sender<bool>) {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    tracing::warn!(
+    tracing::info!(
         signal = which,
         "shutting down: no new requests, draining those in flight"
     );
@@ -261,7 +261,7 @@ async fn drain(server: &Server) {
     }
     let left = server.in_flight.load(Ordering::Relaxed);
     if clock::runtime_index() == 0 {
-        tracing::warn!(
+        tracing::info!(
             left,
             "drained: exiting (TCP connections close with the process)"
         );
