@@ -88,7 +88,16 @@ fn load_with_failure(how: &str) {
     let config = tmp.join("farm.toml");
     std::fs::write(&config, "[memcached]\ntimeout_ms = 300\n").unwrap();
     let config = config.display().to_string();
-    let args = ["--replicas", "2", "--config", config.as_str()];
+    // FAILOVER_WRITE_QUORUM=2: the same load with --write-quorum 2 (the README's figures).
+    let quorum = std::env::var("FAILOVER_WRITE_QUORUM").unwrap_or_else(|_| "1".into());
+    let args = [
+        "--replicas",
+        "2",
+        "--write-quorum",
+        quorum.as_str(),
+        "--config",
+        config.as_str(),
+    ];
     let a = Sipfarm::with_farm(&refs, &args);
     let b = Sipfarm::with_farm(&refs, &args);
 
@@ -150,7 +159,7 @@ fn load_with_failure(how: &str) {
     let regs = total_calls(&reg_stat, "SuccessfulCall(C)");
     let ok_calls = total_calls(&call_stat, "SuccessfulCall(C)");
     eprintln!(
-        "FIGURES {how}: detection window {window_a} ms (instance A), {window_b} ms (instance B); failed calls before {before}, inside the window {inside}, after {after}; successful: {regs} registrations, {ok_calls} calls"
+        "FIGURES {how} (write quorum {quorum}): detection window {window_a} ms (instance A), {window_b} ms (instance B); failed calls before {before}, inside the window {inside}, after {after}; successful: {regs} registrations, {ok_calls} calls"
     );
     let unexpected = unexpected_answers(Path::new(&reg_errors));
     assert_eq!(
