@@ -174,22 +174,35 @@ fn serve(o: &Overrides) -> ExitCode {
     }
 }
 
+/// The configuration and farm named by `--config` / `--memcached` (only those: not the
+/// environment of `serve`), or status 2 saying what `what` needs.
+fn farm_of(
+    config: &Option<PathBuf>,
+    memcached: &Option<String>,
+    what: &str,
+) -> Result<(Config, sipfarm::location::MemcachedConfig), ExitCode> {
+    let o = Overrides {
+        config: config.clone(),
+        memcached: memcached.clone(),
+        ..Default::default()
+    };
+    let mut cfg = Config::load(&o).map_err(|e| fail(&e))?;
+    match cfg.memcached.take() {
+        Some(mc) => Ok((cfg, mc)),
+        None => Err(fail(&format!(
+            "{what} needs --memcached or a --config with memcached.nodes"
+        ))),
+    }
+}
+
 /// Run a `location` command against the farm of `farm`; its output, or status 2.
 fn location(cmd: &LocationCommand) -> ExitCode {
     let (LocationCommand::Show { aor, farm }
     | LocationCommand::Rm { aor, farm, .. }
     | LocationCommand::Add { aor, farm, .. }) = cmd;
-    let o = Overrides {
-        config: farm.config.clone(),
-        memcached: farm.memcached.clone(),
-        ..Default::default()
-    };
-    let cfg = match Config::load(&o) {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    let Some(mc) = cfg.memcached else {
-        return fail("location needs --memcached or a --config with memcached.nodes");
+    let mc = match farm_of(&farm.config, &farm.memcached, "location") {
+        Ok((_, mc)) => mc,
+        Err(code) => return code,
     };
     let aor = match sipfarm::operate::parse_aor(aor) {
         Ok(a) => a,
@@ -249,17 +262,9 @@ fn config_check(file: &std::path::Path) -> ExitCode {
 }
 
 fn farm_status(args: &StatusArgs) -> ExitCode {
-    let o = Overrides {
-        config: args.config.clone(),
-        memcached: args.memcached.clone(),
-        ..Default::default()
-    };
-    let cfg = match Config::load(&o) {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    let Some(mc) = cfg.memcached else {
-        return fail("farm status needs --memcached or a --config with memcached.nodes");
+    let (cfg, mc) = match farm_of(&args.config, &args.memcached, "farm status") {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let instance = match &args.instance {
         Some(i) => match i.parse::<std::net::SocketAddr>() {

@@ -22,29 +22,6 @@ use std::time::{Duration, Instant};
 
 const TEST: &str = "two_baresips_register_through_the_srv_records_call_and_message";
 
-/// Which instance (1-based) logged that it saved a REGISTER of `user`, waiting up to `STEP`.
-fn registered_through(farm: &ScriptFarm, user: &str, report: &dyn Fn() -> String) -> usize {
-    let needle = format!("aor=sip:{user}@example.test");
-    let deadline = Instant::now() + STEP;
-    loop {
-        for i in 1..=2 {
-            if farm
-                .instance_log(i)
-                .lines()
-                .any(|l| l.contains("REGISTER saved") && l.contains(&needle))
-            {
-                return i;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no instance saved {user}'s REGISTER\n{}",
-            report()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn two_baresips_register_through_the_srv_records_call_and_message() {
     if !in_namespace(TEST) {
@@ -52,24 +29,7 @@ fn two_baresips_register_through_the_srv_records_call_and_message() {
     }
     let started = Instant::now();
     let tmp = TempDir::new("sipfarm-baresip-farm-");
-    let users = tmp.join("users");
-    write_users(
-        &users,
-        &[("alice", "alice-pw-1234"), ("bob", "bob-pw-5678")],
-    );
-    let users = users.display().to_string();
-    let farm = ScriptFarm::up(&[
-        "--instances",
-        "2",
-        "--nodes",
-        "3",
-        "--domain",
-        "example.test",
-        "--log-level",
-        "debug",
-        "--users",
-        &users,
-    ]);
+    let farm = phones_farm(&tmp);
     let at = |i: usize| SocketAddr::from(([127, 0, 0, 10 + i as u8], 5060));
 
     let mut alice = Baresip::start(

@@ -17,28 +17,6 @@ use std::time::{Duration, Instant};
 
 const TEST: &str = "linphonec_and_baresip_call_and_message_through_the_farm";
 
-/// Which instance (1 or 2) logged that it saved a REGISTER of `user`, waiting up to 10 s.
-fn registered_through(farm: &ScriptFarm, user: &str) -> usize {
-    let needle = format!("aor=sip:{user}@example.test");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        for i in 1..=2 {
-            let log = farm.instance_log(i);
-            if log
-                .lines()
-                .any(|l| l.contains("REGISTER saved") && l.contains(&needle))
-            {
-                return i;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no instance saved {user}'s REGISTER"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn linphonec_and_baresip_call_and_message_through_the_farm() {
     if !in_namespace(TEST) {
@@ -46,24 +24,7 @@ fn linphonec_and_baresip_call_and_message_through_the_farm() {
     }
     let started = Instant::now();
     let tmp = TempDir::new("sipfarm-linphone-farm-");
-    let users = tmp.join("users");
-    write_users(
-        &users,
-        &[("alice", "alice-pw-1234"), ("bob", "bob-pw-5678")],
-    );
-    let users = users.display().to_string();
-    let farm = ScriptFarm::up(&[
-        "--instances",
-        "2",
-        "--nodes",
-        "3",
-        "--domain",
-        "example.test",
-        "--log-level",
-        "debug",
-        "--users",
-        &users,
-    ]);
+    let farm = phones_farm(&tmp);
     use_dns_server(farm.dns, tmp.path());
     let at = |i: usize| SocketAddr::from(([127, 0, 0, 10 + i as u8], 5060));
     let report = {
@@ -91,7 +52,7 @@ fn linphonec_and_baresip_call_and_message_through_the_farm() {
         alice_log.contains("SRV _sip._udp.example.test resolved"),
         "linphone did not look up the SRV records:\n{alice_log}"
     );
-    let x = registered_through(&farm, "alice");
+    let x = registered_through(&farm, "alice", &report);
     let y = 3 - x;
     println!("linphonec (alice) registered through instance {x}, by the SRV records");
     let mut bob = Baresip::start(
@@ -105,7 +66,7 @@ fn linphonec_and_baresip_call_and_message_through_the_farm() {
             contact: Some("alice"),
         },
     );
-    assert_eq!(registered_through(&farm, "bob"), y, "bob's pin");
+    assert_eq!(registered_through(&farm, "bob", &report), y, "bob's pin");
 
     // alice calls bob; bob answers by himself; alice hangs up.
     alice.command("call sip:bob@example.test");

@@ -70,17 +70,7 @@ impl Run {
 
     /// The last value of a column of the statistics file.
     fn total(&self, col: &str) -> u64 {
-        let text = std::fs::read_to_string(&self.stat).unwrap_or_default();
-        let mut lines = text.lines();
-        let head: Vec<&str> = lines.next().unwrap_or("").split(';').collect();
-        let Some(c) = head.iter().position(|h| *h == col) else {
-            return 0;
-        };
-        lines
-            .last()
-            .and_then(|l| l.split(';').nth(c))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+        total_calls(&self.stat, col)
     }
 
     /// What it has done so far, for a failure's message.

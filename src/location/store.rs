@@ -42,21 +42,7 @@ impl Store {
                 Ok(Store::Memory(store))
             }
             Some(mc) => {
-                let farm = Arc::new(
-                    Farm::connect(FarmConfig {
-                        nodes: mc.nodes.clone(),
-                        replicas: mc.replicas,
-                        write_quorum: mc.write_quorum,
-                        prefix: mc.key_prefix.clone(),
-                        timeout: mc.timeout,
-                        item_limit: mc.item_limit,
-                        pipelined: mc.pipeline,
-                        connections: loops.max(1),
-                        refresh_cache: mc.refresh_cache,
-                        refresh_cache_bytes: mc.refresh_cache_bytes,
-                    })
-                    .await?,
-                );
+                let farm = Arc::new(Farm::connect(farm_config(mc, loops.max(1))).await?);
                 farm.spawn_monitor(PROBE_EVERY);
                 Ok(Store::Farm(farm))
             }
@@ -66,20 +52,26 @@ impl Store {
     /// The farm for a command of a few seconds (`sipfarm location`): one connection per
     /// node, no probing, no refills (those are the instances' job).
     pub async fn open_client(mc: &MemcachedConfig) -> Result<Store, String> {
-        let farm = Farm::connect(FarmConfig {
-            nodes: mc.nodes.clone(),
-            replicas: mc.replicas,
-            write_quorum: mc.write_quorum,
-            prefix: mc.key_prefix.clone(),
-            timeout: mc.timeout,
-            item_limit: mc.item_limit,
-            pipelined: mc.pipeline,
-            connections: 1,
-            refresh_cache: 0,
-            refresh_cache_bytes: 0,
-        })
-        .await?;
+        let mut cfg = farm_config(mc, 1);
+        (cfg.refresh_cache, cfg.refresh_cache_bytes) = (0, 0);
+        let farm = Farm::connect(cfg).await?;
         Ok(Store::Farm(Arc::new(farm)))
+    }
+}
+
+/// The farm's settings from the configuration, with `connections` per node.
+fn farm_config(mc: &MemcachedConfig, connections: usize) -> FarmConfig {
+    FarmConfig {
+        nodes: mc.nodes.clone(),
+        replicas: mc.replicas,
+        write_quorum: mc.write_quorum,
+        prefix: mc.key_prefix.clone(),
+        timeout: mc.timeout,
+        item_limit: mc.item_limit,
+        pipelined: mc.pipeline,
+        connections,
+        refresh_cache: mc.refresh_cache,
+        refresh_cache_bytes: mc.refresh_cache_bytes,
     }
 }
 

@@ -122,6 +122,54 @@ impl Drop for ScriptFarm {
     }
 }
 
+/// The farm of the real-phone tests: 2 instances over 3 nodes, domain example.test, debug
+/// logs, digest authentication for alice (`alice-pw-1234`) and bob (`bob-pw-5678`), the
+/// users file in `tmp`.
+pub fn phones_farm(tmp: &TempDir) -> ScriptFarm {
+    let users = tmp.join("users");
+    super::write_users(
+        &users,
+        &[("alice", "alice-pw-1234"), ("bob", "bob-pw-5678")],
+    );
+    let users = users.display().to_string();
+    ScriptFarm::up(&[
+        "--instances",
+        "2",
+        "--nodes",
+        "3",
+        "--domain",
+        "example.test",
+        "--log-level",
+        "debug",
+        "--users",
+        &users,
+    ])
+}
+
+/// Which instance (1 or 2) logged that it saved a REGISTER of `user`@example.test, waiting
+/// up to 10 s.
+pub fn registered_through(farm: &ScriptFarm, user: &str, report: &dyn Fn() -> String) -> usize {
+    let needle = format!("aor=sip:{user}@example.test");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        for i in 1..=2 {
+            if farm
+                .instance_log(i)
+                .lines()
+                .any(|l| l.contains("REGISTER saved") && l.contains(&needle))
+            {
+                return i;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no instance saved {user}'s REGISTER\n{}",
+            report()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// An SRV record: priority, weight, port, target (without the final dot).
 pub type Srv = (u16, u16, u16, String);
 
