@@ -69,17 +69,7 @@ fn two_baresips_register_through_the_srv_records_call_and_message() {
     println!("alice registered through instance {x} (the SRV records' choice)");
 
     // bob, pinned by configuration to the other instance, by its name in the farm's DNS.
-    let mut bob = Baresip::start(
-        "bob",
-        "v1",
-        "10.200.0.2",
-        Account {
-            outbound: Some(format!("sip:sip{y}.example.test;transport=udp")),
-            dns: Some(farm.dns),
-            password: Some("bob-pw-5678"),
-            contact: Some("alice"),
-        },
-    );
+    let mut bob = Baresip::bob_pinned_to(y, farm.dns);
     bob_out.set(bob.out.clone()).ok();
     assert_eq!(registered_through(&farm, "bob", &report), y, "bob's pin");
     assert!(

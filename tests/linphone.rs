@@ -55,17 +55,7 @@ fn linphonec_and_baresip_call_and_message_through_the_farm() {
     let x = registered_through(&farm, "alice", &report);
     let y = 3 - x;
     println!("linphonec (alice) registered through instance {x}, by the SRV records");
-    let mut bob = Baresip::start(
-        "bob",
-        "v1",
-        "10.200.0.2",
-        Account {
-            outbound: Some(format!("sip:sip{y}.example.test;transport=udp")),
-            dns: Some(farm.dns),
-            password: Some("bob-pw-5678"),
-            contact: Some("alice"),
-        },
-    );
+    let mut bob = Baresip::bob_pinned_to(y, farm.dns);
     assert_eq!(registered_through(&farm, "bob", &report), y, "bob's pin");
 
     // alice calls bob; bob answers by himself; alice hangs up.

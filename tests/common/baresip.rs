@@ -151,6 +151,22 @@ impl Baresip {
         }
     }
 
+    /// bob of `phones_farm` on 10.200.0.2 (v1), pinned by configuration to instance `i` (its
+    /// outbound proxy is that instance's name at the farm's DNS server `dns`), messaging alice.
+    pub fn bob_pinned_to(i: usize, dns: SocketAddr) -> Baresip {
+        Baresip::start(
+            "bob",
+            "v1",
+            "10.200.0.2",
+            Account {
+                outbound: Some(format!("sip:sip{i}.example.test;transport=udp")),
+                dns: Some(dns),
+                password: Some("bob-pw-5678"),
+                contact: Some("alice"),
+            },
+        )
+    }
+
     /// Send a ctrl_tcp command (a netstring holding a JSON object).
     pub fn command(&mut self, command: &str, params: &str) {
         let json = format!(
