@@ -52,6 +52,14 @@ enum LocationCommand {
         #[command(flatten)]
         farm: FarmArgs,
     },
+    /// Every AOR in the farm with its bindings, walking every node's keys.
+    Dump {
+        /// `human` (default) or `json`.
+        #[arg(long, value_name = "FORMAT", default_value = "human")]
+        format: String,
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
     /// Bind CONTACT to AOR for S seconds (a gateway, say), replacing an equal contact.
     Add {
         #[arg(value_name = "AOR")]
@@ -197,14 +205,22 @@ fn farm_of(
 
 /// Run a `location` command against the farm of `farm`; its output, or status 2.
 fn location(cmd: &LocationCommand) -> ExitCode {
-    let (LocationCommand::Show { aor, farm }
-    | LocationCommand::Rm { aor, farm, .. }
-    | LocationCommand::Add { aor, farm, .. }) = cmd;
+    let (aor, farm) = match cmd {
+        LocationCommand::Show { aor, farm }
+        | LocationCommand::Rm { aor, farm, .. }
+        | LocationCommand::Add { aor, farm, .. } => (Some(aor), farm),
+        LocationCommand::Dump { format, farm } => {
+            if format != "human" && format != "json" {
+                return fail(&format!("--format '{format}': human or json"));
+            }
+            (None, farm)
+        }
+    };
     let mc = match farm_of(&farm.config, &farm.memcached, "location") {
         Ok((_, mc)) => mc,
         Err(code) => return code,
     };
-    let aor = match sipfarm::operate::parse_aor(aor) {
+    let aor = match aor.map(|a| sipfarm::operate::parse_aor(a)).transpose() {
         Ok(a) => a,
         Err(e) => return fail(&e),
     };
@@ -214,7 +230,13 @@ fn location(cmd: &LocationCommand) -> ExitCode {
     };
     let done = rt.block_on(async {
         let store = sipfarm::location::Store::open_client(&mc).await?;
+        let Some(aor) = aor else {
+            let json = matches!(cmd, LocationCommand::Dump { format, .. } if format == "json");
+            let dump = store.dump().await?;
+            return Ok(sipfarm::operate::render_dump(&dump, json));
+        };
         match cmd {
+            LocationCommand::Dump { .. } => Err("dump takes no AOR".into()),
             LocationCommand::Show { .. } => {
                 let view = store.inspect(&aor).await?;
                 Ok(sipfarm::operate::render(&aor, &view))

@@ -159,3 +159,55 @@ pub async fn add(store: &Store, aor: &Aor, contact: &str, expires: u32) -> Resul
         Err(e) => Err(format!("the location store failed: {e}")),
     }
 }
+
+/// What `location dump` prints: one AOR per line and its bindings below it, or (`json`) one
+/// JSON document: `{"aors": [{"aor", "bindings": [...]}], "unlisted": [...]}`.
+pub fn render_dump(dump: &crate::location::farm::Dump, json: bool) -> String {
+    let now = now_secs();
+    if json {
+        let aors: Vec<serde_json::Value> = dump
+            .records
+            .iter()
+            .map(|r| {
+                let bindings: Vec<serde_json::Value> = r
+                    .live(now)
+                    .map(|b| {
+                        serde_json::json!({
+                            "contact": b.contact,
+                            "expires_in": b.expires_at.saturating_sub(now),
+                            "q": b.q.map(|q| f64::from(q) / 1000.0),
+                            "source": b.source,
+                            "call_id": b.call_id,
+                            "cseq": b.cseq,
+                            "flow": b.flow.as_ref().map(|f| f.owner.clone()),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({ "aor": format!("sip:{}", r.aor), "bindings": bindings })
+            })
+            .collect();
+        let doc = serde_json::json!({ "aors": aors, "unlisted": dump.unlisted });
+        return format!("{doc}\n");
+    }
+    let mut out = String::new();
+    for r in &dump.records {
+        let live: Vec<&Binding> = r.live(now).collect();
+        if live.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "sip:{}: {} binding{}",
+            r.aor,
+            live.len(),
+            if live.len() == 1 { "" } else { "s" }
+        );
+        for b in live {
+            binding_line(&mut out, b, now);
+        }
+    }
+    for u in &dump.unlisted {
+        let _ = writeln!(out, "NOT LISTED (some AORs may be missing): {u}");
+    }
+    out
+}

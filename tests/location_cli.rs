@@ -119,3 +119,36 @@ fn show_rm_and_add_work_on_the_farms_records() {
     let (code, text) = location(&["show", "bob"], &nodes);
     assert_eq!(code, 2, "{text}");
 }
+
+/// `location dump`: every AOR of the farm (replicas merged: once each), human or JSON.
+#[test]
+fn dump_lists_every_aor_once() {
+    let mc = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let nodes = mc.iter().map(Memcached::addr).collect::<Vec<_>>().join(",");
+    let s = Sipfarm::start(&["--memcached", &nodes, "--replicas", "2"]);
+    let ua = Ua::new();
+    for n in 0..20 {
+        let user = format!("dump{n:02}");
+        let reg = ua.register(
+            &user,
+            &[&format!("<sip:{user}@127.0.0.1:{}>", 7300 + n)],
+            Some(600),
+            &format!("d{n}"),
+            1,
+        );
+        assert_eq!(ua.request(s.addr(), &reg).code, 200);
+    }
+    let (code, text) = location(&["dump"], &nodes);
+    assert_eq!(code, 0, "{text}");
+    for n in 0..20 {
+        let head = format!("sip:dump{n:02}@example.test: 1 binding");
+        assert_eq!(text.matches(&head).count(), 1, "{head} once in:\n{text}");
+    }
+    let (code, json) = location(&["dump", "--format", "json"], &nodes);
+    assert_eq!(code, 0, "{json}");
+    assert!(json.starts_with("{\"aors\":["), "{json}");
+    assert_eq!(json.matches("\"aor\":\"sip:dump").count(), 20, "{json}");
+    assert!(json.contains("\"unlisted\":[]"), "{json}");
+    let (code, text) = location(&["dump", "--format", "xml"], &nodes);
+    assert_eq!(code, 2, "{text}");
+}

@@ -89,6 +89,16 @@ impl Store {
         }
     }
 
+    /// Every record in the farm (`sipfarm location dump`).
+    pub async fn dump(&self) -> Result<super::farm::Dump, String> {
+        match self {
+            Store::Memory(_) => {
+                Err("the embedded store lives inside each instance: give --memcached".into())
+            }
+            Store::Farm(f) => Ok(f.dump().await),
+        }
+    }
+
     /// Raise the shared counter `name` to `value` for transaction `tx` when `value` is
     /// higher than what is stored, or equal and of the same transaction (a retransmission):
     /// true; else leave it (false). Used for nonce-counts: see `farm/counter.rs`.

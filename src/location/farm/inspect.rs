@@ -62,3 +62,57 @@ impl Farm {
         }
     }
 }
+
+/// What `location dump` found: every AOR (its replicas merged), and the nodes that could not
+/// be listed (then some AORs may be missing).
+pub struct Dump {
+    pub records: Vec<Record>,
+    pub unlisted: Vec<String>,
+}
+
+impl Farm {
+    /// Every record in the farm, walking each node's keys (`lru_crawler metadump`), merged
+    /// across replicas, expired entries pruned, empty ones left out; in AOR order.
+    pub(crate) async fn dump(&self) -> Dump {
+        use futures::StreamExt;
+        let now = now_secs();
+        let mut by_aor: std::collections::BTreeMap<String, Vec<Record>> = Default::default();
+        let mut unlisted = Vec::new();
+        for node in &self.nodes {
+            let keys = match crate::location::admin::keys(&node.addr, &self.prefix, DUMP_LIST).await
+            {
+                Ok(k) => k,
+                Err(e) => {
+                    unlisted.push(format!("{}: {e}", node.addr));
+                    continue;
+                }
+            };
+            let found: Vec<Record> = futures::stream::iter(keys)
+                .map(|k| async move {
+                    let (value, _) = node.gets(&k).await.ok()??;
+                    let r = crate::location::record::decode_any(&value).ok()?;
+                    // The key is a hash of the AOR: a value under another key is not it.
+                    (key(&self.prefix, &r.aor) == k).then_some(r)
+                })
+                .buffer_unordered(16)
+                .filter_map(|r| async move { r })
+                .collect()
+                .await;
+            for r in found {
+                by_aor.entry(r.aor.clone()).or_default().push(r);
+            }
+        }
+        let records = by_aor
+            .into_iter()
+            .filter_map(|(aor, replicas)| {
+                let mut m = merge(replicas.iter(), &aor);
+                m.prune(now);
+                (!m.bindings.is_empty()).then_some(m)
+            })
+            .collect();
+        Dump { records, unlisted }
+    }
+}
+
+/// How long listing one node's keys may take for a dump.
+const DUMP_LIST: std::time::Duration = std::time::Duration::from_secs(30);

@@ -27,7 +27,7 @@ mod merge;
 mod placement;
 mod refresh;
 
-pub use inspect::{Inspection, ReplicaView};
+pub use inspect::{Dump, Inspection, ReplicaView};
 
 use self::merge::{merge, records};
 use self::placement::Replica;
