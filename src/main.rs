@@ -120,6 +120,15 @@ enum FarmCommand {
     /// Each configured node: up or down, items, bytes, hit ratio and evictions (memcached's
     /// own stats), and, with --instance, which nodes that running instance considers dead.
     Status(StatusArgs),
+    /// Records whose replicas disagree, are missing on an owner node, or sit on a node that
+    /// is not an owner; with --repair, the merge of every copy is written to the owners.
+    /// Exit 0 when the farm is in order (after the repair), 1 when not.
+    Check {
+        #[arg(long)]
+        repair: bool,
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
 }
 
 #[derive(Args)]
@@ -283,6 +292,33 @@ fn config_check(file: &std::path::Path) -> ExitCode {
     }
 }
 
+fn farm_check(repair: bool, farm: &FarmArgs) -> ExitCode {
+    let mc = match farm_of(&farm.config, &farm.memcached, "farm check") {
+        Ok((_, mc)) => mc,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let done = rt.block_on(async {
+        let store = sipfarm::location::Store::open_client(&mc).await?;
+        store.check(repair).await
+    });
+    match done {
+        Ok(check) => {
+            let (text, in_order) = sipfarm::operate::render_check(&check, repair);
+            print!("{text}");
+            if in_order {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
 fn farm_status(args: &StatusArgs) -> ExitCode {
     let (cfg, mc) = match farm_of(&args.config, &args.memcached, "farm status") {
         Ok(both) => both,
@@ -352,6 +388,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(o) => serve(&o),
         Command::Farm(FarmCommand::Status(args)) => farm_status(&args),
+        Command::Farm(FarmCommand::Check { repair, farm }) => farm_check(repair, &farm),
         Command::User(UserCommand::Add(args)) => user_add(&args),
         Command::User(UserCommand::Rm(args)) => user_rm(&args),
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),

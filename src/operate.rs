@@ -211,3 +211,37 @@ pub fn render_dump(dump: &crate::location::farm::Dump, json: bool) -> String {
     }
     out
 }
+
+/// What `farm check` prints, and whether the farm is in order now (nothing found, or all of
+/// it repaired, and every node listed).
+pub fn render_check(check: &crate::location::farm::Check, repair: bool) -> (String, bool) {
+    let mut out = String::new();
+    for f in &check.findings {
+        let state = match (repair, f.repaired) {
+            (false, _) => "",
+            (true, true) => " [repaired]",
+            (true, false) => " [NOT repaired]",
+        };
+        let _ = writeln!(out, "sip:{}: {}{state}", f.aor, f.problems.join("; "));
+    }
+    for u in &check.unlisted {
+        let _ = writeln!(out, "NOT LISTED (not checked): {u}");
+    }
+    let left = check
+        .findings
+        .iter()
+        .filter(|f| !(repair && f.repaired))
+        .count();
+    let _ = writeln!(
+        out,
+        "{} records, {} with problems{}",
+        check.records,
+        check.findings.len(),
+        if repair {
+            format!(", {} repaired", check.findings.len() - left)
+        } else {
+            String::new()
+        }
+    );
+    (out, left == 0 && check.unlisted.is_empty())
+}

@@ -152,3 +152,63 @@ fn dump_lists_every_aor_once() {
     let (code, text) = location(&["dump", "--format", "xml"], &nodes);
     assert_eq!(code, 2, "{text}");
 }
+
+/// `farm check`: a node restarted empty while no instance runs (no refill) leaves records
+/// missing on an owner; `--repair` writes them back from the other owner; then all is in order.
+#[test]
+fn farm_check_finds_and_repairs_missing_replicas() {
+    let mut mc = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let nodes = mc.iter().map(Memcached::addr).collect::<Vec<_>>().join(",");
+    let s = Sipfarm::start(&["--memcached", &nodes, "--replicas", "2"]);
+    let ua = Ua::new();
+    for n in 0..30 {
+        let user = format!("chk{n:02}");
+        let reg = ua.register(
+            &user,
+            &[&format!("<sip:{user}@127.0.0.1:{}>", 7400 + n)],
+            Some(600),
+            &format!("c{n}"),
+            1,
+        );
+        assert_eq!(ua.request(s.addr(), &reg).code, 200);
+    }
+    drop(s);
+    let check = |args: &[&str]| {
+        let out = Command::new(sipfarm_bin())
+            .args(["farm", "check"])
+            .args(args)
+            .args(["--memcached", &nodes])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = check(&[]);
+    assert_eq!((code, text.trim()), (0, "30 records, 0 with problems"));
+
+    let port = mc[0].port;
+    mc[0].crash();
+    mc[0] = Memcached::start_on(port);
+    let lost = mc[0].addr();
+    let (code, text) = check(&[]);
+    assert_eq!(code, 1, "{text}");
+    let missing = text.matches(&format!("missing on owner {lost}")).count();
+    assert!(missing > 0, "{text}");
+    assert!(
+        text.contains(&format!("30 records, {missing} with problems")),
+        "{text}"
+    );
+
+    let (code, text) = check(&["--repair"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("{missing} repaired")), "{text}");
+    assert_eq!(
+        mc[0].records() as usize,
+        missing,
+        "written back to the node that lost them"
+    );
+    let (code, text) = check(&[]);
+    assert_eq!((code, text.trim()), (0, "30 records, 0 with problems"));
+}

@@ -89,6 +89,17 @@ impl Store {
         }
     }
 
+    /// Records misplaced or out of step between replicas, mended with `repair`
+    /// (`sipfarm farm check`).
+    pub async fn check(&self, repair: bool) -> Result<super::farm::Check, String> {
+        match self {
+            Store::Memory(_) => {
+                Err("the embedded store lives inside each instance: give --memcached".into())
+            }
+            Store::Farm(f) => Ok(f.check(repair).await),
+        }
+    }
+
     /// Every record in the farm (`sipfarm location dump`).
     pub async fn dump(&self) -> Result<super::farm::Dump, String> {
         match self {

@@ -116,3 +116,124 @@ impl Farm {
 
 /// How long listing one node's keys may take for a dump.
 const DUMP_LIST: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One record `farm check` found wrong, and whether `--repair` mended it.
+pub struct Finding {
+    pub aor: String,
+    pub problems: Vec<String>,
+    pub repaired: bool,
+}
+
+/// What `farm check` found: the records seen, those with problems, the nodes not listed.
+pub struct Check {
+    pub records: usize,
+    pub findings: Vec<Finding>,
+    pub unlisted: Vec<String>,
+}
+
+impl Farm {
+    /// Every record whose owners' replicas disagree, are missing on an owner, or sit on a node
+    /// that is not an owner (a stand-in's copy, or a node list changed). With `repair`, the
+    /// merge of every copy is written to each owner (CAS, as any write); copies on other
+    /// nodes are left to expire (harmless: the owners now hold their merge).
+    pub(crate) async fn check(&self, repair: bool) -> Check {
+        use futures::StreamExt;
+        let now = now_secs();
+        let mut held: std::collections::BTreeMap<String, Vec<(usize, Record)>> = Default::default();
+        let mut unlisted = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let keys = match crate::location::admin::keys(&node.addr, &self.prefix, DUMP_LIST).await
+            {
+                Ok(k) => k,
+                Err(e) => {
+                    unlisted.push(format!("{}: {e}", node.addr));
+                    continue;
+                }
+            };
+            let found: Vec<(String, Record)> = futures::stream::iter(keys)
+                .map(|k| async move {
+                    let (value, _) = node.gets(&k).await.ok()??;
+                    let r = crate::location::record::decode_any(&value).ok()?;
+                    (key(&self.prefix, &r.aor) == k).then_some((k, r))
+                })
+                .buffer_unordered(16)
+                .filter_map(|r| async move { r })
+                .collect()
+                .await;
+            for (k, mut r) in found {
+                r.prune(now);
+                held.entry(k).or_default().push((i, r));
+            }
+        }
+        let records = held.len();
+        let mut findings = Vec::new();
+        for (k, copies) in held {
+            let aor = copies[0].1.aor.clone();
+            let mut merged = merge(copies.iter().map(|(_, r)| r), &aor);
+            merged.prune(now);
+            if merged.bindings.is_empty() {
+                continue;
+            }
+            let owners: Vec<usize> = self.ring.walk(k.as_bytes()).take(self.replicas).collect();
+            let mut problems = Vec::new();
+            for o in &owners {
+                match copies.iter().find(|(i, _)| i == o) {
+                    None => problems.push(format!("missing on owner {}", self.nodes[*o].addr)),
+                    Some((_, r)) if *r != merged => {
+                        problems.push(format!("differs on owner {}", self.nodes[*o].addr))
+                    }
+                    Some(_) => {}
+                }
+            }
+            let owners_ok = problems.is_empty();
+            for (i, _) in copies.iter().filter(|(i, _)| !owners.contains(i)) {
+                problems.push(format!("on {} (not an owner)", self.nodes[*i].addr));
+            }
+            if problems.is_empty() {
+                continue;
+            }
+            let repaired =
+                repair && (owners_ok || self.write_owners(&owners, &k, &mut merged).await);
+            findings.push(Finding {
+                aor,
+                problems,
+                repaired,
+            });
+        }
+        Check {
+            records,
+            findings,
+            unlisted,
+        }
+    }
+
+    /// Write `merged` on every owner, with the CAS each gave back now: true when all stored.
+    async fn write_owners(&self, owners: &[usize], key: &str, merged: &mut Record) -> bool {
+        let _one_at_a_time = self.stripe(key).lock().await;
+        let aor = merged.aor.clone();
+        let mut replicas = Vec::new();
+        for o in owners {
+            match self.read(*o, key, &aor).await {
+                Ok(r) => replicas.push(r),
+                Err(_) => return false,
+            }
+        }
+        // Whatever an owner holds now joins the merge (it may have changed meanwhile).
+        let mut all: Vec<&Record> = vec![merged];
+        all.extend(
+            replicas
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r)),
+        );
+        let mut record = merge(all, &aor);
+        let Ok(answers) = self
+            .write_all(&replicas, key, &mut record, now_secs())
+            .await
+        else {
+            return false;
+        };
+        answers
+            .iter()
+            .all(|a| matches!(a, Ok(crate::location::node::Write::Stored(_))))
+    }
+}

@@ -27,7 +27,7 @@ mod merge;
 mod placement;
 mod refresh;
 
-pub use inspect::{Dump, Inspection, ReplicaView};
+pub use inspect::{Check, Dump, Finding, Inspection, ReplicaView};
 
 use self::merge::{merge, records};
 use self::placement::Replica;
