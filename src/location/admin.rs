@@ -1,5 +1,5 @@
 //! memcached's administrative text commands, which the memcache crate does not cover:
-//! `stats` (health, restarts, the operator's status page) and `lru_crawler metadump all`
+//! `stats` (health, restarts, the operator's status page) and `lru_crawler metadump hash`
 //! (the list of keys, for refilling a node that came back empty).
 //!
 //! Every call has a deadline and a bound on what it reads: what comes from a node is never
