@@ -87,3 +87,52 @@ fn shutdown_timeout_is_checked() {
         "{err}"
     );
 }
+
+/// SIGHUP reads the users file again: a user added to the file can register at once, one
+/// removed cannot; a file that cannot be read is refused and the old users stay.
+#[test]
+fn sighup_reloads_the_users_file() {
+    let f = AuthFarm::start_with(&[("alice", "alice-pw")], None, &[]);
+    let ua = Ua::new();
+    let contact = ["<sip:carol@127.0.0.1:7500>"];
+    let carol = ("carol", "carol-pw");
+    assert_eq!(
+        register_auth(&ua, f.at(0), carol, Alg::Md5, &contact, Some(600)).code,
+        401
+    );
+
+    write_users(&f.users_file(), &[("alice", "alice-pw"), carol]);
+    f.a.proc.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let code = register_auth(&ua, f.at(0), carol, Alg::Md5, &contact, Some(600)).code;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "carol still refused ({code})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Instance B was not told: it still has the old file.
+    assert_eq!(
+        register_auth(&ua, f.at(1), carol, Alg::Md5, &contact, Some(600)).code,
+        401
+    );
+
+    // A broken file is refused: carol (and alice) still register through A.
+    std::fs::write(f.users_file(), "this is not a users line\n").unwrap();
+    f.a.proc.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        register_auth(&ua, f.at(0), carol, Alg::Md5, &contact, Some(600)).code,
+        200
+    );
+    assert!(
+        f.log("a")
+            .contains("SIGHUP: users file refused, the old users stay"),
+        "{}",
+        f.log("a")
+    );
+}

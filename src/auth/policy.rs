@@ -59,7 +59,9 @@ pub struct AuthConfig {
 const LIMITER_CAPACITY: usize = 65_536;
 
 pub(crate) struct Auth {
-    users: Users,
+    /// Swapped whole by a reload (SIGHUP): a request sees the old file or the new one.
+    users: std::sync::RwLock<std::sync::Arc<Users>>,
+    users_file: PathBuf,
     nonces: NonceKeys,
     limiter: FailureLimiter,
     trusted: Vec<IpNet>,
@@ -93,7 +95,8 @@ impl Auth {
             .map_err(|e| format!("{}: {e}", cfg.secret_file.display()))?;
         let drift = super::nonce::DRIFT.as_secs();
         Ok(Auth {
-            users,
+            users: std::sync::RwLock::new(std::sync::Arc::new(users)),
+            users_file: cfg.users_file.clone(),
             nonces,
             limiter: FailureLimiter::new(cfg.max_failures, cfg.block, LIMITER_CAPACITY),
             trusted: cfg.trusted.clone(),
@@ -103,7 +106,20 @@ impl Auth {
     }
 
     pub(crate) fn user_count(&self) -> usize {
-        self.users.len()
+        self.current_users().len()
+    }
+
+    fn current_users(&self) -> std::sync::Arc<Users> {
+        self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Read the users file again (SIGHUP): the new users, or why the file was refused (the
+    /// old users stay).
+    pub(crate) fn reload_users(&self) -> Result<usize, String> {
+        let users = Users::load(&self.users_file)?;
+        let n = users.len();
+        *self.users.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(users);
+        Ok(n)
     }
 
     /// The gate (rules in the module comment). `as_uas`: the request is for this element
@@ -194,7 +210,7 @@ impl Auth {
         }
         let method = msg.method().unwrap_or_default();
         let valid = self
-            .users
+            .current_users()
             .get(&creds.username, realm)
             .is_some_and(|h| digest::verify(&creds, method, h.for_algorithm(creds.algorithm)));
         if !valid {

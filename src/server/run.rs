@@ -58,7 +58,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         );
     }
     let result = rt.block_on(async {
-        tokio::spawn(on_signals(stop_tx));
+        tokio::spawn(on_signals(stop_tx, server.clone()));
         serve(server.clone(), first, stop).await
     });
     for h in handles {
@@ -230,25 +230,41 @@ fn open_auth(cfg: &Config) -> Result<Option<Auth>, String> {
     Ok(Some(auth))
 }
 
-/// SIGTERM or SIGINT: tell every event loop to stop reading and drain.
-async fn on_signals(stop: tokio::sync::watch::Sender<bool>) {
+/// SIGTERM or SIGINT: tell every event loop to stop reading and drain. SIGHUP: read the
+/// users file again (an unreadable one is refused with a log line, the old users stay).
+async fn on_signals(stop: tokio::sync::watch::Sender<bool>, server: Arc<Server>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::warn!("cannot catch SIGTERM: it ends the process at once");
         return;
     };
-    let which = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let which = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => reload(&server),
+        }
     };
     tracing::info!(
         signal = which,
         "shutting down: no new requests, draining those in flight"
     );
     let _ = stop.send(true);
+}
+
+/// SIGHUP: what can change without a restart.
+fn reload(server: &Server) {
+    match &server.auth {
+        Some(auth) => match auth.reload_users() {
+            Ok(n) => tracing::info!(users = n, "SIGHUP: users file reloaded"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: users file refused, the old users stay"),
+        },
+        None => tracing::info!("SIGHUP: nothing to reload (authentication is off)"),
+    }
 }
 
 /// After the stop: wait for the requests in flight (at most `server.shutdown_timeout`).
