@@ -64,6 +64,7 @@ mod clock;
 pub mod config;
 mod identity;
 pub mod location;
+mod metrics;
 pub mod operate;
 mod proxy;
 mod registrar;

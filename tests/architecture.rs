@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("sip", 0),
     ("clock", 0),
     ("throttle", 0),
+    ("metrics", 0),
     // Moving bytes; storing bindings.
     ("transport", 1),
     ("location", 1),

@@ -246,8 +246,10 @@ impl Auth {
             _ if self.limiter.user_blocked(user, now) => self.limiter.block_source(src, now),
             _ => None,
         };
+        crate::metrics::auth_failure();
         match block {
             Some(block) => {
+                crate::metrics::auth_block();
                 tracing::warn!(%block, seconds = (block.until.saturating_sub(now)) / 1000, "blocked after too many failed authentication attempts");
                 blocked()
             }

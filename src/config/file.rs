@@ -22,6 +22,7 @@ pub(super) struct FileServer {
     pub(super) max_message_size: Option<usize>,
     pub(super) tcp_idle_timeout: Option<u64>,
     pub(super) shutdown_timeout: Option<u64>,
+    pub(super) metrics: Option<String>,
     pub(super) log_level: Option<String>,
     pub(super) log_format: Option<String>,
     pub(super) threads: Option<usize>,

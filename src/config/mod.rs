@@ -108,6 +108,10 @@ pub struct Overrides {
     /// process exits, in seconds; new requests are no longer read meanwhile. Default 5.
     #[arg(long, env = "SIPFARM_SHUTDOWN_TIMEOUT", value_name = "SECONDS")]
     pub shutdown_timeout: Option<u64>,
+    /// Serve Prometheus metrics over HTTP at HOST:PORT (`GET /metrics`). Off by default:
+    /// bind it to an address only the monitoring reaches.
+    #[arg(long, env = "SIPFARM_METRICS", value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
     /// Threads, each running its own event loop with its own sockets on the listen addresses
     /// (SO_REUSEPORT). Default: the number of cores.
     #[arg(long, env = "SIPFARM_THREADS", value_name = "N")]
@@ -154,6 +158,8 @@ pub struct Config {
     pub tcp_idle_timeout: Duration,
     /// SIGTERM: how long requests in flight get before the process exits anyway.
     pub shutdown_timeout: Duration,
+    /// Where Prometheus metrics are served (None: off).
+    pub metrics: Option<std::net::SocketAddr>,
     pub log_level: String,
     /// `json` lines, else human ones.
     pub log_json: bool,
@@ -196,6 +202,7 @@ impl Config {
             max_message_size: server.max_message_size,
             tcp_idle_timeout: server.tcp_idle_timeout,
             shutdown_timeout: server.shutdown_timeout,
+            metrics: server.metrics,
             log_level: server.log_level,
             log_json: server.log_json,
             threads,

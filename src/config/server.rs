@@ -15,6 +15,7 @@ pub(super) struct Server {
     pub(super) max_message_size: usize,
     pub(super) tcp_idle_timeout: Duration,
     pub(super) shutdown_timeout: Duration,
+    pub(super) metrics: Option<SocketAddr>,
     pub(super) log_level: String,
     pub(super) log_json: bool,
 }
@@ -36,6 +37,7 @@ pub(super) fn resolve(o: &Overrides, f: &FileServer, src: Source) -> Result<Serv
         max_message_size,
         tcp_idle_timeout: Duration::from_secs(f.tcp_idle_timeout.unwrap_or(600).max(1)),
         shutdown_timeout: shutdown_timeout(o, f, src)?,
+        metrics: metrics(o, f, src)?,
         log_level: log_level(o, f, src)?,
         log_json: log_format(o, f, src)?,
     })
@@ -187,6 +189,23 @@ fn log_level(o: &Overrides, f: &FileServer, src: Source) -> Result<String, Strin
         ));
     }
     Ok(level.to_owned())
+}
+
+/// `--metrics` / `server.metrics`: IP:PORT of the Prometheus endpoint.
+fn metrics(o: &Overrides, f: &FileServer, src: Source) -> Result<Option<SocketAddr>, String> {
+    let (given, origin) = src.pick(
+        "--metrics",
+        o.metrics.as_deref(),
+        "server.metrics",
+        f.metrics.as_deref(),
+    );
+    given
+        .map(|a| {
+            a.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("{origin}: '{a}' is not IP:PORT"))
+        })
+        .transpose()
 }
 
 /// `--shutdown-timeout` / `server.shutdown_timeout`: 0 to 300 s, default 5.

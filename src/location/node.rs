@@ -232,10 +232,17 @@ impl Node {
     where
         Fut: std::future::Future<Output = Result<T, NodeError>>,
     {
+        let started = std::time::Instant::now();
         let r = match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(NodeError::lost(format!("{}: timed out", self.addr))),
         };
+        let result = match &r {
+            Ok(_) => "ok",
+            Err(NodeError(_, Answered::WithError)) => "error",
+            Err(_) => "lost",
+        };
+        crate::metrics::memcached(&self.addr, result, started.elapsed());
         self.record(r)
     }
 

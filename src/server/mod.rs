@@ -14,6 +14,7 @@ mod dispatch;
 mod flows;
 #[doc(hidden)]
 pub mod fuzz;
+mod metrics;
 mod run;
 mod send;
 
@@ -121,7 +122,10 @@ impl Server {
                 tracing::debug!(src = %peer.src, error = %err, "refusing a malformed request");
                 self.refuse(&m, peer, &Refusal::from(err)).await;
             }
-            _ => throttled_info!(src = %peer.src, error = %err, "dropped an unreadable message"),
+            _ => {
+                crate::metrics::dropped("unreadable");
+                throttled_info!(src = %peer.src, error = %err, "dropped an unreadable message")
+            }
         }
     }
 }
@@ -165,6 +169,7 @@ impl Handler for Server {
         );
         async {
             if msg.is_request() {
+                crate::metrics::request(msg.method().unwrap_or_default());
                 if self.draining.load(Ordering::Relaxed) {
                     // RFC 3263 4.3: a 503 sends the client to the next server at once.
                     let leaving = Refusal::new(503, "Service Unavailable (shutting down)")

@@ -34,7 +34,21 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let rt = current_thread_runtime()?;
     let (first, server) = rt.block_on(async {
         let first = bind_sockets(&cfg.listen, threads > 1).await?;
+        let metrics = match cfg.metrics {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("--metrics {addr}: cannot listen: {e}"))?,
+            ),
+            None => None,
+        };
         let server = build(cfg, &first).await?;
+        if let Some(l) = metrics {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(%addr, "Prometheus metrics at GET /metrics");
+            }
+            tokio::spawn(super::metrics::serve(l, server.clone()));
+        }
         Ok::<_, String>((first, server))
     })?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);

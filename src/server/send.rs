@@ -77,6 +77,7 @@ impl Server {
 
     /// Answer a request over the path it came in on.
     async fn answer(&self, req: &Message, peer: &Peer, bytes: Vec<u8>) {
+        crate::metrics::answered(&bytes);
         let dest = match (&peer.path, req.top_via()) {
             (ReplyPath::Udp(_), Ok(via)) => udp_response_target(via, peer.src),
             _ => peer.src,

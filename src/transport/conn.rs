@@ -258,7 +258,6 @@ impl Connections {
     }
 
     /// Connections open (counted from admission until their socket is closed).
-    #[cfg(test)]
     pub(crate) fn open(&self) -> usize {
         lock(&self.counts).total
     }

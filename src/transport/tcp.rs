@@ -56,6 +56,7 @@ pub(crate) async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, se
                         // A reset: no FIN handshake, no TIME_WAIT kept for it.
                         let _ = stream.set_zero_linger();
                         drop(stream);
+                        crate::metrics::dropped("tcp_connection_refused");
                         throttled_info!(%src, reason = %why, "refused a tcp connection");
                     }
                 }

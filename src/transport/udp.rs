@@ -62,6 +62,7 @@ async fn datagram<H: Handler>(
         admission.enter(src.ip(), now).map(Some)
     };
     let Some(ticket) = ticket else {
+        crate::metrics::dropped("source_limits");
         throttled_info!(%src, "dropped datagrams over the per-source limits");
         return;
     };

@@ -106,6 +106,7 @@ impl Farm {
     /// True when complete: every other node was listed (a source that is dead or could not
     /// list its keys may hold records nobody else has, and the refill is then run again).
     async fn refill(&self, target: usize) -> bool {
+        crate::metrics::refill(&self.nodes[target].addr);
         let started = Instant::now();
         let mut copied = 0;
         let mut complete = true;

@@ -300,6 +300,7 @@ impl Farm {
             .filter(|w| matches!(w, Ok(Write::Stored(_))))
             .count();
         if conflict {
+            crate::metrics::cas_retry();
             return Ok(None);
         }
         if stored < self.write_quorum {
