@@ -68,7 +68,7 @@ fn metrics_are_scraped() {
     );
     assert!(value(&page, &ok).unwrap_or(0.0) > 0.0, "{ok} in\n{page}");
     let bucket = format!(
-        "sipfarm_memcached_operation_seconds_bucket{{node=\"{}\",le=",
+        "sipfarm_memcached_operation_seconds_bucket{{le=\"+Inf\",node=\"{}\"}} ",
         mc[0].addr()
     );
     assert!(page.contains(&bucket), "{bucket} in\n{page}");
