@@ -55,6 +55,7 @@ pub(crate) struct Metrics {
     /// Sampled at scrape time by whoever serves the endpoint.
     pub(crate) node_dead: Family<Node, Gauge>,
     pub(crate) tcp_connections: Gauge,
+    pub(crate) node_items: Family<Node, Gauge>,
     pub(crate) in_flight: Gauge,
     registry: Registry,
 }
@@ -81,6 +82,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         auth_blocks: Counter::default(),
         node_dead: Family::default(),
         tcp_connections: Gauge::default(),
+        node_items: Family::default(),
         in_flight: Gauge::default(),
         registry: Registry::default(),
     };
@@ -138,6 +140,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "tcp_connections",
         "TCP connections open (accepted and dialled)",
         m.tcp_connections.clone(),
+    );
+    registry.register(
+        "memcached_items",
+        "items a node holds (memcached's curr_items, sampled at scrape): about R per registered AOR",
+        m.node_items.clone(),
     );
     registry.register(
         "requests_in_flight",
@@ -235,6 +242,15 @@ pub(crate) fn auth_failure() {
 
 pub(crate) fn auth_block() {
     get().auth_blocks.inc();
+}
+
+pub(crate) fn set_node_items(node: &str, items: u64) {
+    get()
+        .node_items
+        .get_or_create(&Node {
+            node: node.to_owned(),
+        })
+        .set(i64::try_from(items).unwrap_or(i64::MAX));
 }
 
 pub(crate) fn set_node_dead(node: &str, dead: bool) {

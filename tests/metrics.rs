@@ -75,6 +75,12 @@ fn metrics_are_scraped() {
     let dead0 = format!("sipfarm_memcached_node_dead{{node=\"{}\"}}", mc[0].addr());
     assert_eq!(value(&page, &dead0), Some(0.0), "{page}");
     assert_eq!(value(&page, "sipfarm_tcp_connections"), Some(0.0), "{page}");
+    // mia's record (and the ring id) on each node.
+    let items = format!("sipfarm_memcached_items{{node=\"{}\"}}", mc[1].addr());
+    assert!(
+        value(&page, &items).unwrap_or(0.0) >= 1.0,
+        "{items} in\n{page}"
+    );
     assert_eq!(
         value(
             &page,

@@ -45,7 +45,7 @@ async fn scrape(mut stream: TcpStream, server: &Server) -> std::io::Result<()> {
     }
     let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?")
     {
-        sample(server);
+        sample(server).await;
         ("200 OK", crate::metrics::encode())
     } else {
         ("404 Not Found", "not found: GET /metrics\n".to_owned())
@@ -59,9 +59,20 @@ async fn scrape(mut stream: TcpStream, server: &Server) -> std::io::Result<()> {
     stream.shutdown().await
 }
 
-fn sample(server: &Server) {
+async fn sample(server: &Server) {
     for (node, dead) in server.store.node_states() {
         crate::metrics::set_node_dead(&node, dead);
+        if dead {
+            continue;
+        }
+        // Registrations, roughly: each AOR is one item on each of its R owners.
+        let stats = crate::location::admin::stats(&node, Duration::from_millis(500)).await;
+        let items = stats.ok().and_then(|s| {
+            crate::location::admin::stat(&s, "curr_items").and_then(|v| v.parse().ok())
+        });
+        if let Some(n) = items {
+            crate::metrics::set_node_items(&node, n);
+        }
     }
     let m = crate::metrics::get();
     m.tcp_connections.set(server.conns.open() as i64);
