@@ -30,6 +30,15 @@ use futures::StreamExt;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// What copying one key during a refill came to.
+enum Copy {
+    Copied,
+    /// Nothing to do: the target had it, or it is gone, or it is not a record.
+    Nothing,
+    /// Could not be read or written: the pass is incomplete.
+    Failed,
+}
+
 /// Keys copied concurrently during a refill: enough to hide round trips, few enough not to
 /// crowd out live traffic on the nodes.
 const REFILL_CONCURRENCY: usize = 16;
@@ -122,11 +131,24 @@ impl Farm {
                 complete = false;
                 continue;
             };
-            copied += futures::stream::iter(mine)
+            let (done, failed) = futures::stream::iter(mine)
                 .map(|k| async move { self.copy_one(&k, i, target).await })
                 .buffer_unordered(REFILL_CONCURRENCY)
-                .fold(0, |n, done| async move { n + usize::from(done) })
+                .fold((0, 0), |(n, f), c| async move {
+                    match c {
+                        Copy::Copied => (n + 1, f),
+                        Copy::Nothing => (n, f),
+                        Copy::Failed => (n, f + 1),
+                    }
+                })
                 .await;
+            copied += done;
+            if failed > 0 {
+                // A key that could not be read or written (the node's connection not back
+                // yet, a conflict that kept coming): the pass is not complete, run it again.
+                tracing::warn!(node = %self.nodes[target].addr, source = %source.addr, failed, "refill: keys not copied");
+                complete = false;
+            }
         }
         tracing::warn!(
             node = %self.nodes[target].addr,
@@ -198,38 +220,41 @@ impl Farm {
     }
 
     /// Merge one key from `source` into `target`. True when something was written.
-    async fn copy_one(&self, key: &str, source: usize, target: usize) -> bool {
-        let Ok(Some((value, _))) = self.nodes[source].gets(key).await else {
-            return false;
+    async fn copy_one(&self, key: &str, source: usize, target: usize) -> Copy {
+        let value = match self.nodes[source].gets(key).await {
+            Ok(Some((value, _))) => value,
+            // Gone meanwhile (expired, removed): nothing to copy.
+            Ok(None) => return Copy::Nothing,
+            Err(_) => return Copy::Failed,
         };
         // The key is a hash: the AOR, needed to check what is read, is in the value.
         let Ok(aor) = record::decode_any(&value).map(|r| r.aor) else {
-            return false;
+            return Copy::Nothing;
         };
         if record::key(&self.prefix, &aor) != key {
-            return false;
+            return Copy::Nothing;
         }
         let _one_at_a_time = self.stripe(key).lock().await;
         for _ in 0..COPY_ATTEMPTS {
             let Ok(theirs) = self.read(source, key, &aor).await else {
-                return false;
+                return Copy::Failed;
             };
             let Ok(mine) = self.read(target, key, &aor).await else {
-                return false;
+                return Copy::Failed;
             };
             let now = now_secs();
             let mut merged = union(&theirs, &mine, &aor, now);
             if merged.bindings.is_empty() || mine.1.as_ref().is_some_and(|(r, _)| *r == merged) {
-                return false;
+                return Copy::Nothing;
             }
             match self.write_all(&[mine], key, &mut merged, now).await {
-                Ok(w) if matches!(w.first(), Some(Ok(Write::Stored(_)))) => return true,
+                Ok(w) if matches!(w.first(), Some(Ok(Write::Stored(_)))) => return Copy::Copied,
                 // A CAS conflict: someone wrote meanwhile, read both again.
                 Ok(w) if matches!(w.first(), Some(Ok(_))) => continue,
-                _ => return false,
+                _ => return Copy::Failed,
             }
         }
-        false
+        Copy::Failed
     }
 
     /// Read repair: write `record` to the replicas that are missing it or hold something
