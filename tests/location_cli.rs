@@ -18,6 +18,16 @@ fn location(args: &[&str], nodes: &str) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// `count` users PREFIX00, PREFIX01... each with one contact (ports from `port`), through `s`.
+fn register_users(ua: &Ua, s: &Sipfarm, prefix: &str, count: u16, port: u16) {
+    for n in 0..count {
+        let user = format!("{prefix}{n:02}");
+        let contact = format!("<sip:{user}@127.0.0.1:{}>", port + n);
+        let reg = ua.register(&user, &[&contact], Some(600), &format!("{prefix}-{n}"), 1);
+        assert_eq!(ua.request(s.addr(), &reg).code, 200);
+    }
+}
+
 #[test]
 fn show_rm_and_add_work_on_the_farms_records() {
     let mc = [Memcached::start(), Memcached::start()];
@@ -127,17 +137,7 @@ fn dump_lists_every_aor_once() {
     let nodes = mc.iter().map(Memcached::addr).collect::<Vec<_>>().join(",");
     let s = Sipfarm::start(&["--memcached", &nodes, "--replicas", "2"]);
     let ua = Ua::new();
-    for n in 0..20 {
-        let user = format!("dump{n:02}");
-        let reg = ua.register(
-            &user,
-            &[&format!("<sip:{user}@127.0.0.1:{}>", 7300 + n)],
-            Some(600),
-            &format!("d{n}"),
-            1,
-        );
-        assert_eq!(ua.request(s.addr(), &reg).code, 200);
-    }
+    register_users(&ua, &s, "dump", 20, 7300);
     // Lookups move items between memcached's LRUs: `lru_crawler metadump all` then misses
     // some of them (it walks the LRUs); the listing must not.
     for _ in 0..3 {
@@ -173,17 +173,7 @@ fn farm_check_finds_and_repairs_missing_replicas() {
     let nodes = mc.iter().map(Memcached::addr).collect::<Vec<_>>().join(",");
     let s = Sipfarm::start(&["--memcached", &nodes, "--replicas", "2"]);
     let ua = Ua::new();
-    for n in 0..30 {
-        let user = format!("chk{n:02}");
-        let reg = ua.register(
-            &user,
-            &[&format!("<sip:{user}@127.0.0.1:{}>", 7400 + n)],
-            Some(600),
-            &format!("c{n}"),
-            1,
-        );
-        assert_eq!(ua.request(s.addr(), &reg).code, 200);
-    }
+    register_users(&ua, &s, "chk", 30, 7400);
     drop(s);
     let check = |args: &[&str]| {
         let out = Command::new(sipfarm_bin())
