@@ -7,6 +7,7 @@ use super::merge::merge;
 use crate::clock::now_secs;
 use crate::location::record::key;
 use crate::location::{Aor, Record};
+use std::collections::BTreeMap;
 
 /// One owner's replica: its node, and what it holds (None: nothing; Err: why it could not
 /// be read).
@@ -70,15 +71,17 @@ pub struct Dump {
     pub unlisted: Vec<String>,
 }
 
+/// Every record each node holds, by key: (node, record) for each copy, as stored; and the
+/// nodes that could not be listed.
+type Copies = (BTreeMap<String, Vec<(usize, Record)>>, Vec<String>);
+
 impl Farm {
-    /// Every record in the farm, walking each node's keys (`lru_crawler metadump`), merged
-    /// across replicas, expired entries pruned, empty ones left out; in AOR order.
-    pub(crate) async fn dump(&self) -> Dump {
+    /// Walk each node's keys (`lru_crawler metadump hash`) and read every record there.
+    async fn copies(&self) -> Copies {
         use futures::StreamExt;
-        let now = now_secs();
-        let mut by_aor: std::collections::BTreeMap<String, Vec<Record>> = Default::default();
+        let mut held: BTreeMap<String, Vec<(usize, Record)>> = BTreeMap::new();
         let mut unlisted = Vec::new();
-        for node in &self.nodes {
+        for (i, node) in self.nodes.iter().enumerate() {
             let keys = match crate::location::admin::keys(&node.addr, &self.prefix, DUMP_LIST).await
             {
                 Ok(k) => k,
@@ -87,29 +90,39 @@ impl Farm {
                     continue;
                 }
             };
-            let found: Vec<Record> = futures::stream::iter(keys)
+            let found: Vec<(String, Record)> = futures::stream::iter(keys)
                 .map(|k| async move {
                     let (value, _) = node.gets(&k).await.ok()??;
                     let r = crate::location::record::decode_any(&value).ok()?;
                     // The key is a hash of the AOR: a value under another key is not it.
-                    (key(&self.prefix, &r.aor) == k).then_some(r)
+                    (key(&self.prefix, &r.aor) == k).then_some((k, r))
                 })
                 .buffer_unordered(16)
                 .filter_map(|r| async move { r })
                 .collect()
                 .await;
-            for r in found {
-                by_aor.entry(r.aor.clone()).or_default().push(r);
+            for (k, r) in found {
+                held.entry(k).or_default().push((i, r));
             }
         }
-        let records = by_aor
-            .into_iter()
-            .filter_map(|(aor, replicas)| {
-                let mut m = merge(replicas.iter(), &aor);
+        (held, unlisted)
+    }
+
+    /// Every record in the farm, merged across replicas, expired entries pruned, empty ones
+    /// left out; in AOR order.
+    pub(crate) async fn dump(&self) -> Dump {
+        let now = now_secs();
+        let (held, unlisted) = self.copies().await;
+        let mut records: Vec<Record> = held
+            .into_values()
+            .filter_map(|copies| {
+                let aor = copies[0].1.aor.clone();
+                let mut m = merge(copies.iter().map(|(_, r)| r), &aor);
                 m.prune(now);
                 (!m.bindings.is_empty()).then_some(m)
             })
             .collect();
+        records.sort_by(|a, b| a.aor.cmp(&b.aor));
         Dump { records, unlisted }
     }
 }
@@ -137,32 +150,11 @@ impl Farm {
     /// merge of every copy is written to each owner (CAS, as any write); copies on other
     /// nodes are left to expire (harmless: the owners now hold their merge).
     pub(crate) async fn check(&self, repair: bool) -> Check {
-        use futures::StreamExt;
         let now = now_secs();
-        let mut held: std::collections::BTreeMap<String, Vec<(usize, Record)>> = Default::default();
-        let mut unlisted = Vec::new();
-        for (i, node) in self.nodes.iter().enumerate() {
-            let keys = match crate::location::admin::keys(&node.addr, &self.prefix, DUMP_LIST).await
-            {
-                Ok(k) => k,
-                Err(e) => {
-                    unlisted.push(format!("{}: {e}", node.addr));
-                    continue;
-                }
-            };
-            let found: Vec<(String, Record)> = futures::stream::iter(keys)
-                .map(|k| async move {
-                    let (value, _) = node.gets(&k).await.ok()??;
-                    let r = crate::location::record::decode_any(&value).ok()?;
-                    (key(&self.prefix, &r.aor) == k).then_some((k, r))
-                })
-                .buffer_unordered(16)
-                .filter_map(|r| async move { r })
-                .collect()
-                .await;
-            for (k, mut r) in found {
+        let (mut held, unlisted) = self.copies().await;
+        for copies in held.values_mut() {
+            for (_, r) in copies.iter_mut() {
                 r.prune(now);
-                held.entry(k).or_default().push((i, r));
             }
         }
         let records = held.len();
