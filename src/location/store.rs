@@ -78,36 +78,32 @@ fn farm_config(mc: &MemcachedConfig, connections: usize) -> FarmConfig {
 // Each arm calls the store behind its Arc directly (`**`), so that this does not depend on
 // `LocationStore for Arc<T>`.
 impl Store {
-    /// Each owner's replica of `aor` and their merge (`sipfarm location show`); the embedded
-    /// store lives inside one instance and cannot be looked at from outside.
-    pub async fn inspect(&self, aor: &Aor) -> Result<super::farm::Inspection, String> {
+    /// The farm, for the operator's commands; the embedded store lives inside one instance
+    /// and cannot be looked at from outside.
+    fn outside(&self) -> Result<&Farm, String> {
         match self {
             Store::Memory(_) => {
                 Err("the embedded store lives inside each instance: give --memcached".into())
             }
-            Store::Farm(f) => Ok(f.inspect(aor).await),
+            Store::Farm(f) => Ok(f),
         }
+    }
+
+    /// Each owner's replica of `aor` and their merge (`sipfarm location show`); the embedded
+    /// store lives inside one instance and cannot be looked at from outside.
+    pub async fn inspect(&self, aor: &Aor) -> Result<super::farm::Inspection, String> {
+        Ok(self.outside()?.inspect(aor).await)
     }
 
     /// Records misplaced or out of step between replicas, mended with `repair`
     /// (`sipfarm farm check`).
     pub async fn check(&self, repair: bool) -> Result<super::farm::Check, String> {
-        match self {
-            Store::Memory(_) => {
-                Err("the embedded store lives inside each instance: give --memcached".into())
-            }
-            Store::Farm(f) => Ok(f.check(repair).await),
-        }
+        Ok(self.outside()?.check(repair).await)
     }
 
     /// Every record in the farm (`sipfarm location dump`).
     pub async fn dump(&self) -> Result<super::farm::Dump, String> {
-        match self {
-            Store::Memory(_) => {
-                Err("the embedded store lives inside each instance: give --memcached".into())
-            }
-            Store::Farm(f) => Ok(f.dump().await),
-        }
+        Ok(self.outside()?.dump().await)
     }
 
     /// Raise the shared counter `name` to `value` for transaction `tx` when `value` is
