@@ -110,32 +110,29 @@ pub async fn ask_instance(instance: SocketAddr) -> Result<InstanceView, String> 
             tokio::time::timeout(Duration::from_millis(700), sock.recv_from(&mut buf)).await
         {
             let text = String::from_utf8_lossy(&buf[..n]);
-            let prefix = format!("{NODE_HEADER}: ");
-            let health = format!("{HEALTH_HEADER}: ");
-            let ring = format!("{RING_HEADER}: ");
+            // The value of our header `name` on each line that has one.
+            let values = |name: &str| {
+                let prefix = format!("{name}: ");
+                text.lines()
+                    .filter_map(move |l| l.strip_prefix(&prefix).map(|v| v.trim().to_owned()))
+                    .collect::<Vec<String>>()
+            };
             let code = text
                 .split_whitespace()
                 .nth(1)
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0);
             return Ok(InstanceView {
-                nodes: text
-                    .lines()
-                    .filter_map(|l| l.strip_prefix(&prefix))
+                nodes: values(NODE_HEADER)
+                    .iter()
                     .filter_map(|v| {
-                        let (addr, state) = v.trim().rsplit_once(' ')?;
+                        let (addr, state) = v.rsplit_once(' ')?;
                         Some((addr.to_owned(), state == "dead"))
                     })
                     .collect(),
                 code,
-                why: text
-                    .lines()
-                    .find_map(|l| l.strip_prefix(&health))
-                    .map(|w| w.trim().to_owned()),
-                ring: text
-                    .lines()
-                    .find_map(|l| l.strip_prefix(&ring))
-                    .map(|w| w.trim().to_owned()),
+                why: values(HEALTH_HEADER).into_iter().next(),
+                ring: values(RING_HEADER).into_iter().next(),
             });
         }
     }
