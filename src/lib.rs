@@ -30,6 +30,7 @@
 //! sip         ground floor: message index over the received bytes, URIs, Via, responses,
 //! clock       edits, the Refusal type; time, the write clock and the event-loop index;
 //! throttle    log lines about dropped input, at most one per call site per interval
+//! live        a value swapped whole by a reload (SIGHUP): users, limits, the farm
 //! ```
 //!
 //! ## The path of one request
@@ -57,12 +58,14 @@
 //! ## Seams
 //! The registrar and proxy decide and return values, the location store stores, the
 //! transport moves bytes and never builds a SIP answer. The registrar never speaks memcached;
-//! the farm never parses SIP. Configuration is read and checked once ([`config`]).
+//! the farm never parses SIP. Configuration is read and checked at start ([`config`]) and again on SIGHUP, which swaps
+//! what can change live (users, limits, the memcached node list) and names what needs a restart.
 
 pub mod auth;
 mod clock;
 pub mod config;
 mod identity;
+mod live;
 pub mod location;
 mod metrics;
 pub mod operate;

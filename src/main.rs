@@ -185,7 +185,10 @@ fn serve(o: &Overrides) -> ExitCode {
         Err(e) => return fail(&e),
     };
     init_logging(&cfg.log_level, cfg.log_json);
-    match sipfarm::server::run(cfg) {
+    // SIGHUP reads the same file with the same flags again.
+    let again = o.clone();
+    let source: sipfarm::server::ConfigSource = Box::new(move || Config::load(&again));
+    match sipfarm::server::run(cfg, Some(source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("clock", 0),
     ("throttle", 0),
     ("metrics", 0),
+    ("live", 0),
     // Moving bytes; storing bindings.
     ("transport", 1),
     ("location", 1),

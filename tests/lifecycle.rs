@@ -136,3 +136,98 @@ fn sighup_reloads_the_users_file() {
         f.log("a")
     );
 }
+
+/// Wait until `log` contains `text` (at most 10 s); its content.
+fn wait_log(log: &std::path::Path, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = std::fs::read_to_string(log).unwrap_or_default();
+        if got.contains(text) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "no {text:?} in the log:\n{got}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGHUP reads the whole configuration again: new `[limits]` apply at once, a node added to
+/// the memcached list joins the farm (a record of the old list is found and copied to it), a
+/// configuration that does not load or whose nodes do not answer is refused and the old one
+/// stays, and settings that need a restart are named.
+#[test]
+fn sighup_reloads_limits_and_the_node_list() {
+    let (mc1, mc2) = (Memcached::start(), Memcached::start());
+    let dir = TempDir::new("sipfarm-reload-");
+    let (config, log) = (dir.join("farm.toml"), dir.join("a.log"));
+    let write = |nodes: &[&Memcached], replicas: u32, extra: &str| {
+        let list: Vec<String> = nodes.iter().map(|m| format!("\"{}\"", m.addr())).collect();
+        let text = format!(
+            "[memcached]\nnodes = [{}]\nreplicas = {replicas}\n{extra}",
+            list.join(", ")
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write(&[&mc1], 1, "");
+    let s = Sipfarm::start_logging_at(
+        &["--config", &config.display().to_string()],
+        &log,
+        "sipfarm=info",
+    );
+    let ua = Ua::new();
+    let reg = |user: &str, n: u32| {
+        let contact = format!("<sip:{user}@127.0.0.1:{}>", 7200 + n);
+        ua.request(
+            s.addr(),
+            &ua.register(user, &[&contact], Some(600), user, n),
+        )
+        .code
+    };
+    assert_eq!(reg("ann", 1), 200);
+    assert_eq!((mc1.records(), mc2.records()), (1, 0));
+
+    // Limits: one request a second from a source (a burst of two).
+    write(&[&mc1], 1, "[limits]\nsource_rate = 1\n");
+    s.proc.signal("HUP");
+    wait_log(&log, "SIGHUP: limits reloaded");
+    let options = ua.options(&format!("sip:127.0.0.1:{}", s.port));
+    let answered = (0..10)
+        .filter(|_| {
+            ua.try_request(s.addr(), &options, Duration::from_millis(100))
+                .is_some()
+        })
+        .count();
+    assert!(answered <= 4, "{answered} of 10 answered at 1/s");
+
+    // The node list grows: mc2 joins, two replicas.
+    write(&[&mc1, &mc2], 2, "");
+    s.proc.signal("HUP");
+    wait_log(&log, "SIGHUP: memcached farm reloaded");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(reg("bob", 2), 200);
+    assert_eq!((mc1.records(), mc2.records()), (2, 1), "bob on both");
+    let query = ua.register("ann", &[], None, "ann-q", 1);
+    let r = ua.request(s.addr(), &query);
+    assert!(r.text.contains("7201"), "ann is still found: {}", r.text);
+    assert_eq!(mc2.records(), 2, "ann copied to the node that joined");
+
+    // Refused whole, the old configuration stays: a bad value, a list no node answers.
+    std::fs::write(&config, "[limits]\nsource_rate = 0\n").unwrap();
+    s.proc.signal("HUP");
+    let text = wait_log(&log, "SIGHUP: configuration refused, the old one stays");
+    assert!(text.contains("limits.source_rate"), "{text}");
+    std::fs::write(&config, "[memcached]\nnodes = [\"127.0.0.1:1\"]\n").unwrap();
+    s.proc.signal("HUP");
+    wait_log(&log, "SIGHUP: memcached node list refused");
+    assert_eq!(reg("cy", 3), 200);
+    assert_eq!(
+        (mc1.records(), mc2.records()),
+        (3, 3),
+        "still on both nodes"
+    );
+
+    // What a reload cannot change is named.
+    write(&[&mc1, &mc2], 2, "[registrar]\nmax_expires = 900\n");
+    s.proc.signal("HUP");
+    let text = wait_log(&log, "take effect only at a restart");
+    assert!(text.contains("registrar"), "{text}");
+}

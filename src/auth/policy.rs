@@ -39,7 +39,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// What `[auth]` configures (None in the configuration: authentication is off).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthConfig {
     pub users_file: PathBuf,
     pub secret_file: PathBuf,
@@ -60,7 +60,7 @@ const LIMITER_CAPACITY: usize = 65_536;
 
 pub(crate) struct Auth {
     /// Swapped whole by a reload (SIGHUP): a request sees the old file or the new one.
-    users: std::sync::RwLock<std::sync::Arc<Users>>,
+    users: crate::live::Live<Users>,
     users_file: PathBuf,
     nonces: NonceKeys,
     limiter: FailureLimiter,
@@ -95,7 +95,7 @@ impl Auth {
             .map_err(|e| format!("{}: {e}", cfg.secret_file.display()))?;
         let drift = super::nonce::DRIFT.as_secs();
         Ok(Auth {
-            users: std::sync::RwLock::new(std::sync::Arc::new(users)),
+            users: crate::live::Live::new(users),
             users_file: cfg.users_file.clone(),
             nonces,
             limiter: FailureLimiter::new(cfg.max_failures, cfg.block, LIMITER_CAPACITY),
@@ -110,16 +110,25 @@ impl Auth {
     }
 
     fn current_users(&self) -> std::sync::Arc<Users> {
-        self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.users.get()
     }
 
     /// Read the users file again (SIGHUP): the new users, or why the file was refused (the
     /// old users stay).
     pub(crate) fn reload_users(&self) -> Result<usize, String> {
-        let users = Users::load(&self.users_file)?;
+        self.read_users().map(|u| self.use_users(u))
+    }
+
+    /// The users file as it is now, not yet in use (a reload checks it first).
+    pub(crate) fn read_users(&self) -> Result<Users, String> {
+        Users::load(&self.users_file)
+    }
+
+    /// Put `users` in place of the current ones; how many there are.
+    pub(crate) fn use_users(&self, users: Users) -> usize {
         let n = users.len();
-        *self.users.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(users);
-        Ok(n)
+        self.users.set(users);
+        n
     }
 
     /// The gate (rules in the module comment). `as_uas`: the request is for this element

@@ -147,7 +147,7 @@ pub struct Overrides {
 }
 
 /// The checked configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: Vec<Listen>,
     /// Lowercased domains this instance is registrar for.

@@ -26,6 +26,7 @@ mod flow;
 pub(crate) use dialog::{RR_PARAM, dialog_tag, from_tag, in_our_dialog};
 pub(crate) use flow::{FLOW_PARAM, FlowRef, RoutedFlow, vouched_to_our_flow};
 
+use crate::live::Live;
 use crate::sip::uri::{host as uri_host, host_port, parse_sip};
 use crate::transport::Proto;
 use hmac::{Hmac, Mac};
@@ -82,8 +83,8 @@ pub(crate) struct Identity {
     /// unspecified address with no advertised address.
     primary: (Option<IpAddr>, Option<IpAddr>),
     /// The farm's memcached nodes: nothing is ever sent there (a SIP request is not a
-    /// memcached command).
-    farm_nodes: Vec<SocketAddr>,
+    /// memcached command). A reload (SIGHUP) with another node list swaps them.
+    farm_nodes: Live<Vec<SocketAddr>>,
     /// The key of what only the farm can write: the MAC of our Via headers (responses) and of
     /// our Record-Route entries (in-dialog requests).
     key: [u8; 32],
@@ -132,7 +133,7 @@ impl Identity {
             aliases: Vec::new(),
             host_addrs: Vec::new(),
             primary: (None, None),
-            farm_nodes: Vec::new(),
+            farm_nodes: Live::default(),
             key: [0; 32],
         }
     }
@@ -178,12 +179,19 @@ impl Identity {
     }
 
     /// The same identity, knowing the addresses of the farm's memcached nodes.
-    pub(crate) fn with_farm_nodes(mut self, nodes: Vec<SocketAddr>) -> Identity {
-        self.farm_nodes = nodes
-            .into_iter()
-            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
-            .collect();
+    pub(crate) fn with_farm_nodes(self, nodes: Vec<SocketAddr>) -> Identity {
+        self.set_farm_nodes(nodes);
         self
+    }
+
+    /// The farm's nodes now are `nodes` (a reload changed the node list).
+    pub(crate) fn set_farm_nodes(&self, nodes: Vec<SocketAddr>) {
+        self.farm_nodes.set(
+            nodes
+                .into_iter()
+                .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+                .collect(),
+        );
     }
 
     /// Is `dest` a memcached node of the farm? Its exact address, whatever the transport;
@@ -196,6 +204,7 @@ impl Identity {
             l.addr.ip().to_canonical() == ip || (l.addr.ip().is_unspecified() && ip.is_loopback())
         });
         self.farm_nodes
+            .get()
             .iter()
             .any(|n| n.ip() == ip && (n.port() == dest.port() || !shared))
     }

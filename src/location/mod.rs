@@ -26,7 +26,7 @@ use std::future::Future;
 use std::time::Duration;
 
 /// What `[memcached]` configures (the farm).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MemcachedConfig {
     /// One pipelined connection per node (true), or the memcache crate's pooled client.
     pub pipeline: bool,

@@ -6,6 +6,7 @@
 use super::farm::{Farm, FarmConfig};
 use super::memory::MemoryStore;
 use super::{LocationStore, MemcachedConfig, Record, StoreError};
+use crate::live::Live;
 use crate::sip::uri::Aor;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,8 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub enum Store {
     Memory(Arc<MemoryStore>),
-    Farm(Arc<Farm>),
+    /// Swapped whole when SIGHUP brings another node list ([`Store::reload_farm`]).
+    Farm(Arc<Live<Farm>>),
 }
 
 impl Store {
@@ -43,8 +45,9 @@ impl Store {
             }
             Some(mc) => {
                 let farm = Arc::new(Farm::connect(farm_config(mc, loops.max(1))).await?);
+                farm.announce_rings().await;
                 farm.spawn_monitor(PROBE_EVERY);
-                Ok(Store::Farm(farm))
+                Ok(Store::Farm(Arc::new(Live::new_arc(farm))))
             }
         }
     }
@@ -55,7 +58,26 @@ impl Store {
         let mut cfg = farm_config(mc, 1);
         (cfg.refresh_cache, cfg.refresh_cache_bytes) = (0, 0);
         let farm = Farm::connect(cfg).await?;
-        Ok(Store::Farm(Arc::new(farm)))
+        farm.announce_rings().await;
+        Ok(Store::Farm(Arc::new(Live::new(farm))))
+    }
+
+    /// SIGHUP with another node list (or other farm settings): a new farm over `mc`, its
+    /// ring id written on every node, swapped in for the next operations; the old one ends
+    /// its monitor and refills and serves only what is in flight. Keys whose owners changed
+    /// are found where they were (a lookup asks the previous owners) and moved by read
+    /// repair. Refused, with the old farm kept, when no node of the new list answers, or
+    /// when this instance runs on the embedded store.
+    pub async fn reload_farm(&self, mc: &MemcachedConfig, loops: usize) -> Result<String, String> {
+        let Store::Farm(slot) = self else {
+            return Err("this instance runs on the embedded store: a restart is needed".into());
+        };
+        let farm = Arc::new(Farm::connect(farm_config(mc, loops.max(1))).await?);
+        farm.claim_rings().await;
+        farm.spawn_monitor(PROBE_EVERY);
+        let ring = farm.ring_id().to_owned();
+        slot.set_arc(farm).retire();
+        Ok(ring)
     }
 }
 
@@ -75,17 +97,17 @@ fn farm_config(mc: &MemcachedConfig, connections: usize) -> FarmConfig {
     }
 }
 
-// Each arm calls the store behind its Arc directly (`**`), so that this does not depend on
+// Each arm calls the store behind its Arc directly (`*`), so that this does not depend on
 // `LocationStore for Arc<T>`.
 impl Store {
     /// The farm, for the operator's commands; the embedded store lives inside one instance
     /// and cannot be looked at from outside.
-    fn outside(&self) -> Result<&Farm, String> {
+    fn outside(&self) -> Result<Arc<Farm>, String> {
         match self {
             Store::Memory(_) => {
                 Err("the embedded store lives inside each instance: give --memcached".into())
             }
-            Store::Farm(f) => Ok(f),
+            Store::Farm(f) => Ok(f.get()),
         }
     }
 
@@ -118,7 +140,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.raise(name, value, tx, ttl)),
-            Store::Farm(f) => f.raise(name, value, tx, ttl).await,
+            Store::Farm(f) => f.get().raise(name, value, tx, ttl).await,
         }
     }
 }
@@ -132,35 +154,35 @@ impl LocationStore for Store {
     {
         match self {
             Store::Memory(m) => (**m).update(aor, change).await,
-            Store::Farm(f) => (**f).update(aor, change).await,
+            Store::Farm(f) => (*f.get()).update(aor, change).await,
         }
     }
 
     async fn lookup(&self, aor: &Aor) -> Result<Option<Record>, StoreError> {
         match self {
             Store::Memory(m) => (**m).lookup(aor).await,
-            Store::Farm(f) => (**f).lookup(aor).await,
+            Store::Farm(f) => (*f.get()).lookup(aor).await,
         }
     }
 
     fn node_states(&self) -> Vec<(String, bool)> {
         match self {
             Store::Memory(_) => Vec::new(),
-            Store::Farm(f) => (**f).node_states(),
+            Store::Farm(f) => (*f.get()).node_states(),
         }
     }
 
     fn ring_id(&self) -> Option<String> {
         match self {
             Store::Memory(_) => None,
-            Store::Farm(f) => Some(f.ring_id().to_owned()),
+            Store::Farm(f) => Some(f.get().ring_id().to_owned()),
         }
     }
 
     fn health(&self) -> Result<(), String> {
         match self {
             Store::Memory(_) => Ok(()),
-            Store::Farm(f) => (**f).health(),
+            Store::Farm(f) => (*f.get()).health(),
         }
     }
 }

@@ -56,7 +56,7 @@ const MAX_TRIES: usize = 8;
 const DIALOG_CREATING: &[&str] = &["INVITE", "SUBSCRIBE", "REFER", "NOTIFY"];
 
 /// What `[proxy]` configures.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
     /// Add Record-Route to dialog-creating requests.
     pub record_route: bool,

@@ -23,7 +23,7 @@ pub(crate) use lookup::{Target, lookup};
 pub(crate) use save::save;
 
 /// What `[registrar]` configures.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RegistrarConfig {
     pub min_expires: u32,
     pub max_expires: u32,

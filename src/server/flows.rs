@@ -12,21 +12,29 @@ use crate::sip::uri::Aor;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// AORs remembered for one connection.
 const PER_CONNECTION: usize = 8;
 
 pub(crate) struct TcpFlows {
     by_remote: Mutex<HashMap<SocketAddr, Vec<Aor>>>,
-    max_connections: usize,
+    /// `limits.max_connections`, changed live by a reload.
+    max_connections: AtomicUsize,
 }
 
 impl TcpFlows {
     pub(crate) fn new(max_connections: usize) -> TcpFlows {
         TcpFlows {
             by_remote: Mutex::new(HashMap::new()),
-            max_connections,
+            max_connections: AtomicUsize::new(max_connections),
         }
+    }
+
+    /// One entry per connection the instance may hold: `max_connections` (SIGHUP).
+    pub(crate) fn set_max_connections(&self, max_connections: usize) {
+        self.max_connections
+            .store(max_connections, Ordering::Relaxed);
     }
 
     /// A REGISTER for `aor` over the connection from `remote` was answered; `holds`: bindings
@@ -42,7 +50,7 @@ impl TcpFlows {
             }
             return;
         }
-        if !map.contains_key(&remote) && map.len() >= self.max_connections {
+        if !map.contains_key(&remote) && map.len() >= self.max_connections.load(Ordering::Relaxed) {
             return;
         }
         let list = map.entry(remote).or_default();

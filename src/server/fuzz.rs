@@ -225,7 +225,14 @@ fn new_state(cfg: &Config) -> State {
     // `Store::open(None, _)` without its sweeper task: one per reset would pile up on the
     // runtime, and nothing expires within a feed anyway.
     let store = Store::Memory(Arc::new(MemoryStore::new()));
-    let server = Arc::new(Server::new(cfg.clone(), identity, store, auth, Vec::new()));
+    let server = Arc::new(Server::new(
+        cfg.clone(),
+        identity,
+        store,
+        auth,
+        Vec::new(),
+        None,
+    ));
     let (conn, rx) = Conn::new(std::net::SocketAddr::from(([127, 0, 0, 1], 5099)), 1 << 20);
     State {
         server,

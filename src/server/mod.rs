@@ -15,21 +15,24 @@ mod flows;
 #[doc(hidden)]
 pub mod fuzz;
 mod metrics;
+mod reload;
 mod run;
 mod send;
 
+pub use reload::ConfigSource;
 pub use run::{check, run};
 
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::live::Live;
 use crate::location::Store;
 use crate::proxy::{Forward, Proxy};
 use crate::sip::response::Refusal;
 use crate::sip::{Framing, Message, ParseError};
 use crate::throttle::throttled_info;
 use crate::transport::admission::SourceRate;
-use crate::transport::{Connections, Handler, Peer, Proto};
+use crate::transport::{Connections, Handler, Limits, Peer, Proto};
 use bytes::Bytes;
 use flows::TcpFlows;
 use std::sync::Arc;
@@ -52,7 +55,14 @@ pub(crate) enum Outcome {
 }
 
 pub(crate) struct Server {
+    /// The configuration read at start: what needs a restart to change.
     cfg: Config,
+    /// `[limits]` now (SIGHUP swaps them).
+    limits: Arc<Live<Limits>>,
+    /// Where SIGHUP reads the configuration again (None: it only reads the users file).
+    source: Option<ConfigSource>,
+    /// The configuration in effect: the one read at start with what reloads changed live.
+    applied: std::sync::Mutex<Config>,
     identity: Arc<Identity>,
     store: Store,
     proxy: Proxy,
@@ -80,6 +90,7 @@ impl Server {
         store: Store,
         auth: Option<Auth>,
         udp: Vec<Arc<UdpSocket>>,
+        source: Option<ConfigSource>,
     ) -> Server {
         let proxy = Proxy::new(&cfg.proxy, identity.clone(), cfg.limits.max_dns_lookups);
         let trusted = cfg
@@ -91,6 +102,9 @@ impl Server {
         let admission = Arc::new(SourceRate::new(cfg.limits.source_rate, per_source, trusted));
         let cfg_max_connections = cfg.limits.max_connections;
         Server {
+            limits: Arc::new(Live::new(cfg.limits.clone())),
+            source,
+            applied: std::sync::Mutex::new(cfg.clone()),
             admission,
             in_flight: AtomicUsize::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -109,7 +123,7 @@ impl Server {
         crate::transport::tcp::Settings {
             max_message: self.cfg.max_message_size,
             idle: self.cfg.tcp_idle_timeout,
-            limits: self.cfg.limits.clone(),
+            limits: self.limits.clone(),
             table: self.conns.clone(),
         }
     }
@@ -137,7 +151,7 @@ impl<'a> InFlight<'a> {
     fn enter(server: &'a Server) -> Option<InFlight<'a>> {
         let n = server.in_flight.fetch_add(1, Ordering::Relaxed);
         let slot = InFlight(&server.in_flight);
-        (n < server.cfg.limits.max_in_flight).then_some(slot)
+        (n < server.limits.get().max_in_flight).then_some(slot)
     }
 }
 

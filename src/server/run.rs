@@ -29,7 +29,7 @@ fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
 /// store and one connection table. A request never hops between threads: the task that
 /// reads it answers it. Errors (a socket that cannot be bound, no memcached node answering)
 /// are returned for `main` to print; they happen before anything is served.
-pub fn run(cfg: Config) -> Result<(), String> {
+pub fn run(cfg: Config, source: Option<super::ConfigSource>) -> Result<(), String> {
     let threads = cfg.threads.max(1);
     let rt = current_thread_runtime()?;
     let (first, server) = rt.block_on(async {
@@ -42,7 +42,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             ),
             None => None,
         };
-        let server = build(cfg, &first).await?;
+        let server = build(cfg, &first, source).await?;
         if let Some(l) = metrics {
             if let Ok(addr) = l.local_addr() {
                 tracing::info!(%addr, "Prometheus metrics at GET /metrics");
@@ -82,7 +82,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
 }
 
 /// The store and server, built once and shared by every runtime.
-async fn build(cfg: Config, sockets: &Sockets) -> Result<Arc<Server>, String> {
+async fn build(
+    cfg: Config,
+    sockets: &Sockets,
+    source: Option<super::ConfigSource>,
+) -> Result<Arc<Server>, String> {
     let key = crate::identity::load_key(cfg.secret_file.as_deref())?;
     let mut identity = Identity::of_instance(
         cfg.domains.clone(),
@@ -126,6 +130,7 @@ async fn build(cfg: Config, sockets: &Sockets) -> Result<Arc<Server>, String> {
         store,
         auth,
         sockets.udp.clone(),
+        source,
     )))
 }
 
@@ -188,7 +193,7 @@ async fn warn_unresolvable_farm_uri(farm_uri: String, dns_server: Option<SocketA
 const FARM_URI_CHECK: Duration = Duration::from_secs(5);
 
 /// The IP addresses of the memcached nodes (names resolved once, at start).
-async fn farm_node_addresses(cfg: &Config) -> Vec<SocketAddr> {
+pub(super) async fn farm_node_addresses(cfg: &Config) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for (node, _) in cfg.memcached.iter().flat_map(|m| m.nodes.iter()) {
         match tokio::net::lookup_host(node.as_str()).await {
@@ -245,7 +250,7 @@ fn open_auth(cfg: &Config) -> Result<Option<Auth>, String> {
 }
 
 /// SIGTERM or SIGINT: tell every event loop to stop reading and drain. SIGHUP: read the
-/// users file again (an unreadable one is refused with a log line, the old users stay).
+/// configuration again and apply what can change live (`reload`).
 async fn on_signals(stop: tokio::sync::watch::Sender<bool>, server: Arc<Server>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -260,7 +265,7 @@ async fn on_signals(stop: tokio::sync::watch::Sender<bool>, server: Arc<Server>)
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => reload(&server),
+            _ = hup.recv() => server.reload().await,
         }
     };
     tracing::info!(
@@ -268,17 +273,6 @@ async fn on_signals(stop: tokio::sync::watch::Sender<bool>, server: Arc<Server>)
         "shutting down: no new requests, draining those in flight"
     );
     let _ = stop.send(true);
-}
-
-/// SIGHUP: what can change without a restart.
-fn reload(server: &Server) {
-    match &server.auth {
-        Some(auth) => match auth.reload_users() {
-            Ok(n) => tracing::info!(users = n, "SIGHUP: users file reloaded"),
-            Err(e) => tracing::error!(error = %e, "SIGHUP: users file refused, the old users stay"),
-        },
-        None => tracing::info!("SIGHUP: nothing to reload (authentication is off)"),
-    }
 }
 
 /// After the stop: wait for the requests in flight (at most `server.shutdown_timeout`).

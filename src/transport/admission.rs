@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 const SHARDS: usize = 16;
 /// Sources remembered per shard; a full shard forgets its idle sources first.
@@ -17,8 +18,9 @@ const PER_SHARD: usize = 4096;
 
 /// A token bucket per source address: `rate` per second, bursts up to twice that.
 pub(crate) struct SourceRate {
-    rate: u64,
-    max_in_flight: u32,
+    /// Requests per second (changed live by a reload, like `max_in_flight`).
+    rate: AtomicU64,
+    max_in_flight: AtomicU32,
     exempt: Vec<IpNet>,
     shards: Vec<Mutex<HashMap<IpAddr, Bucket>>>,
 }
@@ -54,11 +56,19 @@ impl Drop for Ticket {
 impl SourceRate {
     pub(crate) fn new(rate: u32, max_in_flight: u32, exempt: Vec<IpNet>) -> SourceRate {
         SourceRate {
-            rate: u64::from(rate.max(1)),
-            max_in_flight: max_in_flight.max(1),
+            rate: AtomicU64::new(u64::from(rate.max(1))),
+            max_in_flight: AtomicU32::new(max_in_flight.max(1)),
             exempt,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
+    }
+
+    /// New bounds (SIGHUP): buckets keep their tokens, capped by the new burst at their next
+    /// request.
+    pub(crate) fn set_limits(&self, rate: u32, max_in_flight: u32) {
+        self.rate.store(u64::from(rate.max(1)), Ordering::Relaxed);
+        self.max_in_flight
+            .store(max_in_flight.max(1), Ordering::Relaxed);
     }
 
     /// May a request from `ip` be handled now? Its ticket, held while it is handled.
@@ -87,21 +97,22 @@ impl SourceRate {
 
     /// One token of `ip`'s bucket, and with `hold` a place among its requests in flight.
     fn take(&self, ip: IpAddr, now_ms: u64, hold: bool) -> bool {
-        let burst = self.rate * 2 * 1000;
+        let rate = self.rate.load(Ordering::Relaxed);
+        let burst = rate * 2 * 1000;
         let i = shard_of(ip);
         let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
         if shard.len() >= PER_SHARD && !shard.contains_key(&ip) {
-            forget_idle(&mut shard, now_ms, self.rate);
+            forget_idle(&mut shard, now_ms, rate);
         }
         let b = shard.entry(ip).or_insert(Bucket {
             tokens: burst,
             last_ms: now_ms,
             in_flight: 0,
         });
-        let refill = now_ms.saturating_sub(b.last_ms) * self.rate;
+        let refill = now_ms.saturating_sub(b.last_ms) * rate;
         b.tokens = (b.tokens + refill).min(burst);
         b.last_ms = now_ms;
-        if b.tokens < 1000 || (hold && b.in_flight >= self.max_in_flight) {
+        if b.tokens < 1000 || (hold && b.in_flight >= self.max_in_flight.load(Ordering::Relaxed)) {
             return false;
         }
         b.tokens -= 1000;

@@ -19,6 +19,7 @@
 use super::conn::{Link, Slot, torn_down};
 use super::{Conn, Connections, Handler, Limits, Peer, Proto, ReplyPath};
 use crate::clock::now_secs;
+use crate::live::Live;
 use crate::sip::{self, FrameScan, ParseError};
 use crate::throttle::throttled_info;
 use bytes::{Buf, Bytes, BytesMut};
@@ -35,16 +36,17 @@ use tokio::time::Instant;
 pub(crate) struct Settings {
     pub max_message: usize,
     pub idle: Duration,
-    pub limits: Limits,
+    /// The limits now: a reload (SIGHUP) applies to the next accept, dial and message.
+    pub limits: Arc<Live<Limits>>,
     pub table: Arc<Connections>,
 }
 
 /// Accept forever; a connection past the limits is reset at once, before anything is read.
 pub(crate) async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, settings: Settings) {
-    let limits = &settings.limits;
     loop {
         match listener.accept().await {
             Ok((stream, src)) => {
+                let limits = settings.limits.get();
                 let (total, per_source) =
                     (limits.max_connections, limits.max_connections_per_source);
                 match settings.table.admit(Some(src.ip()), total, per_source) {
@@ -80,11 +82,12 @@ pub(crate) async fn connect<H: Handler>(
     settings: Settings,
 ) -> std::io::Result<Conn> {
     let table = &settings.table;
+    let limits = settings.limits.get();
     let _dial = table
-        .dial(settings.limits.max_dials)
+        .dial(limits.max_dials)
         .ok_or_else(|| std::io::Error::other("too many tcp dials under way (max_dials)"))?;
     let slot = table
-        .admit(None, settings.limits.max_connections, 0)
+        .admit(None, limits.max_connections, 0)
         .map_err(|why| std::io::Error::other(why.to_string()))?;
     let stream = tokio::time::timeout(timeout, TcpStream::connect(remote))
         .await
@@ -104,7 +107,7 @@ fn start<H: Handler>(
 ) -> Option<Conn> {
     // A socket that lost its local address is already dead.
     stream.local_addr().ok()?;
-    let (conn, rx) = Conn::new(src, settings.limits.tcp_queue_bytes);
+    let (conn, rx) = Conn::new(src, settings.limits.get().tcp_queue_bytes);
     settings.table.insert(src, &conn);
     tokio::spawn(connection(
         stream,
@@ -131,7 +134,7 @@ async fn connection<H: Handler>(
 ) {
     let (rd, wr) = stream.into_split();
     let link = conn.link().clone();
-    let write_timeout = settings.limits.tcp_write_timeout;
+    let write_timeout = settings.limits.get().tcp_write_timeout;
     let mut writer = tokio::spawn(write_loop(wr, rx, link.clone(), write_timeout));
     read_loop(rd, src, &conn, &handler, &settings).await;
     settings.table.remove(src, conn.id);
@@ -266,7 +269,7 @@ impl Input {
     /// its partial-message deadline; between messages, the idle timeout runs.
     fn deadline(&self, settings: &Settings) -> Instant {
         match self.partial_since {
-            Some(t) => t + settings.limits.partial_message_timeout,
+            Some(t) => t + settings.limits.get().partial_message_timeout,
             None => self.active_at + settings.idle,
         }
     }

@@ -73,7 +73,7 @@ fn settings(table: &Arc<Connections>, limits: Limits) -> tcp::Settings {
     tcp::Settings {
         max_message: 65536,
         idle: Duration::from_secs(60),
-        limits,
+        limits: Arc::new(crate::live::Live::new(limits)),
         table: table.clone(),
     }
 }

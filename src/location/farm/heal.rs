@@ -66,7 +66,7 @@ impl Farm {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            while !farm.retired() {
                 tick.tick().await;
                 for i in 0..farm.nodes.len() {
                     farm.probe(i).await;
@@ -166,6 +166,9 @@ impl Farm {
     /// others wait for it to be done.
     async fn refill_until_complete(&self, target: usize) {
         for pass in 1..=REFILL_PASSES {
+            if self.retired() {
+                return;
+            }
             match self.refill_lease(target).await {
                 Lease::Done => {
                     tracing::warn!(node = %self.nodes[target].addr, "refilled by another instance");

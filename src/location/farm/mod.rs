@@ -85,6 +85,8 @@ pub struct Farm {
     refills: Vec<std::sync::Mutex<heal::RefillGate>>,
     /// This process among the farm's instances (the refill lease, see `lease`).
     id: String,
+    /// Replaced by a reload (SIGHUP): background work stops.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Farm {
@@ -125,11 +127,41 @@ impl Farm {
             refills: (0..cfg.nodes.len()).map(|_| Default::default()).collect(),
             refresh: RefreshCache::new(cfg.refresh_cache, cfg.refresh_cache_bytes),
             id: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
+            retired: Default::default(),
         };
-        for i in 0..farm.nodes.len() {
-            farm.announce_ring(i).await;
-        }
         Ok(farm)
+    }
+
+    /// Write this instance's ring id on every node that has none (see `announce_ring`).
+    pub(crate) async fn announce_rings(&self) {
+        for i in 0..self.nodes.len() {
+            self.announce_ring(i).await;
+        }
+    }
+
+    /// A reload changed the node list on purpose: this list's ring id replaces the one on
+    /// every node (instances not reloaded yet show the old one in `farm status`).
+    pub(crate) async fn claim_rings(&self) {
+        let (key, mine) = (self.ring_key(), self.ring.identity().as_bytes());
+        for node in &self.nodes {
+            let cas = match node.gets(&key).await {
+                Ok(Some((theirs, _))) if theirs == mine => continue,
+                Ok(Some((_, cas))) => Some(cas),
+                Ok(None) => None,
+                Err(_) => continue,
+            };
+            let _ = node.store(&key, mine, RING_TTL, cas).await;
+        }
+    }
+
+    /// Replaced by a reload: the monitor and refills stop; operations in flight finish.
+    pub(crate) fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(super) fn retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The ring id of this instance's node list.
