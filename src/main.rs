@@ -66,7 +66,8 @@ enum LocationCommand {
         aor: String,
         #[arg(value_name = "CONTACT")]
         contact: String,
-        /// Seconds until it expires (1 to 2592000: memcached's longest relative TTL).
+        /// Seconds until it expires (1 to 2592000: memcached's longest relative TTL), or 0:
+        /// kept until removed (renewed in memcached by the instances).
         #[arg(long, value_name = "S")]
         expires: u32,
         #[command(flatten)]
@@ -263,11 +264,16 @@ fn location(cmd: &LocationCommand) -> ExitCode {
             LocationCommand::Add {
                 contact, expires, ..
             } => {
-                if !(1..=2_592_000).contains(expires) {
-                    return Err(format!("--expires {expires}: 1 to 2592000 seconds"));
+                if *expires > 2_592_000 {
+                    return Err(format!(
+                        "--expires {expires}: 1 to 2592000 seconds, or 0 (until removed)"
+                    ));
                 }
                 sipfarm::operate::add(&store, &aor, contact, *expires).await?;
-                Ok(format!("{aor}: {contact} bound for {expires} s\n"))
+                Ok(match expires {
+                    0 => format!("{aor}: {contact} bound until removed\n"),
+                    s => format!("{aor}: {contact} bound for {s} s\n"),
+                })
             }
         }
     });

@@ -39,10 +39,14 @@ fn binding_line(out: &mut String, b: &Binding, now: u64) {
     };
     let _ = writeln!(
         out,
-        "  <{}>{}\n    expires in {} s, q {q}, source {}, flow {flow}, call-id {}, cseq {}",
+        "  <{}>{}\n    {}, q {q}, source {}, flow {flow}, call-id {}, cseq {}",
         b.contact,
         b.params,
-        b.expires_at.saturating_sub(now),
+        if b.until_removed() {
+            "kept until removed".to_owned()
+        } else {
+            format!("expires in {} s", b.expires_at.saturating_sub(now))
+        },
         if b.source.is_empty() { "-" } else { &b.source },
         b.call_id,
         b.cseq
@@ -116,7 +120,7 @@ pub async fn remove(store: &Store, aor: &Aor, contact: Option<&str>) -> Result<u
 }
 
 /// `location add AOR CONTACT --expires S`: a binding written by the operator (a gateway, say),
-/// replacing one with an equal contact.
+/// replacing one with an equal contact; `--expires 0` keeps it until it is removed.
 pub async fn add(store: &Store, aor: &Aor, contact: &str, expires: u32) -> Result<(), String> {
     let uri = contact.trim().trim_start_matches('<').trim_end_matches('>');
     if !(uri.starts_with("sip:") || uri.starts_with("sips:"))
@@ -135,7 +139,10 @@ pub async fn add(store: &Store, aor: &Aor, contact: &str, expires: u32) -> Resul
             let b = Binding {
                 contact: uri.to_owned(),
                 params: String::new(),
-                expires_at: now + u64::from(expires),
+                expires_at: match expires {
+                    0 => crate::location::UNTIL_REMOVED,
+                    s => now + u64::from(s),
+                },
                 q: None,
                 call_id: "sipfarm-location-add".to_owned(),
                 cseq,
@@ -174,7 +181,8 @@ pub fn render_dump(dump: &crate::location::farm::Dump, json: bool) -> String {
                     .map(|b| {
                         serde_json::json!({
                             "contact": b.contact,
-                            "expires_in": b.expires_at.saturating_sub(now),
+                            "expires_in": (!b.until_removed()).then(|| b.expires_at.saturating_sub(now)),
+                            "until_removed": b.until_removed(),
                             "q": b.q.map(|q| f64::from(q) / 1000.0),
                             "source": b.source,
                             "call_id": b.call_id,

@@ -214,3 +214,84 @@ fn farm_check_finds_and_repairs_missing_replicas() {
     let (code, text) = check(&[]);
     assert_eq!((code, text.trim()), (0, "30 records, 0 with problems"));
 }
+
+/// The record key on `mc` (the only one that is not the ring id or a lease) and the seconds
+/// its item has left (`mg KEY t`).
+fn record_ttl(mc: &Memcached) -> (String, i64) {
+    let dump = mc.command("lru_crawler metadump hash\r\n");
+    let key = dump
+        .lines()
+        .filter_map(|l| l.strip_prefix("key=")?.split(' ').next())
+        .find(|k| !k.contains("ring") && !k.contains("lease"))
+        .unwrap_or_else(|| panic!("no record key in {dump}"))
+        .replace("%3A", ":")
+        .replace("%3a", ":");
+    let answer = mc.command(&format!("mg {key} t\r\n"));
+    let ttl = answer
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix('t')?.parse().ok())
+        .unwrap_or_else(|| panic!("no TTL in {answer:?}"));
+    (key, ttl)
+}
+
+/// `location add --expires 0`: a binding kept until removed, stored with memcached's longest
+/// TTL (30 days) and renewed by the instances: an item with 1000 s left is back to 30 days
+/// soon after an instance starts. Phones are told 2^32-1 seconds; a removal leaves a tombstone.
+#[test]
+fn a_binding_added_with_expires_0_is_kept_until_removed() {
+    let mc = [Memcached::start(), Memcached::start()];
+    let nodes = mc.iter().map(Memcached::addr).collect::<Vec<_>>().join(",");
+    let gw = "sip:gw@127.0.0.1:7390";
+    let (code, text) = location(&["add", "gw@example.test", gw, "--expires", "0"], &nodes);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("bound until removed"), "{text}");
+    let (_, text) = location(&["show", "gw@example.test"], &nodes);
+    assert!(text.contains("kept until removed"), "{text}");
+    for m in &mc {
+        let (key, ttl) = record_ttl(m);
+        assert!(ttl > 2_590_000, "{ttl}");
+        assert!(
+            m.command(&format!("touch {key} 1000\r\n"))
+                .starts_with("TOUCHED")
+        );
+        assert!(record_ttl(m).1 <= 1000);
+    }
+
+    let s = Sipfarm::start(&["--memcached", &nodes, "--replicas", "2"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while mc.iter().any(|m| record_ttl(m).1 < 2_590_000) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not renewed: {:?}",
+            mc.iter().map(record_ttl).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!(
+        "renewed {:?} before the deadline",
+        deadline - std::time::Instant::now()
+    );
+    let ua = Ua::new();
+    let query = ua.register("gw", &[], None, "gw-q", 1);
+    let r = ua.request(s.addr(), &query);
+    assert_eq!(r.code, 200, "{}", r.text);
+    assert!(
+        r.text
+            .contains("<sip:gw@127.0.0.1:7390>;expires=4294967295"),
+        "{}",
+        r.text
+    );
+
+    let (code, text) = location(&["rm", "gw@example.test"], &nodes);
+    assert_eq!(code, 0, "{text}");
+    let (_, text) = location(&["show", "gw@example.test"], &nodes);
+    assert!(text.contains("0 bindings, 1 tombstone"), "{text}");
+    let r = ua.request(s.addr(), &ua.register("gw", &[], None, "gw-q", 2));
+    assert!(!r.text.contains("7390"), "{}", r.text);
+    // The tombstone's record lives the longest TTL from the removal: longer than any replica
+    // that might still hold the binding (written before it).
+    for m in &mc {
+        let ttl = record_ttl(m).1;
+        assert!(ttl > 2_590_000, "{ttl}");
+    }
+}

@@ -84,6 +84,16 @@ pub async fn stats(addr: &str, timeout: Duration) -> Result<Vec<(String, String)
 /// were looked up by would leave exactly the active users on one node. Servers without the
 /// hash walk (before 1.6.?) answer an error: then `all`, said in the log.
 pub async fn keys(addr: &str, prefix: &str, timeout: Duration) -> Result<Vec<String>, String> {
+    let listed = keys_with_expiry(addr, prefix, timeout).await?;
+    Ok(listed.into_iter().map(|(k, _)| k).collect())
+}
+
+/// Like [`keys`], each with its item's expiry (Unix seconds; -1: never).
+pub async fn keys_with_expiry(
+    addr: &str,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<Vec<(String, i64)>, String> {
     match keys_by(addr, prefix, timeout, b"lru_crawler metadump hash\r\n").await {
         Err(e) if e.starts_with("CLIENT_ERROR") || e.starts_with("ERROR") => {
             crate::throttle::throttled_warn!(node = %addr, answer = %e, "no lru_crawler metadump hash on this memcached: listing by LRU, which can miss keys");
@@ -98,7 +108,7 @@ async fn keys_by(
     prefix: &str,
     timeout: Duration,
     cmd: &[u8],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<(String, i64)>, String> {
     let mut out = Vec::new();
     let mut cut = false;
     command(addr, cmd, timeout, |line| {
@@ -106,11 +116,16 @@ async fn keys_by(
         {
             return Err(line);
         }
-        if let Some(key) = line.strip_prefix("key=").and_then(|l| l.split(' ').next()) {
-            let key = url_decode(key);
+        if let Some(rest) = line.strip_prefix("key=") {
+            let mut fields = rest.split(' ');
+            let key = url_decode(fields.next().unwrap_or_default());
+            let exp = fields
+                .find_map(|f| f.strip_prefix("exp="))
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(-1);
             if key.starts_with(prefix) {
                 if out.len() < MAX_DUMP_KEYS {
-                    out.push(key);
+                    out.push((key, exp));
                 } else {
                     cut = true;
                 }

@@ -92,7 +92,27 @@ pub struct Flow {
     pub closed: bool,
 }
 
+/// The `expires_at` of a binding kept until it is removed (`sipfarm location add --expires 0`,
+/// a gateway): past any real time. Its record is written with memcached's longest TTL and
+/// renewed by the instances ([`farm`]'s `permanent`).
+pub const UNTIL_REMOVED: u64 = 1 << 52;
+
+/// How long the tombstone of a binding kept until removed lasts: past the longest TTL (30
+/// days) a replica that missed the removal can still have, plus a day.
+const UNTIL_REMOVED_TOMBSTONE: u64 = 31 * 24 * 3600;
+
 impl Binding {
+    /// Kept until removed (see [`UNTIL_REMOVED`]).
+    pub fn until_removed(&self) -> bool {
+        self.expires_at >= UNTIL_REMOVED
+    }
+
+    /// The seconds it has left as a SIP `expires` value (delta-seconds, at most 2^32-1: a
+    /// binding kept until removed says that).
+    pub fn expires_in(&self, now: u64) -> u64 {
+        self.expires_at.saturating_sub(now).min(u64::from(u32::MAX))
+    }
+
     /// Make this binding a tombstone stamped `stamp`: it keeps what identifies and orders it
     /// (contact, instance-id, reg-id, Call-ID, CSeq), not what only a live binding needs
     /// (Path, parameters, source, flow, q): many tombstones, little space.
@@ -103,6 +123,11 @@ impl Binding {
         self.source = String::new();
         self.flow = None;
         self.q = None;
+        if self.until_removed() {
+            // A tombstone forever would keep its record forever: it needs to outlive only
+            // the replicas that may still hold the binding, which expire within 30 days.
+            self.expires_at = stamp / 1000 + UNTIL_REMOVED_TOMBSTONE;
+        }
         self.updated = stamp;
     }
 

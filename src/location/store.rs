@@ -47,6 +47,7 @@ impl Store {
                 let farm = Arc::new(Farm::connect(farm_config(mc, loops.max(1))).await?);
                 farm.announce_rings().await;
                 farm.spawn_monitor(PROBE_EVERY);
+                farm.spawn_renewal();
                 Ok(Store::Farm(Arc::new(Live::new_arc(farm))))
             }
         }
@@ -75,6 +76,7 @@ impl Store {
         let farm = Arc::new(Farm::connect(farm_config(mc, loops.max(1))).await?);
         farm.claim_rings().await;
         farm.spawn_monitor(PROBE_EVERY);
+        farm.spawn_renewal();
         let ring = farm.ring_id().to_owned();
         slot.set_arc(farm).retire();
         Ok(ring)

@@ -455,7 +455,7 @@ fn contact_lines(record: &Record, now: u64, source: &str) -> (String, Option<u64
             contacts,
             "Contact: <{}>;expires={}",
             b.contact,
-            b.expires_at - now
+            b.expires_in(now)
         );
         if let Some(q) = b.q {
             let _ = write!(contacts, ";q={}", format_q(q));

@@ -152,6 +152,15 @@ impl Memcached {
                     if t.ends_with("END\r\n") || t.ends_with("OK\r\n") || t.ends_with("ERROR\r\n") {
                         break;
                     }
+                    // One-line answers: meta commands (`mg`), `touch`.
+                    let last = t.trim_end().rsplit("\r\n").next().unwrap_or_default();
+                    if t.ends_with("\r\n")
+                        && ["HD", "EN", "NF", "TOUCHED", "NOT_FOUND"]
+                            .iter()
+                            .any(|w| last == *w || last.starts_with(&format!("{w} ")))
+                    {
+                        break;
+                    }
                 }
             }
         }
@@ -166,10 +175,14 @@ impl Memcached {
     /// Number of location records stored: the items but the instances' own keys (the ring
     /// id they write at start, a refill lease).
     pub fn records(&self) -> u64 {
-        let own = ["sipfarm:ring", "sipfarm:lease:refill"]
-            .iter()
-            .filter(|k| self.command(&format!("get {k}\r\n")).starts_with("VALUE "))
-            .count() as u64;
+        let own = [
+            "sipfarm:ring",
+            "sipfarm:lease:refill",
+            "sipfarm:lease:renewal",
+        ]
+        .iter()
+        .filter(|k| self.command(&format!("get {k}\r\n")).starts_with("VALUE "))
+        .count() as u64;
         self.items().saturating_sub(own)
     }
 

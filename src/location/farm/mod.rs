@@ -17,13 +17,15 @@
 //! - `placement`: which nodes hold a key, reading and writing its replicas;
 //! - `merge`: merging replicas binding by binding, and the item TTL;
 //! - `heal`: read repair, the health monitor, refilling a node that came back;
-//! - `refresh`: the refresh cache, which makes a refresh one round trip.
+//! - `refresh`: the refresh cache, which makes a refresh one round trip;
+//! - `permanent`: renewing the records of bindings kept until removed.
 
 mod counter;
 mod heal;
 mod inspect;
 mod lease;
 mod merge;
+mod permanent;
 mod placement;
 mod refresh;
 

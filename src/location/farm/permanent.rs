@@ -1,0 +1,128 @@
+//! Bindings kept until removed (`sipfarm location add --expires 0`: a gateway, a trunk).
+//!
+//! memcached keeps an item at most 30 days after its last write (a longer TTL is read as an
+//! absolute time), so the instances renew the records that hold such a binding, as
+//! Kamailio's usrloc keeps its permanent contacts in the database. Every `RENEW_EVERY` one
+//! instance (the first to `add` a lease item on the first live node) walks every node's keys
+//! with their expiry (`lru_crawler metadump hash`); an item with less than `RENEW_BELOW`
+//! left is read on the node that listed it, and when its record holds a live binding kept
+//! until removed, the record is read from every owner, merged (a removal on one replica
+//! wins) and written back to each with its CAS: 30 days again. The walk costs one `gets` per
+//! item in its last 15 days every 6 hours (for a million items, under 50 a second), and
+//! leaves 15 days of margin for instances that are all down.
+
+use super::Farm;
+use super::merge::merge;
+use crate::clock::now_secs;
+use crate::location::admin;
+use crate::location::node::Write;
+use crate::location::record;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often an instance offers to walk the farm.
+const RENEW_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// The first offer after start (plus up to as much again, jittered).
+const FIRST_AFTER: Duration = Duration::from_secs(5);
+/// Items with less than this left are looked at.
+const RENEW_BELOW: i64 = 15 * 24 * 3600;
+/// The walk's lease: one instance per period.
+const LEASE_TTL: u32 = 6 * 3600 - 60;
+/// Deadline of one node's key listing.
+const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Farm {
+    /// Offer to renew the farm's records kept until removed, now and every `RENEW_EVERY`.
+    pub(crate) fn spawn_renewal(self: &Arc<Self>) {
+        let farm = self.clone();
+        tokio::spawn(async move {
+            let jitter = fastrand::u64(..=FIRST_AFTER.as_millis() as u64);
+            tokio::time::sleep(FIRST_AFTER + Duration::from_millis(jitter)).await;
+            while !farm.retired() {
+                if farm.renewal_lease().await {
+                    let (renewed, complete) = farm.renew_kept().await;
+                    tracing::info!(
+                        renewed,
+                        complete,
+                        "records of bindings kept until removed renewed"
+                    );
+                }
+                tokio::time::sleep(RENEW_EVERY).await;
+            }
+        });
+    }
+
+    /// Is the walk of this period ours?
+    async fn renewal_lease(&self) -> bool {
+        let Some(node) = self.nodes.iter().find(|n| n.available()) else {
+            return false;
+        };
+        let key = format!("{}lease:renewal", self.prefix);
+        matches!(
+            node.store(&key, self.id.as_bytes(), LEASE_TTL, None).await,
+            Ok(Write::Stored(_))
+        )
+    }
+
+    /// Walk every node; the records renewed, and whether every node could be listed.
+    async fn renew_kept(&self) -> (usize, bool) {
+        let mut seen = HashSet::new();
+        let (mut renewed, mut complete) = (0, true);
+        for (i, node) in self.nodes.iter().enumerate() {
+            let listed = if node.available() {
+                admin::keys_with_expiry(&node.addr, &self.prefix, LIST_TIMEOUT).await
+            } else {
+                Err("dead".to_owned())
+            };
+            let Ok(keys) = listed else {
+                complete = false;
+                continue;
+            };
+            let now = now_secs() as i64;
+            for (key, exp) in keys {
+                if exp >= 0 && exp - now < RENEW_BELOW && seen.insert(key.clone()) {
+                    renewed += usize::from(self.renew_one(i, &key).await);
+                }
+            }
+        }
+        (renewed, complete)
+    }
+
+    /// Renew `key`, listed by node `source`, if its record holds a live binding kept until
+    /// removed. True when written.
+    async fn renew_one(&self, source: usize, key: &str) -> bool {
+        let Ok(Some((value, _))) = self.nodes[source].gets(key).await else {
+            return false;
+        };
+        let Ok(found) = record::decode_any(&value) else {
+            return false;
+        };
+        let keeps = |r: &crate::location::Record, now| r.live(now).any(|b| b.until_removed());
+        if found.aor.is_empty() || record::key(&self.prefix, &found.aor) != key {
+            return false;
+        }
+        if !keeps(&found, now_secs()) {
+            return false;
+        }
+        let _one_at_a_time = self.stripe(key).lock().await;
+        let Ok((_, replicas)) = self.read_replicas(key, &found.aor).await else {
+            return false;
+        };
+        let now = now_secs();
+        let readable = replicas
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r))
+            .filter(|r| !r.aor.is_empty());
+        // The copy listed too: `source` may be a stand-in that is not an owner now.
+        let mut merged = merge(readable.chain([&found]), &found.aor);
+        merged.prune(now);
+        if !keeps(&merged, now) {
+            return false;
+        }
+        match self.write_all(&replicas, key, &mut merged, now).await {
+            Ok(writes) => writes.iter().any(|w| matches!(w, Ok(Write::Stored(_)))),
+            Err(_) => false,
+        }
+    }
+}
