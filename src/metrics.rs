@@ -57,6 +57,9 @@ pub(crate) struct Metrics {
     pub(crate) tcp_connections: Gauge,
     pub(crate) node_items: Family<Node, Gauge>,
     pub(crate) in_flight: Gauge,
+    /// The farm's census (`location::farm::census`), read at scrape.
+    pub(crate) registrations: Gauge,
+    pub(crate) bindings: Gauge,
     registry: Registry,
 }
 
@@ -84,6 +87,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         tcp_connections: Gauge::default(),
         node_items: Family::default(),
         in_flight: Gauge::default(),
+        registrations: Gauge::default(),
+        bindings: Gauge::default(),
         registry: Registry::default(),
     };
     registry.register(
@@ -150,6 +155,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "requests_in_flight",
         "requests being handled now",
         m.in_flight.clone(),
+    );
+    registry.register(
+        "registrations",
+        "AORs with a live binding in the farm (estimated by the census, every 5 minutes)",
+        m.registrations.clone(),
+    );
+    registry.register(
+        "bindings",
+        "live bindings in the farm (estimated by the census, every 5 minutes)",
+        m.bindings.clone(),
     );
     Metrics { registry, ..m }
 });

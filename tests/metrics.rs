@@ -122,3 +122,43 @@ fn metrics_are_scraped() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics: 'nowhere' is not IP:PORT"));
 }
+
+/// The census: registrations and bindings of the whole farm, taken by one instance (3 to 6 s
+/// after start, then every 5 minutes) and shown by every instance's scrape.
+#[test]
+fn registrations_and_bindings_are_counted_farm_wide() {
+    let mc = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let nodes = mc.iter().map(Memcached::addr).collect::<Vec<_>>().join(",");
+    let ports = [free_port(), free_port()];
+    let farm: Vec<Sipfarm> = ports
+        .iter()
+        .map(|p| {
+            let listen = format!("127.0.0.1:{p}");
+            Sipfarm::start(&["--memcached", &nodes, "--metrics", &listen])
+        })
+        .collect();
+    let ua = Ua::new();
+    // 4 users through instance 0: 7 live bindings; one more removed.
+    for (n, user) in ["ann", "bo", "cy", "di"].iter().enumerate() {
+        let a = format!("<sip:{user}@127.0.0.1:{}>", 7610 + n);
+        let b = format!("<sip:{user}@127.0.0.1:{}>", 7620 + n);
+        let contacts: Vec<&str> = if n == 3 { vec![&a] } else { vec![&a, &b] };
+        let reg = ua.register(user, &contacts, Some(600), user, 1);
+        assert_eq!(ua.request(farm[0].addr(), &reg).code, 200);
+    }
+    let bye = ua.register("ann", &["<sip:ann@127.0.0.1:7620>"], Some(0), "ann", 2);
+    assert_eq!(ua.request(farm[0].addr(), &bye).code, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = get(ports[1], "/metrics");
+        let got = (
+            value(&page, "sipfarm_registrations "),
+            value(&page, "sipfarm_bindings "),
+        );
+        if got == (Some(4.0), Some(6.0)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{got:?}\n{page}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

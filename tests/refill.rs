@@ -119,6 +119,10 @@ fn one_instance_refills_a_node() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(mc[0].records(), 50, "50 records (besides the leases and the ring id)");
+    assert_eq!(
+        mc[0].records(),
+        50,
+        "50 records (besides the leases and the ring id)"
+    );
     drop((a, b));
 }

@@ -41,6 +41,16 @@ impl MemoryStore {
         n
     }
 
+    /// AORs with a live binding, and live bindings (the metrics' census, exact here).
+    pub(crate) fn census(&self) -> (u64, u64) {
+        let now = now_secs();
+        let records = lock(&self.records);
+        records.values().fold((0, 0), |(aors, bindings), r| {
+            let n = r.live(now).count() as u64;
+            (aors + u64::from(n > 0), bindings + n)
+        })
+    }
+
     /// Raise counter `name` to `value` for transaction `tx` (see `Store::raise`).
     pub(crate) fn raise(&self, name: &str, value: u64, tx: u64, ttl: u32) -> bool {
         let now = now_secs();

@@ -48,6 +48,7 @@ impl Store {
                 farm.announce_rings().await;
                 farm.spawn_monitor(PROBE_EVERY);
                 farm.spawn_renewal();
+                farm.spawn_census();
                 Ok(Store::Farm(Arc::new(Live::new_arc(farm))))
             }
         }
@@ -77,6 +78,7 @@ impl Store {
         farm.claim_rings().await;
         farm.spawn_monitor(PROBE_EVERY);
         farm.spawn_renewal();
+        farm.spawn_census();
         let ring = farm.ring_id().to_owned();
         slot.set_arc(farm).retire();
         Ok(ring)
@@ -123,6 +125,21 @@ impl Store {
     /// (`sipfarm farm check`).
     pub async fn check(&self, repair: bool) -> Result<super::farm::Check, String> {
         Ok(self.outside()?.check(repair).await)
+    }
+
+    /// The latest census (None: none taken yet); the embedded store counts at once.
+    pub(crate) async fn census(&self) -> Option<super::farm::Census> {
+        match self {
+            Store::Memory(m) => {
+                let (registrations, bindings) = m.census();
+                Some(super::farm::Census {
+                    registrations,
+                    bindings,
+                    at: crate::clock::now_secs(),
+                })
+            }
+            Store::Farm(f) => f.get().census().await,
+        }
     }
 
     /// Every record in the farm (`sipfarm location dump`).

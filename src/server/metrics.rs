@@ -75,6 +75,14 @@ async fn sample(server: &Server) {
         }
     }
     let m = crate::metrics::get();
+    if let Ok(Some(c)) =
+        tokio::time::timeout(Duration::from_millis(500), server.store.census()).await
+    {
+        m.registrations
+            .set(i64::try_from(c.registrations).unwrap_or(i64::MAX));
+        m.bindings
+            .set(i64::try_from(c.bindings).unwrap_or(i64::MAX));
+    }
     m.tcp_connections.set(server.conns.open() as i64);
     m.in_flight
         .set(server.in_flight.load(std::sync::atomic::Ordering::Relaxed) as i64);

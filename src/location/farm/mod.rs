@@ -18,8 +18,10 @@
 //! - `merge`: merging replicas binding by binding, and the item TTL;
 //! - `heal`: read repair, the health monitor, refilling a node that came back;
 //! - `refresh`: the refresh cache, which makes a refresh one round trip;
-//! - `permanent`: renewing the records of bindings kept until removed.
+//! - `permanent`: renewing the records of bindings kept until removed;
+//! - `census`: counting registrations and bindings for the metrics.
 
+mod census;
 mod counter;
 mod heal;
 mod inspect;
@@ -29,6 +31,7 @@ mod permanent;
 mod placement;
 mod refresh;
 
+pub use census::Census;
 pub use inspect::{Check, Dump, Finding, Inspection, ReplicaView};
 
 use self::merge::{merge, records};

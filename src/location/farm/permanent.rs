@@ -40,7 +40,8 @@ impl Farm {
             let jitter = fastrand::u64(..=FIRST_AFTER.as_millis() as u64);
             tokio::time::sleep(FIRST_AFTER + Duration::from_millis(jitter)).await;
             while !farm.retired() {
-                if farm.renewal_lease().await {
+                let lease = format!("{}lease:renewal", farm.prefix);
+                if farm.first_to_add(&lease, LEASE_TTL).await {
                     let (renewed, complete) = farm.renew_kept().await;
                     tracing::info!(
                         renewed,
@@ -51,18 +52,6 @@ impl Farm {
                 tokio::time::sleep(RENEW_EVERY).await;
             }
         });
-    }
-
-    /// Is the walk of this period ours?
-    async fn renewal_lease(&self) -> bool {
-        let Some(node) = self.nodes.iter().find(|n| n.available()) else {
-            return false;
-        };
-        let key = format!("{}lease:renewal", self.prefix);
-        matches!(
-            node.store(&key, self.id.as_bytes(), LEASE_TTL, None).await,
-            Ok(Write::Stored(_))
-        )
     }
 
     /// Walk every node; the records renewed, and whether every node could be listed.
