@@ -295,3 +295,62 @@ fn a_binding_added_with_expires_0_is_kept_until_removed() {
         assert!(ttl > 2_590_000, "{ttl}");
     }
 }
+
+/// Copies on a node that is not an owner (written with R=3, checked with R=2, as after a
+/// node list or replica change): reported, and retired by `--repair` once the owners hold
+/// the merge; a check afterwards finds nothing and every record is still served.
+#[test]
+fn farm_check_retires_copies_on_non_owners() {
+    let mc = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let nodes = mc.iter().map(Memcached::addr).collect::<Vec<_>>().join(",");
+    let s = Sipfarm::start(&["--memcached", &nodes, "--replicas", "3"]);
+    let ua = Ua::new();
+    register_users(&ua, &s, "own", 10, 7450);
+    drop(s);
+    assert_eq!(mc.iter().map(Memcached::records).sum::<u64>(), 30);
+    let check = |args: &[&str]| {
+        let out = Command::new(sipfarm_bin())
+            .args(["farm", "check"])
+            .args(args)
+            .args(["--memcached", &nodes])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = check(&[]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(text.matches("(not an owner)").count(), 10, "{text}");
+    let (code, text) = check(&["--repair"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("10 repaired"), "{text}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // curr_items counts expired items until they are touched: read every key listed.
+    let live: usize = mc
+        .iter()
+        .map(|m| {
+            let dump = m.command("lru_crawler metadump hash\r\n");
+            dump.lines()
+                .filter_map(|l| l.strip_prefix("key=")?.split(' ').next())
+                .filter(|k| !k.contains("ring") && !k.contains("lease") && !k.contains("census"))
+                .filter(|k| {
+                    let k = k.replace("%3A", ":").replace("%3a", ":");
+                    m.command(&format!("mg {k}\r\n")).starts_with("HD")
+                })
+                .count()
+        })
+        .sum();
+    assert_eq!(live, 20, "two copies of each record left");
+    let (code, text) = check(&[]);
+    assert_eq!((code, text.trim()), (0, "10 records, 0 with problems"));
+    let s = Sipfarm::start(&["--memcached", &nodes, "--replicas", "2"]);
+    for n in 0..10u16 {
+        let r = ua.request(
+            s.addr(),
+            &ua.register(&format!("own{n:02}"), &[], None, "q", 1),
+        );
+        assert!(r.text.contains(&format!("{}", 7450 + n)), "{}", r.text);
+    }
+}

@@ -147,8 +147,8 @@ pub struct Check {
 impl Farm {
     /// Every record whose owners' replicas disagree, are missing on an owner, or sit on a node
     /// that is not an owner (a stand-in's copy, or a node list changed). With `repair`, the
-    /// merge of every copy is written to each owner (CAS, as any write); copies on other
-    /// nodes are left to expire (harmless: the owners now hold their merge).
+    /// merge of every copy is written to each owner (CAS, as any write); once every owner
+    /// holds it, the copies on other nodes are retired (see `retire_copy`).
     pub(crate) async fn check(&self, repair: bool) -> Check {
         let now = now_secs();
         let (mut held, unlisted) = self.copies().await;
@@ -184,8 +184,13 @@ impl Farm {
             if problems.is_empty() {
                 continue;
             }
-            let repaired =
+            let mut repaired =
                 repair && (owners_ok || self.write_owners(&owners, &k, &mut merged).await);
+            if repaired {
+                for (i, _) in copies.iter().filter(|(i, _)| !owners.contains(i)) {
+                    repaired &= self.retire_copy(*i, &k, &aor).await;
+                }
+            }
             findings.push(Finding {
                 aor,
                 problems,
@@ -197,6 +202,30 @@ impl Farm {
             findings,
             unlisted,
         }
+    }
+
+    /// Retire the copy of `key` on node `i`, which is not an owner, once the owners hold the
+    /// merge: it is rewritten, with the CAS it has now, to expire in a second. Not a blind
+    /// delete: an instance that sees an owner dead may be writing there as its stand-in now,
+    /// and its write then wins (the CAS no longer matches) and stays. True when retired or
+    /// gone.
+    async fn retire_copy(&self, i: usize, key: &str, aor: &str) -> bool {
+        let _one_at_a_time = self.stripe(key).lock().await;
+        let Ok((_, found)) = self.read(i, key, aor).await else {
+            return false;
+        };
+        let Some((record, cas)) = found else {
+            return true;
+        };
+        let mut record = record;
+        let Ok(value) = crate::location::record::encode_fitting(&mut record, self.item_limit)
+        else {
+            return false;
+        };
+        matches!(
+            self.nodes[i].store(key, &value, 1, Some(cas)).await,
+            Ok(crate::location::node::Write::Stored(_) | crate::location::node::Write::NotFound)
+        )
     }
 
     /// Write `merged` on every owner, with the CAS each gave back now: true when all stored.
