@@ -84,14 +84,21 @@ impl Farm {
             Ok(stats) => {
                 let restarted = node.new_incarnation(incarnation(&stats));
                 node.probed(Ok(()));
-                if !(was_dead || restarted) {
+                // It answers: the writes it missed go to it now (`hints`), refill or not.
+                self.spawn_replay(i);
+                let overflowed = self.take_overflow(i);
+                if !(was_dead || restarted || overflowed) {
                     return;
                 }
                 if restarted {
                     // Back empty: it has lost the ring id too.
                     self.announce_ring(i).await;
                 }
-                if !self.gate(i).request(restarted, Instant::now()) {
+                // Too many missed writes to remember: a full refill, whatever the rationing.
+                if !self
+                    .gate(i)
+                    .request(restarted || overflowed, Instant::now())
+                {
                     tracing::info!(node = %node.addr, restarted, "memcached node (re)joined: refill under way or done less than 30 s ago");
                     return;
                 }

@@ -17,6 +17,7 @@
 //! - `placement`: which nodes hold a key, reading and writing its replicas;
 //! - `merge`: merging replicas binding by binding, and the item TTL;
 //! - `heal`: read repair, the health monitor, refilling a node that came back;
+//! - `hints`: hinted handoff, the writes an owner missed replayed when it is back;
 //! - `refresh`: the refresh cache, which makes a refresh one round trip;
 //! - `permanent`: renewing the records of bindings kept until removed;
 //! - `census`: counting registrations and bindings for the metrics.
@@ -24,6 +25,7 @@
 mod census;
 mod counter;
 mod heal;
+mod hints;
 mod inspect;
 mod lease;
 mod merge;
@@ -92,6 +94,8 @@ pub struct Farm {
     id: String,
     /// Replaced by a reload (SIGHUP): background work stops.
     retired: std::sync::atomic::AtomicBool,
+    /// Per node: the writes it missed (`hints`).
+    hints: Vec<std::sync::Mutex<hints::Hints>>,
 }
 
 impl Farm {
@@ -133,6 +137,7 @@ impl Farm {
             refresh: RefreshCache::new(cfg.refresh_cache, cfg.refresh_cache_bytes),
             id: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
             retired: Default::default(),
+            hints: (0..cfg.nodes.len()).map(|_| Default::default()).collect(),
         };
         Ok(farm)
     }
@@ -329,6 +334,7 @@ impl Farm {
             return Ok(Some(outcome));
         }
         let writes = self.write_all(&replicas, key, &mut record, now).await?;
+        self.hint_missed(key, aor.as_str(), &replicas, &writes);
         let conflict = writes
             .iter()
             .any(|w| matches!(w, Ok(Write::Conflict | Write::NotFound)));
