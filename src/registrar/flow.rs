@@ -42,6 +42,9 @@ impl Arrival {
         let via_nat = req.top_via().is_ok_and(|v| {
             let port = v.port.unwrap_or(5060);
             match v.host_bare().parse::<IpAddr>() {
+                // Over TCP the source port is the connection's, ephemeral by nature (RFC 3261
+                // 18.1.1: the Via names where the UA listens): only the address tells NAT.
+                Ok(ip) if proto == Proto::Tcp => ip.to_canonical() != src.ip().to_canonical(),
                 Ok(ip) => SocketAddr::new(ip.to_canonical(), port) != canonical(src),
                 // A name in sent-by: nothing to compare (Kamailio's test 2 is about IPs).
                 Err(_) => false,
