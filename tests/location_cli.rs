@@ -222,7 +222,7 @@ fn record_ttl(mc: &Memcached) -> (String, i64) {
     let key = dump
         .lines()
         .filter_map(|l| l.strip_prefix("key=")?.split(' ').next())
-        .find(|k| !k.contains("ring") && !k.contains("lease"))
+        .find(|k| !k.contains("ring") && !k.contains("lease") && !k.contains("census"))
         .unwrap_or_else(|| panic!("no record key in {dump}"))
         .replace("%3A", ":")
         .replace("%3a", ":");

@@ -184,6 +184,11 @@ impl Identity {
         self
     }
 
+    /// The farm's nodes as refused now.
+    pub(crate) fn farm_nodes(&self) -> Vec<SocketAddr> {
+        self.farm_nodes.get().to_vec()
+    }
+
     /// The farm's nodes now are `nodes` (a reload changed the node list).
     pub(crate) fn set_farm_nodes(&self, nodes: Vec<SocketAddr>) {
         self.farm_nodes.set(

@@ -70,12 +70,22 @@ impl Store {
     /// are found where they were (a lookup asks the previous owners) and moved by read
     /// repair. Refused, with the old farm kept, when no node of the new list answers, or
     /// when this instance runs on the embedded store.
-    pub async fn reload_farm(&self, mc: &MemcachedConfig, loops: usize) -> Result<String, String> {
+    /// `old_ring`: the ring id of the list replaced, which the new one may overwrite on the
+    /// nodes (another id there is another instance's list: reported, never overwritten).
+    /// Refused too when the new farm is not healthy (too few of its nodes answer).
+    pub async fn reload_farm(
+        &self,
+        mc: &MemcachedConfig,
+        loops: usize,
+        old_ring: Option<&str>,
+    ) -> Result<String, String> {
         let Store::Farm(slot) = self else {
             return Err("this instance runs on the embedded store: a restart is needed".into());
         };
         let farm = Arc::new(Farm::connect(farm_config(mc, loops.max(1))).await?);
-        farm.claim_rings().await;
+        farm.health()
+            .map_err(|e| format!("the new node list is not healthy: {e}"))?;
+        farm.claim_rings(old_ring).await;
         farm.spawn_monitor(PROBE_EVERY);
         farm.spawn_renewal();
         farm.spawn_census();

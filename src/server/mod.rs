@@ -74,6 +74,10 @@ pub(crate) struct Server {
     admission: Arc<SourceRate>,
     /// Requests being handled now (bounded by `limits.max_in_flight`).
     in_flight: AtomicUsize,
+    /// `limits.max_in_flight` now (read per request: an atomic, not the limits' lock).
+    max_in_flight: AtomicUsize,
+    /// One reload at a time (SIGHUP twice in a row waits for the first).
+    reloading: tokio::sync::Mutex<()>,
     /// SIGTERM came: requests still read (on open TCP connections) get 503; responses pass.
     draining: std::sync::atomic::AtomicBool,
     /// Which AORs registered over which of our TCP connections (their flows).
@@ -107,6 +111,8 @@ impl Server {
             applied: std::sync::Mutex::new(cfg.clone()),
             admission,
             in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(cfg.limits.max_in_flight),
+            reloading: tokio::sync::Mutex::new(()),
             draining: std::sync::atomic::AtomicBool::new(false),
             cfg,
             identity,
@@ -151,7 +157,7 @@ impl<'a> InFlight<'a> {
     fn enter(server: &'a Server) -> Option<InFlight<'a>> {
         let n = server.in_flight.fetch_add(1, Ordering::Relaxed);
         let slot = InFlight(&server.in_flight);
-        (n < server.limits.get().max_in_flight).then_some(slot)
+        (n < server.max_in_flight.load(Ordering::Relaxed)).then_some(slot)
     }
 }
 

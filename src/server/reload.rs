@@ -18,9 +18,28 @@ use crate::config::Config;
 /// Where a reload reads the configuration: `Config::load` over the start's flags.
 pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
+/// How long a reload may take (DNS, connecting the new farm) before it is refused.
+const RELOAD_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the new nodes' names may take to resolve.
+const RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Server {
-    /// Handle one SIGHUP.
+    /// Handle one SIGHUP, from a task of its own (a stop signal meanwhile is not held up),
+    /// one at a time, within `RELOAD_WITHIN`.
     pub(super) async fn reload(&self) {
+        let _one_at_a_time = self.reloading.lock().await;
+        if tokio::time::timeout(RELOAD_WITHIN, self.reload_now())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                seconds = RELOAD_WITHIN.as_secs(),
+                "SIGHUP: reload took too long and was abandoned; what it had not applied stays as it was"
+            );
+        }
+    }
+
+    async fn reload_now(&self) {
         let Some(source) = &self.source else {
             return self.reload_users();
         };
@@ -39,8 +58,14 @@ impl Server {
                 return tracing::error!(error = %e, "SIGHUP: users file refused, the old users stay (and the old configuration)");
             }
         };
-        if new.memcached != applied.memcached {
-            if let Err(e) = self.reload_farm(&new).await {
+        // Restart-only settings of the farm keep their applied values (named below).
+        let mut farm = new.memcached.clone();
+        if let (Some(n), Some(a)) = (farm.as_mut(), applied.memcached.as_ref()) {
+            n.key_prefix.clone_from(&a.key_prefix);
+            n.item_limit = a.item_limit;
+        }
+        if farm != applied.memcached {
+            if let Err(e) = self.reload_farm(farm.as_ref(), &applied).await {
                 return tracing::error!(error = %e, "SIGHUP: memcached node list refused, the old configuration stays");
             }
         }
@@ -60,7 +85,7 @@ impl Server {
         }
         let mut now = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         now.limits = new.limits.clone();
-        now.memcached = new.memcached.clone();
+        now.memcached = farm;
     }
 
     fn applied_config(&self) -> Config {
@@ -87,19 +112,46 @@ impl Server {
         let per_source = u32::try_from(l.max_in_flight_per_source).unwrap_or(u32::MAX);
         self.admission.set_limits(l.source_rate, per_source);
         self.tcp_flows.set_max_connections(l.max_connections);
+        self.max_in_flight
+            .store(l.max_in_flight, std::sync::atomic::Ordering::Relaxed);
         self.limits.set(l.clone());
         tracing::info!(limits = ?l, "SIGHUP: limits reloaded");
     }
 
-    async fn reload_farm(&self, new: &Config) -> Result<(), String> {
-        let Some(mc) = &new.memcached else {
+    /// Swap in a farm over `mc`. The new nodes' addresses are resolved first (every name, or
+    /// the reload is refused) and refused as SIP destinations before the swap, together with
+    /// the old ones: a node dropped from the list still runs, and instances not reloaded yet
+    /// still use it, so it stays protected until a restart.
+    async fn reload_farm(
+        &self,
+        mc: Option<&crate::location::MemcachedConfig>,
+        applied: &Config,
+    ) -> Result<(), String> {
+        let Some(mc) = mc else {
             return Err(
                 "from the memcached farm to the embedded store: a restart is needed".into(),
             );
         };
-        let ring = self.store.reload_farm(mc, self.cfg.threads).await?;
-        self.identity
-            .set_farm_nodes(super::run::farm_node_addresses(new).await);
+        let mut protected = self.identity.farm_nodes();
+        for (node, _) in &mc.nodes {
+            let found =
+                tokio::time::timeout(RESOLVE_WITHIN, tokio::net::lookup_host(node.as_str()));
+            match found.await {
+                Ok(Ok(addrs)) => protected.extend(addrs),
+                Ok(Err(e)) => return Err(format!("memcached node {node}: cannot resolve: {e}")),
+                Err(_) => return Err(format!("memcached node {node}: no DNS answer")),
+            }
+        }
+        self.identity.set_farm_nodes(protected);
+        let old_ring = applied.memcached.as_ref().map(|m| {
+            crate::location::ring::Ring::new(&m.nodes)
+                .identity()
+                .to_owned()
+        });
+        let ring = self
+            .store
+            .reload_farm(mc, self.cfg.threads, old_ring.as_deref())
+            .await?;
         let nodes: Vec<&str> = mc.nodes.iter().map(|(n, _)| n.as_str()).collect();
         tracing::warn!(
             ring = %ring,
@@ -151,5 +203,14 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         old.memcached.is_some() != new.memcached.is_some(),
         "memcached (farm or embedded store)",
     );
+    let farm = |c: &Config| {
+        c.memcached
+            .as_ref()
+            .map(|m| (m.key_prefix.clone(), m.item_limit))
+    };
+    if let (Some(a), Some(b)) = (farm(old), farm(new)) {
+        differ(a.0 != b.0, "memcached.key_prefix");
+        differ(a.1 != b.1, "memcached.item_limit");
+    }
     out
 }

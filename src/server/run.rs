@@ -265,7 +265,10 @@ async fn on_signals(stop: tokio::sync::watch::Sender<bool>, server: Arc<Server>)
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => server.reload().await,
+            _ = hup.recv() => {
+                let server = server.clone();
+                tokio::spawn(async move { server.reload().await });
+            }
         }
     };
     tracing::info!(

@@ -224,6 +224,8 @@ async fn read_loop<H: Handler>(
         path: ReplyPath::Tcp(conn.clone()),
     };
     let mut closed = conn.link().watch();
+    // The limits as the connection opened: a reload applies to the connections after it.
+    let partial_timeout = settings.limits.get().partial_message_timeout;
     let now = Instant::now();
     let mut input = Input {
         buf: BytesMut::with_capacity(8192),
@@ -238,7 +240,7 @@ async fn read_loop<H: Handler>(
             return;
         };
         input.track(taken);
-        let deadline = input.deadline(settings);
+        let deadline = input.deadline(partial_timeout, settings.idle);
         // A peer that sends fast enough keeps the read always ready, and a biased select
         // would never look at the timer: the deadline is checked here too.
         if deadline <= Instant::now() && input.expired(conn, src) {
@@ -267,10 +269,10 @@ async fn read_loop<H: Handler>(
 impl Input {
     /// When the connection is next due for closing: the message under way must be whole by
     /// its partial-message deadline; between messages, the idle timeout runs.
-    fn deadline(&self, settings: &Settings) -> Instant {
+    fn deadline(&self, partial_timeout: Duration, idle: Duration) -> Instant {
         match self.partial_since {
-            Some(t) => t + settings.limits.get().partial_message_timeout,
-            None => self.active_at + settings.idle,
+            Some(t) => t + partial_timeout,
+            None => self.active_at + idle,
         }
     }
 

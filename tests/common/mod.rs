@@ -179,6 +179,8 @@ impl Memcached {
             "sipfarm:ring",
             "sipfarm:lease:refill",
             "sipfarm:lease:renewal",
+            "sipfarm:lease:census",
+            "sipfarm:census",
         ]
         .iter()
         .filter(|k| self.command(&format!("get {k}\r\n")).starts_with("VALUE "))

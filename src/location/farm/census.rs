@@ -1,6 +1,7 @@
 //! The census: how many AORs are registered in the farm and how many bindings they hold
 //! (Prometheus `sipfarm_registrations`, `sipfarm_bindings`), which no counter of one instance
-//! can know. Every `CENSUS_EVERY` one instance (a lease item on the first live node) lists
+//! can know. Every `CENSUS_EVERY` (15 minutes: the listing competes with refills for
+//! memcached's one crawler) one instance (a lease item on the first live node) lists
 //! every node's keys (`lru_crawler metadump hash`), reads a random sample of at most `SAMPLE`
 //! of them on that node, and scales what the sample holds to the node's key count; the sum
 //! over the nodes, divided by R (each record lives on R nodes), is written on every node
@@ -15,14 +16,16 @@ use crate::location::record;
 use std::sync::Arc;
 use std::time::Duration;
 
-const CENSUS_EVERY: Duration = Duration::from_secs(300);
+const CENSUS_EVERY: Duration = Duration::from_secs(900);
+/// After an incomplete census, the next attempt (by any instance).
+const CENSUS_RETRY: Duration = Duration::from_secs(60);
 /// The first census after start (plus up to as much again, jittered).
 const FIRST_AFTER: Duration = Duration::from_secs(3);
 /// Keys read per node and census.
 const SAMPLE: usize = 200;
-const LEASE_TTL: u32 = 280;
+const LEASE_TTL: u32 = 880;
 /// The result outlives two missed censuses.
-const RESULT_TTL: u32 = 900;
+const RESULT_TTL: u32 = 2700;
 const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the census found: AORs with a live binding, live bindings, when (Unix seconds).
@@ -43,41 +46,101 @@ impl Farm {
         let farm = self.clone();
         tokio::spawn(async move {
             let jitter = fastrand::u64(..=FIRST_AFTER.as_millis() as u64);
-            tokio::time::sleep(FIRST_AFTER + Duration::from_millis(jitter)).await;
-            while !farm.retired() {
+            let mut wait = FIRST_AFTER + Duration::from_millis(jitter);
+            while farm.pause(wait).await {
+                wait = CENSUS_EVERY;
                 let lease = format!("{}lease:census", farm.prefix);
-                if farm.first_to_add(&lease, LEASE_TTL).await {
-                    if let Some(c) = farm.take_census().await {
-                        farm.publish_census(c).await;
+                if farm.take_lease(&lease, LEASE_TTL).await {
+                    match farm.take_census().await {
+                        Some(c) => farm.publish_census(c).await,
+                        None => {
+                            // Counted low is worse than not counted: the last census stays.
+                            tracing::warn!(
+                                "census incomplete (a node could not be listed): not published"
+                            );
+                            farm.release_lease(&lease).await;
+                            wait = CENSUS_RETRY;
+                        }
                     }
                 }
-                tokio::time::sleep(CENSUS_EVERY).await;
             }
         });
     }
 
-    /// Did this instance `add` the lease item `key` on the first live node (nobody held it)?
-    pub(super) async fn first_to_add(&self, key: &str, ttl: u32) -> bool {
+    /// Is the lease item `key` (on the first live node) ours for `ttl` seconds? Taken with
+    /// `add`; one found past the expiry its value names (planted, or left without a TTL) is
+    /// taken over with its CAS, so that no stray item stops the work for good.
+    pub(super) async fn take_lease(&self, key: &str, ttl: u32) -> bool {
         let Some(node) = self.nodes.iter().find(|n| n.available()) else {
             return false;
         };
+        let now = now_secs();
+        let value = format!("{} {}", self.id, now + u64::from(ttl));
+        let cas = match node.store(key, value.as_bytes(), ttl, None).await {
+            Ok(Write::Stored(_)) => return true,
+            Err(_) => return false,
+            Ok(_) => match node.gets(key).await {
+                Ok(Some((held, cas))) => {
+                    let until = String::from_utf8_lossy(&held)
+                        .rsplit(' ')
+                        .next()
+                        .and_then(|u| u.parse::<u64>().ok());
+                    if until.is_some_and(|u| u > now && u <= now + u64::from(ttl)) {
+                        return false;
+                    }
+                    cas
+                }
+                _ => return false,
+            },
+        };
         matches!(
-            node.store(key, self.id.as_bytes(), ttl, None).await,
+            node.store(key, value.as_bytes(), ttl, Some(cas)).await,
             Ok(Write::Stored(_))
         )
     }
 
-    /// Count; None when no node could be listed.
+    /// Give the lease `key` up (the work was not complete: another instance may try soon).
+    pub(super) async fn release_lease(&self, key: &str) {
+        let Some(node) = self.nodes.iter().find(|n| n.available()) else {
+            return;
+        };
+        if let Ok(Some((held, cas))) = node.gets(key).await {
+            if held.starts_with(format!("{} ", self.id).as_bytes()) {
+                let _ = node.store(key, &held, 1, Some(cas)).await;
+            }
+        }
+    }
+
+    /// Sleep `d`, waking at once when the farm is retired (a reload): false then.
+    pub(super) async fn pause(&self, d: Duration) -> bool {
+        let until = tokio::time::Instant::now() + d;
+        while tokio::time::Instant::now() < until {
+            if self.retired() {
+                return false;
+            }
+            let left = until - tokio::time::Instant::now();
+            tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+        }
+        !self.retired()
+    }
+
+    /// Count; None when a live node could not be listed (a dead one holds nothing the others
+    /// lack, for R > 1, and is left out).
     async fn take_census(&self) -> Option<Census> {
-        let (mut aors, mut bindings, mut listed) = (0f64, 0f64, false);
+        let (mut aors, mut bindings) = (0f64, 0f64);
+        // The farm's own items (ring id, leases, census, nonce counters) are not records.
+        let ours = |k: &String| {
+            let rest = &k[self.prefix.len().min(k.len())..];
+            !(rest == "ring" || rest == "census" || rest.starts_with("lease:"))
+        };
         for (i, node) in self.nodes.iter().enumerate() {
             if !node.available() {
                 continue;
             }
-            let Ok(keys) = admin::keys(&node.addr, &self.prefix, LIST_TIMEOUT).await else {
-                continue;
-            };
-            listed = true;
+            let mut keys = admin::keys(&node.addr, &self.prefix, LIST_TIMEOUT)
+                .await
+                .ok()?;
+            keys.retain(ours);
             let sample: Vec<&String> = if keys.len() <= SAMPLE {
                 keys.iter().collect()
             } else {
@@ -93,6 +156,9 @@ impl Farm {
                 let Ok(r) = record::decode_any(&value) else {
                     continue;
                 };
+                if record::key(&self.prefix, &r.aor) != **key {
+                    continue;
+                }
                 let n = r.live(now).count() as u64;
                 with_live += u64::from(n > 0);
                 live += n;
@@ -104,7 +170,7 @@ impl Farm {
             }
         }
         let r = self.replicas as f64;
-        listed.then(|| Census {
+        Some(Census {
             registrations: (aors / r).round() as u64,
             bindings: (bindings / r).round() as u64,
             at: now_secs(),

@@ -188,7 +188,7 @@ impl Farm {
                 repair && (owners_ok || self.write_owners(&owners, &k, &mut merged).await);
             if repaired {
                 for (i, _) in copies.iter().filter(|(i, _)| !owners.contains(i)) {
-                    repaired &= self.retire_copy(*i, &k, &aor).await;
+                    repaired &= self.retire_copy(*i, &k, &aor, &owners).await;
                 }
             }
             findings.push(Finding {
@@ -204,22 +204,39 @@ impl Farm {
         }
     }
 
-    /// Retire the copy of `key` on node `i`, which is not an owner, once the owners hold the
-    /// merge: it is rewritten, with the CAS it has now, to expire in a second. Not a blind
-    /// delete: an instance that sees an owner dead may be writing there as its stand-in now,
-    /// and its write then wins (the CAS no longer matches) and stays. True when retired or
-    /// gone.
-    async fn retire_copy(&self, i: usize, key: &str, aor: &str) -> bool {
+    /// Retire the copy of `key` on node `i`, which is not an owner, when it holds nothing the
+    /// owners lack: it is rewritten, with the CAS it has now, to expire in a second. Both are
+    /// read again here, under the key's lock: the walk may be minutes old, and an instance
+    /// that sees an owner dead may have written there since as its stand-in (a copy that adds
+    /// to the owners' merge is kept, for read repair or the next `--repair` to bring over; a
+    /// write after this read makes the CAS fail, and stays). True when retired or gone.
+    async fn retire_copy(&self, i: usize, key: &str, aor: &str, owners: &[usize]) -> bool {
         let _one_at_a_time = self.stripe(key).lock().await;
         let Ok((_, found)) = self.read(i, key, aor).await else {
             return false;
         };
-        let Some((record, cas)) = found else {
+        let Some((copy, cas)) = found else {
             return true;
         };
-        let mut record = record;
-        let Ok(value) = crate::location::record::encode_fitting(&mut record, self.item_limit)
-        else {
+        let held = self.read_all(owners, key, aor).await;
+        if held.len() < owners.len() {
+            return false;
+        }
+        let now = now_secs();
+        let readable: Vec<&Record> = held
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r))
+            .filter(|r| !r.aor.is_empty())
+            .collect();
+        let mut theirs = merge(readable.iter().copied(), aor);
+        theirs.prune(now);
+        let mut with_copy = merge(readable.into_iter().chain([&copy]), aor);
+        with_copy.prune(now);
+        if with_copy != theirs {
+            return false;
+        }
+        let mut copy = copy;
+        let Ok(value) = crate::location::record::encode_fitting(&mut copy, self.item_limit) else {
             return false;
         };
         matches!(

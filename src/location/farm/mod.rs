@@ -150,13 +150,19 @@ impl Farm {
     }
 
     /// A reload changed the node list on purpose: this list's ring id replaces the one on
-    /// every node (instances not reloaded yet show the old one in `farm status`).
-    pub(crate) async fn claim_rings(&self) {
+    /// every node that holds `old` (this instance's list before) or none (instances not
+    /// reloaded yet show the old one in `farm status`). Another id is another instance's
+    /// list: logged as at start, never overwritten.
+    pub(crate) async fn claim_rings(&self, old: Option<&str>) {
         let (key, mine) = (self.ring_key(), self.ring.identity().as_bytes());
-        for node in &self.nodes {
+        for (i, node) in self.nodes.iter().enumerate() {
             let cas = match node.gets(&key).await {
                 Ok(Some((theirs, _))) if theirs == mine => continue,
-                Ok(Some((_, cas))) => Some(cas),
+                Ok(Some((theirs, cas))) if old.is_some_and(|o| o.as_bytes() == theirs) => Some(cas),
+                Ok(Some(_)) => {
+                    self.announce_ring(i).await;
+                    continue;
+                }
                 Ok(None) => None,
                 Err(_) => continue,
             };

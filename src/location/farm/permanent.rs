@@ -7,9 +7,11 @@
 //! with their expiry (`lru_crawler metadump hash`); an item with less than `RENEW_BELOW`
 //! left is read on the node that listed it, and when its record holds a live binding kept
 //! until removed, the record is read from every owner, merged (a removal on one replica
-//! wins) and written back to each with its CAS: 30 days again. The walk costs one `gets` per
-//! item in its last 15 days every 6 hours (for a million items, under 50 a second), and
-//! leaves 15 days of margin for instances that are all down.
+//! wins) and written back to each with its CAS: 30 days again. Phones' records (their TTL is
+//! their expiry plus a minute) are all under 15 days, so the walk reads every record once
+//! per 6 hours: for a million records, under 50 `gets` a second on the farm. A walk that
+//! could not list a node gives its lease up and is tried again in 10 minutes, with a
+//! warning; 15 days of margin remain for instances that are all down.
 
 use super::Farm;
 use super::merge::merge;
@@ -23,6 +25,8 @@ use std::time::Duration;
 
 /// How often an instance offers to walk the farm.
 const RENEW_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// After an incomplete walk, the next attempt (by any instance).
+const RENEW_RETRY: Duration = Duration::from_secs(600);
 /// The first offer after start (plus up to as much again, jittered).
 const FIRST_AFTER: Duration = Duration::from_secs(5);
 /// Items with less than this left are looked at.
@@ -38,18 +42,23 @@ impl Farm {
         let farm = self.clone();
         tokio::spawn(async move {
             let jitter = fastrand::u64(..=FIRST_AFTER.as_millis() as u64);
-            tokio::time::sleep(FIRST_AFTER + Duration::from_millis(jitter)).await;
-            while !farm.retired() {
+            let mut wait = FIRST_AFTER + Duration::from_millis(jitter);
+            while farm.pause(wait).await {
+                wait = RENEW_EVERY;
                 let lease = format!("{}lease:renewal", farm.prefix);
-                if farm.first_to_add(&lease, LEASE_TTL).await {
+                if farm.take_lease(&lease, LEASE_TTL).await {
                     let (renewed, complete) = farm.renew_kept().await;
-                    tracing::info!(
-                        renewed,
-                        complete,
-                        "records of bindings kept until removed renewed"
-                    );
+                    if complete {
+                        tracing::info!(renewed, "records of bindings kept until removed renewed");
+                    } else {
+                        tracing::warn!(
+                            renewed,
+                            "renewal of bindings kept until removed incomplete (a node could not be listed): again soon"
+                        );
+                        farm.release_lease(&lease).await;
+                        wait = RENEW_RETRY;
+                    }
                 }
-                tokio::time::sleep(RENEW_EVERY).await;
             }
         });
     }
@@ -70,6 +79,9 @@ impl Farm {
             };
             let now = now_secs() as i64;
             for (key, exp) in keys {
+                if self.retired() {
+                    return (renewed, false);
+                }
                 if exp >= 0 && exp - now < RENEW_BELOW && seen.insert(key.clone()) {
                     renewed += usize::from(self.renew_one(i, &key).await);
                 }
@@ -103,8 +115,10 @@ impl Farm {
             .iter()
             .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r))
             .filter(|r| !r.aor.is_empty());
-        // The copy listed too: `source` may be a stand-in that is not an owner now.
-        let mut merged = merge(readable.chain([&found]), &found.aor);
+        // The owners' copies only: a copy elsewhere (a stand-in's, an old owner's) may be one
+        // whose removal the owners hold, and must not bring it back; the owners missing it
+        // altogether get it from read repair or a refill, not from here.
+        let mut merged = merge(readable, &found.aor);
         merged.prune(now);
         if !keeps(&merged, now) {
             return false;
