@@ -89,9 +89,21 @@ impl Proxy {
         mut r: Routing,
     ) -> Result<Vec<(Routing, Hop)>, Refusal> {
         if let Some(f) = r.flow {
-            if f.proto == Proto::Tcp && conns.by_addr(f.src).is_none() {
+            let gone = f.proto == Proto::Tcp && conns.by_addr(f.src).is_none();
+            if !gone {
+                let hop = Hop::registered(r.ruri.clone(), None);
+                return Ok(vec![(r, hop)]);
+            }
+            // Routed here by another instance to a connection that is gone: the Request-URI
+            // (the UA's Contact) is used when it names the host the connection came from (no
+            // NAT: the UA listens there), else the flow failed (RFC 5626 5.3).
+            let same_host = crate::sip::uri::host(&r.ruri)
+                .and_then(|h| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok())
+                .is_some_and(|ip| ip.to_canonical() == f.src.ip().to_canonical());
+            if !same_host {
                 return Err(flow_failed());
             }
+            r.flow = None;
             let hop = Hop::registered(r.ruri.clone(), None);
             return Ok(vec![(r, hop)]);
         }
@@ -168,7 +180,11 @@ impl Proxy {
         // or domain we answer for (instances sharing a name must still tell their flows).
         if owner == self.identity.flow_owner_uri(flow) {
             if flow.proto == Proto::Tcp && conns.by_addr(flow.src).is_none() {
-                return None;
+                // Gone, and not marked closed yet (or never: an instance tracks a bounded
+                // number of AORs per connection): the Contact, when it reaches the UA.
+                return t
+                    .contact_reaches
+                    .then(|| (r, Hop::registered(t.next_hop, t.tcp_hint)));
             }
             r.flow = Some(flow);
             return Some((r, Hop::registered(t.next_hop, None)));

@@ -34,6 +34,9 @@ pub(crate) struct Target {
     /// The flow that reaches the UA and its owner's URI with the flow token, when the
     /// binding recorded one (RFC 5626; a UA behind NAT or on TCP).
     pub flow: Option<(FlowRef, String)>,
+    /// The Contact reaches the UA by itself (no NAT seen at registration): when its flow is
+    /// gone (a TCP connection closed and not yet marked), the Contact is used instead.
+    pub contact_reaches: bool,
 }
 
 /// Bindings tried for one request at most: the chosen one and fall-backs.
@@ -84,6 +87,7 @@ fn target(b: &Binding) -> Option<Target> {
             route_set: None,
             tcp_hint: registered_over_tcp(&b.source),
             flow: flow_of(b),
+            contact_reaches: !b.flow.as_ref().is_some_and(|f| f.nat),
         });
     }
     let first = b.path.first().and_then(|p| route_uri(p))?;
@@ -93,6 +97,7 @@ fn target(b: &Binding) -> Option<Target> {
         route_set: Some(b.path.clone()),
         tcp_hint: None,
         flow: None,
+        contact_reaches: true,
     })
 }
 
