@@ -18,6 +18,20 @@ fn location(args: &[&str], nodes: &str) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// `sipfarm farm check ARGS` over `nodes`: its exit code and standard output.
+fn farm_check(args: &[&str], nodes: &str) -> (i32, String) {
+    let out = Command::new(sipfarm_bin())
+        .args(["farm", "check"])
+        .args(args)
+        .args(["--memcached", nodes])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// `count` users PREFIX00, PREFIX01... each with one contact (ports from `port`), through `s`.
 fn register_users(ua: &Ua, s: &Sipfarm, prefix: &str, count: u16, port: u16) {
     for n in 0..count {
@@ -175,18 +189,7 @@ fn farm_check_finds_and_repairs_missing_replicas() {
     let ua = Ua::new();
     register_users(&ua, &s, "chk", 30, 7400);
     drop(s);
-    let check = |args: &[&str]| {
-        let out = Command::new(sipfarm_bin())
-            .args(["farm", "check"])
-            .args(args)
-            .args(["--memcached", &nodes])
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
+    let check = |args: &[&str]| farm_check(args, &nodes);
     let (code, text) = check(&[]);
     assert_eq!((code, text.trim()), (0, "30 records, 0 with problems"));
 
@@ -308,18 +311,7 @@ fn farm_check_retires_copies_on_non_owners() {
     register_users(&ua, &s, "own", 10, 7450);
     drop(s);
     assert_eq!(mc.iter().map(Memcached::records).sum::<u64>(), 30);
-    let check = |args: &[&str]| {
-        let out = Command::new(sipfarm_bin())
-            .args(["farm", "check"])
-            .args(args)
-            .args(["--memcached", &nodes])
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
+    let check = |args: &[&str]| farm_check(args, &nodes);
     let (code, text) = check(&[]);
     assert_eq!(code, 1, "{text}");
     assert_eq!(text.matches("(not an owner)").count(), 10, "{text}");

@@ -12,7 +12,7 @@
 //! refill and read repair remain.
 
 use super::Farm;
-use super::merge::merge;
+use super::merge::{merge, readable};
 use super::placement::Replica;
 use crate::clock::now_secs;
 use crate::location::node::{Answered, NodeError, Write};
@@ -118,11 +118,7 @@ impl Farm {
             return false;
         }
         let now = now_secs();
-        let readable = replicas
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r))
-            .filter(|r| !r.aor.is_empty());
-        let mut merged = merge(readable, aor);
+        let mut merged = merge(readable(&replicas), aor);
         merged.prune(now);
         if merged.bindings.is_empty() {
             return true;

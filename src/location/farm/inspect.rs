@@ -223,14 +223,9 @@ impl Farm {
             return false;
         }
         let now = now_secs();
-        let readable: Vec<&Record> = held
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r))
-            .filter(|r| !r.aor.is_empty())
-            .collect();
-        let mut theirs = merge(readable.iter().copied(), aor);
+        let mut theirs = merge(super::merge::readable(&held), aor);
         theirs.prune(now);
-        let mut with_copy = merge(readable.into_iter().chain([&copy]), aor);
+        let mut with_copy = merge(super::merge::readable(&held).chain([&copy]), aor);
         with_copy.prune(now);
         if with_copy != theirs {
             return false;

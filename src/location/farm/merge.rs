@@ -26,6 +26,12 @@ pub(super) fn records(replicas: &[Replica]) -> Vec<&Record> {
         .collect()
 }
 
+/// The readable records among replicas: misses left out, and unreadable records (read as
+/// an empty record without AOR, see `placement::read`), which are never merged from.
+pub(super) fn readable(replicas: &[Replica]) -> impl Iterator<Item = &Record> {
+    records(replicas).into_iter().filter(|r| !r.aor.is_empty())
+}
+
 /// The TTL of an item: covers the latest expiry (bindings and tombstones) plus a grace.
 pub(super) fn ttl_for(record: &Record, now: u64) -> u32 {
     let until = record.max_expiry().unwrap_or(now);

@@ -14,7 +14,7 @@
 //! warning; 15 days of margin remain for instances that are all down.
 
 use super::Farm;
-use super::merge::merge;
+use super::merge::{merge, readable};
 use crate::clock::now_secs;
 use crate::location::admin;
 use crate::location::node::Write;
@@ -111,14 +111,10 @@ impl Farm {
             return false;
         };
         let now = now_secs();
-        let readable = replicas
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().map(|(r, _)| r))
-            .filter(|r| !r.aor.is_empty());
         // The owners' copies only: a copy elsewhere (a stand-in's, an old owner's) may be one
         // whose removal the owners hold, and must not bring it back; the owners missing it
         // altogether get it from read repair or a refill, not from here.
-        let mut merged = merge(readable, &found.aor);
+        let mut merged = merge(readable(&replicas), &found.aor);
         merged.prune(now);
         if !keeps(&merged, now) {
             return false;
