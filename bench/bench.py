@@ -116,9 +116,11 @@ def main():
         with open(args.out, "w") as f:
             f.write(report)
     if args.smoke:
-        dead = [k for k, rows in results.items() if all(r["ok"] == 0 for r in rows)]
-        if dead:
-            log(f"smoke: no successful call in {dead}")
+        # Not a speed check: a step where most requests fail is broken (a TCP step once
+        # passed here with 8 of 400 MESSAGEs delivered).
+        broken = [k for k, rows in results.items() if all(r["ok"] <= r["failed"] for r in rows)]
+        if broken:
+            log(f"smoke: more failed than succeeded in {broken}")
             return 1
     return 0
 
