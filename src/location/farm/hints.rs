@@ -20,6 +20,9 @@ use std::collections::HashMap;
 
 /// Keys remembered per node before the node is marked for a full refill instead.
 const MAX_HINTS: usize = 65_536;
+/// Hints replayed at once (as the refill copies: enough to hide round trips, few enough
+/// not to crowd out live traffic).
+const REPLAY_CONCURRENCY: usize = 16;
 
 /// The hints for one node: key -> AOR (needed to check what is read).
 #[derive(Debug, Default)]
@@ -82,21 +85,27 @@ impl Farm {
 
     /// Replay the hints of node `i`, which answers again; those that fail are kept.
     async fn replay_hints(&self, i: usize) {
+        use futures::StreamExt;
         let hints = std::mem::take(&mut self.hints_of(i).keys);
-        let (mut done, mut kept) = (0, 0);
-        for (key, aor) in hints {
-            if self.replay_one(i, &key, &aor).await {
-                done += 1;
-            } else {
-                kept += 1;
+        let (done, kept) = futures::stream::iter(hints)
+            .map(|(key, aor)| async move {
+                let ok = self.replay_one(i, &key, &aor).await;
+                (ok, key, aor)
+            })
+            .buffer_unordered(REPLAY_CONCURRENCY)
+            .fold((0, 0), |(done, kept), (ok, key, aor)| async move {
+                if ok {
+                    return (done + 1, kept);
+                }
                 let mut h = self.hints_of(i);
                 if h.keys.len() < MAX_HINTS {
                     h.keys.insert(key, aor);
                 } else {
                     h.overflow = true;
                 }
-            }
-        }
+                (done, kept + 1)
+            })
+            .await;
         tracing::info!(node = %self.nodes[i].addr, replayed = done, kept, "hinted writes replayed");
     }
 
