@@ -89,21 +89,17 @@ impl Proxy {
         mut r: Routing,
     ) -> Result<Vec<(Routing, Hop)>, Refusal> {
         if let Some(f) = r.flow {
-            let gone = f.proto == Proto::Tcp && conns.by_addr(f.src).is_none();
-            if !gone {
-                let hop = Hop::registered(r.ruri.clone(), None);
-                return Ok(vec![(r, hop)]);
+            if f.proto == Proto::Tcp && conns.by_addr(f.src).is_none() {
+                // Routed here by another instance to a connection that is gone: the
+                // Request-URI (the UA's Contact) is used when it names the host the connection
+                // came from (no NAT: the UA listens there), else the flow failed (RFC 5626 5.3).
+                let same_host = crate::sip::uri::host_ip(&r.ruri)
+                    .is_some_and(|ip| ip.to_canonical() == f.src.ip().to_canonical());
+                if !same_host {
+                    return Err(flow_failed());
+                }
+                r.flow = None;
             }
-            // Routed here by another instance to a connection that is gone: the Request-URI
-            // (the UA's Contact) is used when it names the host the connection came from (no
-            // NAT: the UA listens there), else the flow failed (RFC 5626 5.3).
-            let same_host = crate::sip::uri::host(&r.ruri)
-                .and_then(|h| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok())
-                .is_some_and(|ip| ip.to_canonical() == f.src.ip().to_canonical());
-            if !same_host {
-                return Err(flow_failed());
-            }
-            r.flow = None;
             let hop = Hop::registered(r.ruri.clone(), None);
             return Ok(vec![(r, hop)]);
         }

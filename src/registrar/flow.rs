@@ -13,9 +13,8 @@ use crate::identity::{FlowRef, Identity};
 use crate::location::{Flow, LocationStore, StoreError};
 use crate::sip::Message;
 use crate::sip::uri::Aor;
-use crate::sip::uri::parse_sip;
+use crate::sip::uri::{host_ip, parse_sip};
 use crate::transport::Proto;
-use sip_uri::SipUri;
 use std::net::{IpAddr, SocketAddr};
 
 /// Flow-Timer (RFC 5626 4.4.1, 5.2): seconds between keep-alives that keep a NAT binding
@@ -96,12 +95,7 @@ fn contact_differs(contact: &str, src: SocketAddr) -> bool {
     let Some(uri) = parse_sip(contact) else {
         return false;
     };
-    contact_ip(&uri).is_some_and(|ip| ip.to_canonical() != src.ip().to_canonical())
-}
-
-fn contact_ip(uri: &SipUri) -> Option<IpAddr> {
-    let host = crate::sip::uri::host(uri)?;
-    host.trim_matches(|c| c == '[' || c == ']').parse().ok()
+    host_ip(&uri).is_some_and(|ip| ip.to_canonical() != src.ip().to_canonical())
 }
 
 /// RFC 5626 5.3: the TCP connection from `remote` that `aor` registered over is closed, so

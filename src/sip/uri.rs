@@ -40,6 +40,11 @@ pub fn host(uri: &SipUri) -> Option<String> {
     Some(h.trim_start_matches('[').trim_end_matches(']').to_owned())
 }
 
+/// The host as an IP address (an IPv6 reference without its brackets); None for a name.
+pub fn host_ip(uri: &SipUri) -> Option<std::net::IpAddr> {
+    host(uri)?.parse().ok()
+}
+
 /// RFC 3261 19.1.4 equality of two contact URIs (used to find an existing binding).
 pub fn same_contact(a: &str, b: &str) -> bool {
     // The common case (a refresh names the contact exactly as before) needs no parsing.
