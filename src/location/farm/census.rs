@@ -9,9 +9,9 @@
 //! `SAMPLE` keys, within a few percent beyond.
 
 use super::Farm;
+use super::lease::Periodic;
 use crate::clock::now_secs;
 use crate::location::admin;
-use crate::location::node::Write;
 use crate::location::record;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,85 +43,22 @@ impl Farm {
 
     /// Offer to take the census now and every `CENSUS_EVERY`.
     pub(crate) fn spawn_census(self: &Arc<Self>) {
-        let farm = self.clone();
-        tokio::spawn(async move {
-            let jitter = fastrand::u64(..=FIRST_AFTER.as_millis() as u64);
-            let mut wait = FIRST_AFTER + Duration::from_millis(jitter);
-            while farm.pause(wait).await {
-                wait = CENSUS_EVERY;
-                let lease = format!("{}lease:census", farm.prefix);
-                if farm.take_lease(&lease, LEASE_TTL).await {
-                    match farm.take_census().await {
-                        Some(c) => farm.publish_census(c).await,
-                        None => {
-                            // Counted low is worse than not counted: the last census stays.
-                            tracing::warn!(
-                                "census incomplete (a node could not be listed): not published"
-                            );
-                            farm.release_lease(&lease).await;
-                            wait = CENSUS_RETRY;
-                        }
-                    }
-                }
-            }
-        });
-    }
-
-    /// Is the lease item `key` (on the first live node) ours for `ttl` seconds? Taken with
-    /// `add`; one found past the expiry its value names (planted, or left without a TTL) is
-    /// taken over with its CAS, so that no stray item stops the work for good.
-    pub(super) async fn take_lease(&self, key: &str, ttl: u32) -> bool {
-        let Some(node) = self.nodes.iter().find(|n| n.available()) else {
-            return false;
+        let every = Periodic {
+            lease: "census",
+            lease_ttl: LEASE_TTL,
+            first: FIRST_AFTER,
+            every: CENSUS_EVERY,
+            retry: CENSUS_RETRY,
         };
-        let now = now_secs();
-        let value = format!("{} {}", self.id, now + u64::from(ttl));
-        let cas = match node.store(key, value.as_bytes(), ttl, None).await {
-            Ok(Write::Stored(_)) => return true,
-            Err(_) => return false,
-            Ok(_) => match node.gets(key).await {
-                Ok(Some((held, cas))) => {
-                    let until = String::from_utf8_lossy(&held)
-                        .rsplit(' ')
-                        .next()
-                        .and_then(|u| u.parse::<u64>().ok());
-                    if until.is_some_and(|u| u > now && u <= now + u64::from(ttl)) {
-                        return false;
-                    }
-                    cas
-                }
-                _ => return false,
-            },
-        };
-        matches!(
-            node.store(key, value.as_bytes(), ttl, Some(cas)).await,
-            Ok(Write::Stored(_))
-        )
-    }
-
-    /// Give the lease `key` up (the work was not complete: another instance may try soon).
-    pub(super) async fn release_lease(&self, key: &str) {
-        let Some(node) = self.nodes.iter().find(|n| n.available()) else {
-            return;
-        };
-        if let Ok(Some((held, cas))) = node.gets(key).await {
-            if held.starts_with(format!("{} ", self.id).as_bytes()) {
-                let _ = node.store(key, &held, 1, Some(cas)).await;
-            }
-        }
-    }
-
-    /// Sleep `d`, waking at once when the farm is retired (a reload): false then.
-    pub(super) async fn pause(&self, d: Duration) -> bool {
-        let until = tokio::time::Instant::now() + d;
-        while tokio::time::Instant::now() < until {
-            if self.retired() {
+        self.spawn_leased(every, |farm| async move {
+            let Some(c) = farm.take_census().await else {
+                // Counted low is worse than not counted: the last census stays.
+                tracing::warn!("census incomplete (a node could not be listed): not published");
                 return false;
-            }
-            let left = until - tokio::time::Instant::now();
-            tokio::time::sleep(left.min(Duration::from_secs(1))).await;
-        }
-        !self.retired()
+            };
+            farm.publish_census(c).await;
+            true
+        });
     }
 
     /// Count; None when a live node could not be listed (a dead one holds nothing the others

@@ -14,6 +14,7 @@
 //! warning; 15 days of margin remain for instances that are all down.
 
 use super::Farm;
+use super::lease::Periodic;
 use super::merge::{merge, readable};
 use crate::clock::now_secs;
 use crate::location::admin;
@@ -39,27 +40,24 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 impl Farm {
     /// Offer to renew the farm's records kept until removed, now and every `RENEW_EVERY`.
     pub(crate) fn spawn_renewal(self: &Arc<Self>) {
-        let farm = self.clone();
-        tokio::spawn(async move {
-            let jitter = fastrand::u64(..=FIRST_AFTER.as_millis() as u64);
-            let mut wait = FIRST_AFTER + Duration::from_millis(jitter);
-            while farm.pause(wait).await {
-                wait = RENEW_EVERY;
-                let lease = format!("{}lease:renewal", farm.prefix);
-                if farm.take_lease(&lease, LEASE_TTL).await {
-                    let (renewed, complete) = farm.renew_kept().await;
-                    if complete {
-                        tracing::info!(renewed, "records of bindings kept until removed renewed");
-                    } else {
-                        tracing::warn!(
-                            renewed,
-                            "renewal of bindings kept until removed incomplete (a node could not be listed): again soon"
-                        );
-                        farm.release_lease(&lease).await;
-                        wait = RENEW_RETRY;
-                    }
-                }
+        let every = Periodic {
+            lease: "renewal",
+            lease_ttl: LEASE_TTL,
+            first: FIRST_AFTER,
+            every: RENEW_EVERY,
+            retry: RENEW_RETRY,
+        };
+        self.spawn_leased(every, |farm| async move {
+            let (renewed, complete) = farm.renew_kept().await;
+            if complete {
+                tracing::info!(renewed, "records of bindings kept until removed renewed");
+            } else {
+                tracing::warn!(
+                    renewed,
+                    "renewal of bindings kept until removed incomplete (a node could not be listed): again soon"
+                );
             }
+            complete
         });
     }
 
