@@ -11,9 +11,9 @@
 //! full refill instead, whatever the rationing. An instance that dies loses its hints; the
 //! refill and read repair remain.
 
-use super::Farm;
 use super::merge::{merge, readable};
 use super::placement::Replica;
+use super::{Farm, holds};
 use crate::clock::now_secs;
 use crate::location::node::{Answered, NodeError, Write};
 use std::collections::HashMap;
@@ -134,13 +134,7 @@ impl Farm {
         }
         let stale: Vec<Replica> = replicas
             .into_iter()
-            .filter(|(_, r)| {
-                r.as_ref().is_none_or(|(r, _)| {
-                    let mut r = r.clone();
-                    r.prune(now);
-                    r != merged
-                })
-            })
+            .filter(|r| !holds(r, &merged, now))
             .collect();
         if stale.is_empty() {
             return true;

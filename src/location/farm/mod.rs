@@ -392,7 +392,7 @@ async fn ping_all(nodes: &[Node]) -> usize {
 
 /// Does this replica hold `record` once its own expired entries are dropped? (An entry that
 /// merely expired is no difference worth a write.)
-fn holds(replica: &Replica, record: &Record, now: u64) -> bool {
+pub(super) fn holds(replica: &Replica, record: &Record, now: u64) -> bool {
     replica.1.as_ref().is_some_and(|(r, _)| {
         let mut r = r.clone();
         r.prune(now);
