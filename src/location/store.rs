@@ -46,9 +46,7 @@ impl Store {
             Some(mc) => {
                 let farm = Arc::new(Farm::connect(farm_config(mc, loops.max(1))).await?);
                 farm.announce_rings().await;
-                farm.spawn_monitor(PROBE_EVERY);
-                farm.spawn_renewal();
-                farm.spawn_census();
+                spawn_background(&farm);
                 Ok(Store::Farm(Arc::new(Live::new_arc(farm))))
             }
         }
@@ -86,13 +84,19 @@ impl Store {
         farm.health()
             .map_err(|e| format!("the new node list is not healthy: {e}"))?;
         farm.claim_rings(old_ring).await;
-        farm.spawn_monitor(PROBE_EVERY);
-        farm.spawn_renewal();
-        farm.spawn_census();
+        spawn_background(&farm);
         let ring = farm.ring_id().to_owned();
         slot.set_arc(farm).retire();
         Ok(ring)
     }
+}
+
+/// An instance's work on the farm besides requests: probes and refills, renewing the
+/// bindings kept until removed, the census. It ends when the farm is retired (a reload).
+fn spawn_background(farm: &Arc<Farm>) {
+    farm.spawn_monitor(PROBE_EVERY);
+    farm.spawn_renewal();
+    farm.spawn_census();
 }
 
 /// The farm's settings from the configuration, with `connections` per node.
