@@ -20,8 +20,6 @@ pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 /// How long a reload may take (DNS, connecting the new farm) before it is refused.
 const RELOAD_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
-/// How long the new nodes' names may take to resolve.
-const RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Server {
     /// Handle one SIGHUP, from a task of its own (a stop signal meanwhile is not held up),
@@ -134,13 +132,7 @@ impl Server {
         };
         let mut protected = self.identity.farm_nodes();
         for (node, _) in &mc.nodes {
-            let found =
-                tokio::time::timeout(RESOLVE_WITHIN, tokio::net::lookup_host(node.as_str()));
-            match found.await {
-                Ok(Ok(addrs)) => protected.extend(addrs),
-                Ok(Err(e)) => return Err(format!("memcached node {node}: cannot resolve: {e}")),
-                Err(_) => return Err(format!("memcached node {node}: no DNS answer")),
-            }
+            protected.extend(super::run::node_addresses(node).await?);
         }
         self.identity.set_farm_nodes(protected);
         let old_ring = applied.memcached.as_ref().map(|m| {

@@ -192,16 +192,29 @@ async fn warn_unresolvable_farm_uri(farm_uri: String, dns_server: Option<SocketA
 /// How long the start-up check of the farm URI waits for DNS.
 const FARM_URI_CHECK: Duration = Duration::from_secs(5);
 
-/// The IP addresses of the memcached nodes (names resolved once, at start).
+/// The IP addresses of the memcached nodes (names resolved once, at start; one that does not
+/// resolve is logged and left out).
 pub(super) async fn farm_node_addresses(cfg: &Config) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for (node, _) in cfg.memcached.iter().flat_map(|m| m.nodes.iter()) {
-        match tokio::net::lookup_host(node.as_str()).await {
+        match node_addresses(node).await {
             Ok(addrs) => out.extend(addrs),
             Err(e) => tracing::warn!(%node, error = %e, "cannot resolve a memcached node"),
         }
     }
     out
+}
+
+/// How long a node's name may take to resolve.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(3);
+
+/// The addresses of one memcached node (`HOST:PORT`), within `RESOLVE_WITHIN`.
+pub(super) async fn node_addresses(node: &str) -> Result<Vec<SocketAddr>, String> {
+    match tokio::time::timeout(RESOLVE_WITHIN, tokio::net::lookup_host(node)).await {
+        Ok(Ok(addrs)) => Ok(addrs.collect()),
+        Ok(Err(e)) => Err(format!("memcached node {node}: cannot resolve: {e}")),
+        Err(_) => Err(format!("memcached node {node}: no DNS answer")),
+    }
 }
 
 /// The users and the nonce secret, read once at start; without them, a warning when the
